@@ -1,0 +1,37 @@
+# The two newcomer commands are `make demo` and `make test`; both build .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: test lint unit demo bench chaos clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		(echo "Python 3.11 or newer is required" >&2; exit 1)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: lint unit
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(PY) -m daemon.demo
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+chaos: $(STAMP)
+	$(PY) -m pytest -q tests/reliability/test_chaos.py --chaos-iterations=30
+
+clean:
+	rm -rf $(VENV) demo-data

@@ -1,0 +1,1 @@
+"""Long-running actors supervised in the root nursery, and the domain logic they run."""

@@ -1,0 +1,59 @@
+"""Messages the actors exchange over trio memory channels.
+
+Commands are named for what they ask (`TriggerJob`), events for what happened (`HookFired`).
+A command that needs an answer carries a one-shot reply channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import trio
+
+
+class Hook(Enum):
+    OnStartup = "OnStartup"
+    OnCatalogChange = "OnCatalogChange"
+    OnUserCreated = "OnUserCreated"
+    OnDownloadComplete = "OnDownloadComplete"
+
+
+@dataclass(frozen=True)
+class HookFired:
+    """Something happened that jobs may be scheduled on."""
+
+    hook: Hook
+
+
+@dataclass(frozen=True)
+class TriggerJob:
+    """Run a job now. Reply: ("triggered", run_id), ("not_found", None) or ("running", None)."""
+
+    job_id: str
+    reply: trio.MemorySendChannel[tuple[str, Any]]
+
+
+@dataclass(frozen=True)
+class CancelJob:
+    """Cancel a running job. Reply: ("cancelled", run_id), ("not_found", None), ("idle", None)."""
+
+    job_id: str
+    reply: trio.MemorySendChannel[tuple[str, Any]]
+
+
+@dataclass(frozen=True)
+class WakeProcessor:
+    """New work was queued; the processor should look now instead of at its next deadline."""
+
+
+SchedulerMessage = HookFired | TriggerJob | CancelJob
+
+
+async def ask(send: trio.MemorySendChannel[Any], make: Any, *args: Any) -> tuple[str, Any]:
+    """Send `make(*args, reply)` and wait for the one answer."""
+    reply_send, reply_recv = trio.open_memory_channel[tuple[str, Any]](1)
+    async with reply_recv:
+        await send.send(make(*args, reply_send))
+        return await reply_recv.receive()

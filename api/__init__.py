@@ -1,0 +1,1 @@
+"""The HTTP API: the QuartTrio app factory and its blueprints."""

@@ -1,0 +1,110 @@
+"""The QuartTrio app factory: blueprints, error handlers, metrics, logging, OpenAPI.
+
+`create_app(context)` builds one app per daemon (no module-level app). It refuses to build if any
+route lacks a permission declaration (`@requires` or `@public`), so a new route cannot ship open
+by accident.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from quart import Response, g, request, send_from_directory
+from quart_schema import QuartSchema
+from quart_trio import QuartTrio
+
+from api import admin_users, auth_routes, content
+from api.auth import PERMISSION_ATTR, public
+from api.context import AppContext
+from api.errors import ApiError, register_error_handlers
+
+log = logging.getLogger("pezzottify.http")
+MAX_BODY = 1024 * 1024
+BLUEPRINT_MODULES: list[Any] = [auth_routes, admin_users, content]
+REDACTED = {"authorization", "cookie", "set-cookie"}
+
+
+def create_app(context: AppContext) -> QuartTrio:
+    app = QuartTrio("pezzottify", static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config["QUART_SCHEMA_CONVERT_CASING"] = False
+    app.extensions["pezzottify"] = context
+    QuartSchema(
+        app,
+        openapi_path="/openapi.json",
+        swagger_ui_path=None,
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+    )
+    register_error_handlers(app)
+    for module in BLUEPRINT_MODULES:
+        app.register_blueprint(module.blueprint)
+    if context.config.frontend_dir_path is not None:
+        _serve_frontend(app, context)
+    _observe_requests(app, context)
+    # quart-schema's view is a bound method; wrap it to carry the declaration.
+    openapi_view = app.view_functions["openapi"]
+
+    async def openapi_document() -> Any:
+        return await openapi_view()
+
+    app.view_functions["openapi"] = public(openapi_document)
+    check_route_permissions(app)
+    return app
+
+
+def check_route_permissions(app: QuartTrio) -> None:
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions[rule.endpoint]
+        if not hasattr(view, PERMISSION_ATTR):
+            raise RuntimeError(f"route {rule.rule} declares no permission (@requires or @public)")
+
+
+def _serve_frontend(app: QuartTrio, context: AppContext) -> None:
+    root = context.config.frontend_dir_path
+    assert root is not None
+
+    @app.get("/")
+    @public
+    async def frontend_index() -> Response:
+        return await send_from_directory(root, "index.html")
+
+    @app.get("/<path:path>")
+    @public
+    async def frontend_file(path: str) -> Response:
+        if path.startswith("v1/"):
+            raise ApiError(404, "no such route", "NOT_FOUND")
+        return await send_from_directory(root, path)
+
+
+def _observe_requests(app: QuartTrio, context: AppContext) -> None:
+    level = context.config.logging_level
+    metrics = context.metrics
+
+    @app.before_request
+    async def start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    async def record(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        metrics.http_requests.labels(request.method, route, str(response.status_code)).inc()
+        metrics.http_duration.labels(route).observe(elapsed)
+        if level != "none":
+            _log_request(level, response, elapsed)
+        return response
+
+
+def _log_request(level: str, response: Response, elapsed: float) -> None:
+    log.info("%s %s -> %d (%.1f ms)", request.method, request.path, response.status_code,
+             elapsed * 1000)
+    if level in ("headers", "body"):
+        headers = {
+            k: ("<redacted>" if k.lower() in REDACTED else v) for k, v in request.headers.items()
+        }
+        log.info("  request headers: %s", headers)
+    if level == "body" and not request.path.startswith("/v1/auth"):
+        log.info("  response body: %s", response.status_code)

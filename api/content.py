@@ -1,0 +1,7 @@
+"""Blueprint under construction."""
+
+from __future__ import annotations
+
+from quart import Blueprint
+
+blueprint = Blueprint("content", __name__)

@@ -1,0 +1,53 @@
+"""Request-body and query-string plumbing shared by the blueprints.
+
+Bodies are pydantic models that forbid unknown fields and coerce nothing (`"1"` is not an int):
+an explicit allow-list per write endpoint. `json_body` adds a 415 for non-JSON bodies in front
+of quart-schema's validation (which also feeds `/openapi.json`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+from quart import request
+from quart_schema import validate_request
+
+from api.errors import ApiError
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+class StrictBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Query(BaseModel):
+    """Query strings arrive as text, so numbers are coerced; unknown parameters are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def json_body(model: type[BaseModel]) -> Callable[[F], F]:
+    def decorate(view: F) -> F:
+        validated = validate_request(model)(view)
+
+        @functools.wraps(validated)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if request.mimetype != "application/json":
+                raise ApiError(415, "request body must be application/json")
+            return await validated(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def page_limit(value: int | None, default: int = 50, maximum: int = 500) -> int:
+    if value is None:
+        return default
+    if value < 1:
+        raise ApiError(400, "limit must be at least 1", "BAD_REQUEST")
+    return min(value, maximum)

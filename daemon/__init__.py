@@ -1,0 +1,1 @@
+"""The daemon: entry point, configuration, supervisor, signals, logging and metrics."""

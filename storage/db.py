@@ -1,0 +1,151 @@
+"""SQLite access shared by every store: connections, transactions, migrations, threads.
+
+A `Database` owns one write connection (serialised by a lock, every write transaction opened with
+`BEGIN IMMEDIATE` so a read-then-write never fails with "database is locked") and a small pool of
+read connections (WAL lets them read while a write is in progress). Store methods are plain
+synchronous functions that use `db.read()` / `db.write()`; async code runs them off the event
+loop with `await db.run(fn, *args)`. The `pezzottify-auth` CLI calls the same functions directly.
+
+Schema versions live in `PRAGMA user_version`; each migration is a list of statements applied in
+one transaction together with the version bump, so a crash leaves the old or the new schema.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import trio
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+Migration = Sequence[str]
+BUSY_TIMEOUT_MS = 10_000
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+
+class StorageError(Exception):
+    """A database cannot be opened or used as this server expects."""
+
+
+class SchemaTooNew(StorageError):
+    """The database was written by a newer server; refusing to touch it."""
+
+
+def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    """Open a connection in autocommit mode with the pragmas every connection must carry."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+    return conn
+
+
+@contextlib.contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction: BEGIN IMMEDIATE, COMMIT on success, ROLLBACK on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def migrate(conn: sqlite3.Connection, name: str, migrations: Sequence[Migration]) -> int:
+    """Apply the migrations the database lacks, each in its own transaction; return the version."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > len(migrations):
+        raise SchemaTooNew(
+            f"{name} has schema version {current}, newer than this server supports "
+            f"({len(migrations)}); upgrade the server"
+        )
+    for version, statements in enumerate(migrations[current:], start=current + 1):
+        with immediate(conn):
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={version}")
+    return len(migrations)
+
+
+class Database:
+    """One SQLite file: a locked write connection, a pool of readers, a thread limiter."""
+
+    def __init__(
+        self,
+        path: Path,
+        migrations: Sequence[Migration],
+        *,
+        readers: int = 4,
+        synchronous: str = "FULL",
+    ) -> None:
+        self.path = path
+        self._synchronous = synchronous
+        try:
+            self._writer = connect(path, synchronous=synchronous)
+            migrate(self._writer, path.name, migrations)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open {path}: {exc}") from exc
+        self._write_lock = threading.Lock()
+        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._all_readers: list[sqlite3.Connection] = []
+        self._reader_count = readers
+        self._pool_lock = threading.Lock()
+        # Threads beyond readers + one writer would only queue on the locks above.
+        self.limiter = trio.CapacityLimiter(readers + 1)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """Run a block as one immediate transaction on the write connection (blocking)."""
+        with self._write_lock, immediate(self._writer) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """Lend a read connection (autocommit; wrap several reads in BEGIN for a snapshot)."""
+        conn = self._take_reader()
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._readers.put(conn)
+
+    def _take_reader(self) -> sqlite3.Connection:
+        try:
+            return self._readers.get_nowait()
+        except queue.Empty:
+            pass
+        with self._pool_lock:
+            if len(self._all_readers) < self._reader_count:
+                conn = connect(self.path, synchronous=self._synchronous)
+                self._all_readers.append(conn)
+                return conn
+        return self._readers.get()
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a blocking store call in a worker thread.
+
+        If cancelled, the call still runs to its end (its transaction commits or rolls back
+        whole) and the cancellation is delivered afterwards.
+        """
+        return await trio.to_thread.run_sync(
+            functools.partial(fn, *args, **kwargs), limiter=self.limiter
+        )
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._writer.close()
+        for conn in self._all_readers:
+            conn.close()

@@ -1,0 +1,124 @@
+"""Media files: where they live and how they are written.
+
+Paths are a pure function of validated ids (`audio/<track_id>.<ext>`, `images/<image_id>.jpg`)
+with the extension from an allow-list, so nothing from outside ever names a file. Writes are
+atomic: bytes go to `<final>.<random>.part` in the same directory, are fsynced, renamed into place
+and the directory fsynced, so a crash leaves either no file or the whole file under the final
+name, plus at most a `.part` file that the startup sweep removes.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from storage.ids import content_id, image_id
+
+AUDIO_TYPES: dict[str, str] = {
+    "audio/flac": "flac",
+    "audio/mpeg": "mp3",
+    "audio/ogg": "ogg",
+    "audio/mp4": "m4a",
+    "audio/aac": "aac",
+    "audio/wav": "wav",
+}
+AUDIO_MEDIA_TYPES: dict[str, str] = {ext: mime for mime, ext in AUDIO_TYPES.items()}
+PART_SUFFIX = ".part"
+FAULT_ENV = "PEZZOTTIFY_FAULT_POINT"
+
+
+class MediaLayout:
+    """The media folder's layout; creates its subfolders on construction."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.audio_dir = root / "audio"
+        self.images_dir = root / "images"
+        self.audio_dir.mkdir(parents=True, exist_ok=True)
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+
+    def audio_path(self, track_id: str, ext: str) -> Path:
+        if ext not in AUDIO_MEDIA_TYPES:
+            raise ValueError(f"unsupported audio extension {ext!r}")
+        return self.audio_dir / f"{content_id(track_id)}.{ext}"
+
+    def image_path(self, image: str) -> Path:
+        return self.images_dir / f"{image_id(image)}.jpg"
+
+    def sweep_partials(self) -> int:
+        """Remove `.part` files left by a crash; return how many."""
+        removed = 0
+        for folder in (self.audio_dir, self.images_dir):
+            for entry in os.scandir(folder):
+                if entry.name.endswith(PART_SUFFIX):
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
+
+
+def fault_point(name: str) -> None:
+    """Die here (SIGKILL-like) when tests ask for it through the environment."""
+    if os.environ.get(FAULT_ENV) == name:
+        os._exit(137)
+
+
+class AtomicWriter:
+    """Write one file atomically. Use as a context manager; call `commit()` to publish.
+
+    Leaving the block without `commit()` (an error, a cancellation) deletes the temporary file.
+    """
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.tmp = final.with_name(f"{final.name}.{secrets.token_hex(4)}{PART_SUFFIX}")
+        self.size = 0
+        self._file: BinaryIO | None = None
+
+    def __enter__(self) -> AtomicWriter:
+        self._file = open(self.tmp, "xb")
+        return self
+
+    def write(self, data: bytes) -> None:
+        assert self._file is not None
+        self._file.write(data)
+        self.size += len(data)
+
+    def commit(self) -> None:
+        """Flush, fsync, rename into place, fsync the directory."""
+        assert self._file is not None
+        self._file.flush()
+        fault_point("after_write")
+        os.fsync(self._file.fileno())
+        fault_point("after_fsync")
+        self._file.close()
+        self._file = None
+        os.replace(self.tmp, self.final)
+        fault_point("after_rename")
+        fsync_dir(self.final.parent)
+        fault_point("after_dirfsync")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_atomic(final: Path, chunks: Iterator[bytes] | bytes) -> int:
+    """Write all chunks to `final` atomically; return the size written."""
+    with AtomicWriter(final) as writer:
+        for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
+            writer.write(chunk)
+        writer.commit()
+        return writer.size
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,331 @@
+"""`user.db`: users, roles, extra permissions, password hashes, sessions, listening events.
+
+Permissions and roles are persisted by id and name; a user's permissions are the union of its
+roles' and its extra grants. Sessions are stored only as SHA-256 of the token. Password hashing is
+not done here (it is CPU work the caller schedules): this module stores and returns hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+from pathlib import Path
+
+from storage.db import Database
+
+SESSION_ABSOLUTE_SECS = 90 * 86400
+SESSION_IDLE_SECS = 30 * 86400
+SESSION_TOUCH_SECS = 600
+
+
+class Permission(IntEnum):
+    AccessCatalog = 1
+    LikeContent = 2
+    OwnPlaylists = 3
+    EditCatalog = 4
+    ManagePermissions = 5
+    IssueContentDownload = 6
+    ServerAdmin = 7
+    ViewAnalytics = 8
+    RequestContent = 9
+
+
+class Role(Enum):
+    Admin = "Admin"
+    Regular = "Regular"
+
+    @property
+    def permissions(self) -> frozenset[Permission]:
+        return ROLE_PERMISSIONS[self]
+
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.Admin: frozenset(
+        {
+            Permission.AccessCatalog,
+            Permission.EditCatalog,
+            Permission.ManagePermissions,
+            Permission.IssueContentDownload,
+            Permission.ServerAdmin,
+            Permission.ViewAnalytics,
+            Permission.RequestContent,
+        }
+    ),
+    Role.Regular: frozenset(
+        {Permission.AccessCatalog, Permission.LikeContent, Permission.OwnPlaylists}
+    ),
+}
+
+MIGRATIONS = [
+    [
+        """CREATE TABLE users (
+            id INTEGER PRIMARY KEY,
+            handle TEXT NOT NULL UNIQUE,
+            created_at INTEGER NOT NULL)""",
+        """CREATE TABLE passwords (
+            user_id INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+            hash TEXT NOT NULL,
+            updated_at INTEGER NOT NULL)""",
+        """CREATE TABLE user_roles (
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            role TEXT NOT NULL,
+            PRIMARY KEY (user_id, role))""",
+        """CREATE TABLE user_permissions (
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            permission INTEGER NOT NULL,
+            PRIMARY KEY (user_id, permission))""",
+        """CREATE TABLE sessions (
+            token_hash TEXT PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            created_at INTEGER NOT NULL,
+            last_used_at INTEGER NOT NULL,
+            device_uuid TEXT, device_type TEXT, device_name TEXT)""",
+        "CREATE INDEX sessions_user ON sessions(user_id)",
+        """CREATE TABLE listening_events (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            track_id TEXT NOT NULL,
+            duration_ms INTEGER,
+            played_at INTEGER NOT NULL)""",
+        "CREATE INDEX listening_played_at ON listening_events(played_at)",
+    ],
+]
+
+
+class UserError(Exception):
+    """A user operation that cannot be done (unknown user, duplicate handle, …)."""
+
+
+class UnknownUser(UserError):
+    pass
+
+
+class UserExists(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    handle: str
+    roles: tuple[Role, ...]
+    extra: tuple[Permission, ...]
+    has_password: bool
+
+    @property
+    def permissions(self) -> frozenset[Permission]:
+        granted: set[Permission] = set(self.extra)
+        for role in self.roles:
+            granted |= role.permissions
+        return frozenset(granted)
+
+    def permission_names(self) -> list[str]:
+        return [p.name for p in sorted(self.permissions)]
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class UserStore:
+    """Blocking operations on `user.db`; run them with `await store.db.run(...)` from trio."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @classmethod
+    def open(cls, path: Path) -> UserStore:
+        return cls(Database(path, MIGRATIONS))
+
+    def create_user(self, handle: str, roles: tuple[Role, ...] = ()) -> User:
+        with self.db.write() as conn:
+            if conn.execute("SELECT 1 FROM users WHERE handle = ?", (handle,)).fetchone():
+                raise UserExists(f"user {handle!r} already exists")
+            cur = conn.execute(
+                "INSERT INTO users (handle, created_at) VALUES (?, ?)", (handle, int(time.time()))
+            )
+            conn.executemany(
+                "INSERT INTO user_roles (user_id, role) VALUES (?, ?)",
+                [(cur.lastrowid, r.value) for r in roles],
+            )
+        return self.require(handle)
+
+    def get(self, handle: str) -> User | None:
+        with self.db.read() as conn:
+            row = conn.execute("SELECT id FROM users WHERE handle = ?", (handle,)).fetchone()
+            return None if row is None else self._load(conn, row["id"], handle)
+
+    def require(self, handle: str) -> User:
+        user = self.get(handle)
+        if user is None:
+            raise UnknownUser(f"no user {handle!r}")
+        return user
+
+    def _load(self, c: sqlite3.Connection, user_id: int, handle: str) -> User:
+        roles = tuple(
+            Role(r[0])
+            for r in c.execute(
+                "SELECT role FROM user_roles WHERE user_id = ? ORDER BY role", (user_id,)
+            )
+        )
+        extra = tuple(
+            Permission(r[0])
+            for r in c.execute(
+                "SELECT permission FROM user_permissions WHERE user_id = ? ORDER BY permission",
+                (user_id,),
+            )
+        )
+        has_pw = c.execute("SELECT 1 FROM passwords WHERE user_id = ?", (user_id,)).fetchone()
+        return User(user_id, handle, roles, extra, has_pw is not None)
+
+    def handles(self) -> list[str]:
+        with self.db.read() as conn:
+            return [r[0] for r in conn.execute("SELECT handle FROM users ORDER BY handle")]
+
+    def all_users(self) -> list[User]:
+        with self.db.read() as conn:
+            rows = conn.execute("SELECT id, handle FROM users ORDER BY handle").fetchall()
+            return [self._load(conn, r["id"], r["handle"]) for r in rows]
+
+    def password_hash(self, handle: str) -> tuple[User, str] | None:
+        with self.db.read() as conn:
+            row = conn.execute(
+                "SELECT u.id, p.hash FROM users u JOIN passwords p ON p.user_id = u.id "
+                "WHERE u.handle = ?",
+                (handle,),
+            ).fetchone()
+            return None if row is None else (self._load(conn, row["id"], handle), row["hash"])
+
+    def set_password(self, handle: str, pw_hash: str, *, must_exist: bool | None) -> None:
+        """Store a hash. must_exist: True = update only, False = add only, None = either.
+
+        Changing a password revokes every session of the user.
+        """
+        with self.db.write() as conn:
+            user_id = self._user_id(conn, handle)
+            exists = conn.execute("SELECT 1 FROM passwords WHERE user_id = ?", (user_id,))
+            has = exists.fetchone() is not None
+            if must_exist is True and not has:
+                raise UserError(f"user {handle!r} has no password yet; use add-login")
+            if must_exist is False and has:
+                raise UserError(f"user {handle!r} already has a password; use update-login")
+            conn.execute(
+                "INSERT INTO passwords (user_id, hash, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(user_id) DO UPDATE SET hash = excluded.hash, "
+                "updated_at = excluded.updated_at",
+                (user_id, pw_hash, int(time.time())),
+            )
+            if has:
+                conn.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+
+    def rehash_password(self, user_id: int, pw_hash: str) -> None:
+        """Replace a hash after login with stronger parameters (sessions stay)."""
+        with self.db.write() as conn:
+            conn.execute("UPDATE passwords SET hash = ? WHERE user_id = ?", (pw_hash, user_id))
+
+    def delete_password(self, handle: str) -> None:
+        with self.db.write() as conn:
+            user_id = self._user_id(conn, handle)
+            conn.execute("DELETE FROM passwords WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+
+    def add_role(self, handle: str, role: Role) -> None:
+        self._grant(handle, "INSERT OR IGNORE INTO user_roles VALUES (?, ?)", role.value)
+
+    def remove_role(self, handle: str, role: Role) -> None:
+        self._grant(handle, "DELETE FROM user_roles WHERE user_id = ? AND role = ?", role.value)
+
+    def add_permission(self, handle: str, permission: Permission) -> None:
+        self._grant(handle, "INSERT OR IGNORE INTO user_permissions VALUES (?, ?)", permission)
+
+    def remove_permission(self, handle: str, permission: Permission) -> None:
+        self._grant(
+            handle,
+            "DELETE FROM user_permissions WHERE user_id = ? AND permission = ?",
+            int(permission),
+        )
+
+    def _grant(self, handle: str, sql: str, value: object) -> None:
+        with self.db.write() as conn:
+            conn.execute(sql, (self._user_id(conn, handle), value))
+
+    @staticmethod
+    def _user_id(conn: sqlite3.Connection, handle: str) -> int:
+        row = conn.execute("SELECT id FROM users WHERE handle = ?", (handle,)).fetchone()
+        if row is None:
+            raise UnknownUser(f"no user {handle!r}")
+        return int(row[0])
+
+    # Sessions -----------------------------------------------------------------------------
+
+    def create_session(self, user_id: int, token: str, device: dict[str, str | None]) -> None:
+        now = int(time.time())
+        with self.db.write() as conn:
+            conn.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    hash_token(token),
+                    user_id,
+                    now,
+                    now,
+                    device.get("device_uuid"),
+                    device.get("device_type"),
+                    device.get("device_name"),
+                ),
+            )
+
+    def session_user(self, token: str) -> User | None:
+        """The user a token belongs to, or None if unknown or expired."""
+        token_hash = hash_token(token)
+        now = int(time.time())
+        with self.db.read() as conn:
+            row = conn.execute(
+                "SELECT s.user_id, s.created_at, s.last_used_at, u.handle FROM sessions s "
+                "JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?",
+                (token_hash,),
+            ).fetchone()
+            if row is None:
+                return None
+            if now - row["created_at"] > SESSION_ABSOLUTE_SECS:
+                return None
+            if now - row["last_used_at"] > SESSION_IDLE_SECS:
+                return None
+            user = self._load(conn, row["user_id"], row["handle"])
+        if now - row["last_used_at"] > SESSION_TOUCH_SECS:
+            with self.db.write() as wconn:
+                wconn.execute(
+                    "UPDATE sessions SET last_used_at = ? WHERE token_hash = ?", (now, token_hash)
+                )
+        return user
+
+    def delete_session(self, token: str) -> None:
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM sessions WHERE token_hash = ?", (hash_token(token),))
+
+    # Listening ----------------------------------------------------------------------------
+
+    def record_listening(
+        self, user_id: int, track_id: str, duration_ms: int | None, played_at: int
+    ) -> int:
+        with self.db.write() as conn:
+            cur = conn.execute(
+                "INSERT INTO listening_events (user_id, track_id, duration_ms, played_at) "
+                "VALUES (?, ?, ?, ?)",
+                (user_id, track_id, duration_ms, played_at),
+            )
+            return int(cur.lastrowid or 0)
+
+    def play_counts_since(self, since: int) -> dict[str, int]:
+        """Plays per track id since a unix time."""
+        with self.db.read() as conn:
+            return {
+                r[0]: r[1]
+                for r in conn.execute(
+                    "SELECT track_id, COUNT(*) FROM listening_events WHERE played_at >= ? "
+                    "GROUP BY track_id",
+                    (since,),
+                )
+            }
