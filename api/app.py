@@ -48,7 +48,7 @@ def create_app(context: AppContext) -> QuartTrio:
     openapi_view = app.view_functions["openapi"]
 
     async def openapi_document() -> Any:
-        return await openapi_view()
+        return await app.ensure_async(openapi_view)()
 
     app.view_functions["openapi"] = public(openapi_document)
     check_route_permissions(app)
@@ -99,8 +99,9 @@ def _observe_requests(app: QuartTrio, context: AppContext) -> None:
 
 
 def _log_request(level: str, response: Response, elapsed: float) -> None:
-    log.info("%s %s -> %d (%.1f ms)", request.method, request.path, response.status_code,
-             elapsed * 1000)
+    log.info(
+        "%s %s -> %d (%.1f ms)", request.method, request.path, response.status_code, elapsed * 1000
+    )
     if level in ("headers", "body"):
         headers = {
             k: ("<redacted>" if k.lower() in REDACTED else v) for k, v in request.headers.items()

@@ -84,7 +84,9 @@ Check = Callable[[Any], bool]
 
 def _int(lo: int, hi: int | None = None) -> tuple[Check, str]:
     def ok(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
+        return (
+            isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
+        )
 
     return ok, f"an integer >= {lo}" + (f" and <= {hi}" if hi is not None else "")
 
@@ -184,7 +186,9 @@ def _coerce_cli(key: str, raw: str) -> Any:
     return raw
 
 
-def _validate(table: Mapping[str, Any], schema: Mapping[str, tuple[Check, str]], where: str) -> None:
+def _validate(
+    table: Mapping[str, Any], schema: Mapping[str, tuple[Check, str]], where: str
+) -> None:
     for key, value in table.items():
         if key not in schema:
             raise ConfigError(f"unknown config key {where}{key!r}")
@@ -226,7 +230,9 @@ def load_config(argv: Sequence[str]) -> Config:
     if "db_dir" not in values:
         raise ConfigError("db_dir must be specified via --db-dir or in config file")
     db_dir = _existing_dir(values.pop("db_dir"), "db_dir")
-    media = _existing_dir(values.pop("media_path"), "media_path") if "media_path" in values else db_dir
+    media = (
+        _existing_dir(values.pop("media_path"), "media_path") if "media_path" in values else db_dir
+    )
     frontend = values.pop("frontend_dir_path", None)
     return Config(
         db_dir=db_dir,

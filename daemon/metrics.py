@@ -125,12 +125,19 @@ def metrics_app(metrics: Metrics) -> Any:
         if scope["path"] == "/metrics":
             status, body, ctype = 200, metrics.render(), CONTENT_TYPE_LATEST
         else:
-            status, body, ctype = 404, b'{"error": "not found", "code": "NOT_FOUND"}', "application/json"
+            status, body, ctype = (
+                404,
+                b'{"error": "not found", "code": "NOT_FOUND"}',
+                "application/json",
+            )
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode())],
+                "headers": [
+                    (b"content-type", ctype.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body})

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from api.context import AppContext
-from tests.conftest import login, make_user
 from storage.users import Role
+from tests.conftest import login, make_user
 
 
 async def test_login_returns_token_cookie_and_permissions(context: AppContext, client: Any) -> None:
@@ -38,8 +38,11 @@ async def test_token_in_header_raw_or_cookie(context: AppContext, client: Any) -
     make_user(context, "alice")
     headers = await login(client, "alice")
     token = headers["Authorization"].removeprefix("Bearer ")
-    for h in ({"Authorization": f"Bearer {token}"}, {"Authorization": token},
-              {"Cookie": f"session_token={token}"}):
+    for h in (
+        {"Authorization": f"Bearer {token}"},
+        {"Authorization": token},
+        {"Cookie": f"session_token={token}"},
+    ):
         response = await client.get("/v1/auth/session", headers=h)
         assert response.status_code == 200, h
         assert (await response.get_json())["user_handle"] == "alice"
@@ -104,9 +107,7 @@ async def test_unknown_route_and_method_are_json(client: Any) -> None:
 
 async def test_body_over_one_mib_is_413(client: Any) -> None:
     big = b'{"user_handle": "' + b"a" * (1024 * 1024 + 10) + b'", "password": "x"}'
-    r = await client.post(
-        "/v1/auth/login", data=big, headers={"Content-Type": "application/json"}
-    )
+    r = await client.post("/v1/auth/login", data=big, headers={"Content-Type": "application/json"})
     assert r.status_code == 413
     assert (await r.get_json())["code"] == "PAYLOAD_TOO_LARGE"
 

@@ -1,0 +1,82 @@
+"""`pezzottify-server` (and `python -m daemon`): parse the configuration, run the daemon.
+
+Exit statuses: 0 after a graceful shutdown, 2 for a configuration error, 1 for anything that
+stops the daemon otherwise (a database it cannot open, a port in use, a crash loop).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from daemon.config import Config, ConfigError, describe, load_config
+from daemon.logs import setup_logging
+from daemon.supervisor import CrashLoop
+from daemon.wiring import run_daemon
+from storage.db import StorageError
+
+log = logging.getLogger("pezzottify.daemon")
+
+
+def fail(message: str, status: int) -> int:
+    print(f"pezzottify-server: {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def check_port_free(host: str, port: int, key: str) -> None:
+    """Refuse early (before any file is created) when a port is taken."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = "in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise ConfigError(f"{key} {port} on {host}: {reason}") from exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config: Config = load_config(sys.argv[1:] if argv is None else argv)
+        check_port_free(config.host, config.port, "port")
+        check_port_free(config.host, config.metrics_port, "metrics_port")
+    except ConfigError as exc:
+        return fail(str(exc), 2)
+    setup_logging(config.log_level)
+    for line in describe(config):
+        log.info("config: %s", line)
+    try:
+        trio.run(run_daemon, config)
+    except BaseException as exc:
+        return exit_status(exc)
+    return 0
+
+
+def exit_status(exc: BaseException) -> int:
+    """Map what stopped the daemon to a message and an exit status (re-raise the unknown)."""
+    leaves = _leaves(exc)
+    for leaf in leaves:
+        if isinstance(leaf, StorageError | CrashLoop):
+            return fail(str(leaf), 1)
+        if isinstance(leaf, OSError):
+            return fail(f"cannot start: {leaf}", 1)
+    if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+        return 0
+    raise exc
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
