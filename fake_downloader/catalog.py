@@ -9,7 +9,8 @@ and a 100k-track catalog builds well under a second.
 Names read like ``"Artist 4 Velvet Harbor"``, ``"Album 4-2 Midnight Echo"`` and
 ``"Track 3 Golden Signal"`` (numbers are 1-based), so searching a word such as "midnight" or
 "velvet" finds something. Audio of the N-th, 2N-th, ... track (1-based global position) is
-always missing (404) when ``missing_every = N > 0``.
+always missing (404) when ``missing_every = N > 0``. Adjectives are dealt by index, so each of
+the 24 in `ADJECTIVES` names one of any 24 consecutive albums (and artists).
 """
 
 from __future__ import annotations
@@ -92,9 +93,10 @@ def _mix(text: str) -> int:
     return zlib.crc32(text.encode("ascii"))
 
 
-def _words(text: str) -> str:
-    mixed = _mix(text)
-    return f"{ADJECTIVES[mixed % len(ADJECTIVES)]} {NOUNS[(mixed >> 8) % len(NOUNS)]}"
+def _words(seed: int, index: int, text: str) -> str:
+    """Adjective by index (stride 7 visits all 24 in turn), noun by hash of `text`."""
+    adjective = ADJECTIVES[(index * 7 + seed) % len(ADJECTIVES)]
+    return f"{adjective} {NOUNS[_mix(text) % len(NOUNS)]}"
 
 
 class NameIndex:
@@ -143,7 +145,7 @@ class Catalog:
         self._track_pos = {cid: i for i, cid in enumerate(self.track_ids)}
         self._image_ids = frozenset(self.portrait_ids) | frozenset(self.cover_ids)
         self.artist_names = [
-            f"Artist {i + 1} {_words(cid)}" for i, cid in enumerate(self.artist_ids)
+            f"Artist {i + 1} {_words(seed, i, cid)}" for i, cid in enumerate(self.artist_ids)
         ]
         self.album_names = [self._album_name(i, cid) for i, cid in enumerate(self.album_ids)]
         self.artist_search = NameIndex(self.artist_names)
@@ -151,7 +153,7 @@ class Catalog:
 
     def _album_name(self, index: int, album_id: str) -> str:
         artist, nth = divmod(index, self.spec.albums_per_artist)
-        return f"Album {artist + 1}-{nth + 1} {_words(album_id)}"
+        return f"Album {artist + 1}-{nth + 1} {_words(self.spec.seed, index, album_id)}"
 
     # Lookups: index of an id, or None when the id is not in the catalog.
     def artist_index(self, artist_id: str) -> int | None:
@@ -185,7 +187,8 @@ class Catalog:
         return track % self.spec.tracks_per_album + 1
 
     def track_name(self, track: int) -> str:
-        return f"Track {self.track_number(track)} {_words(self.track_ids[track])}"
+        words = _words(self.spec.seed, track, self.track_ids[track])
+        return f"Track {self.track_number(track)} {words}"
 
     def mix(self, content_id: str) -> int:
         """A stable pseudo-random integer for `content_id` (drives years, genres, ...)."""
@@ -210,7 +213,7 @@ class Catalog:
         return [cid for i, cid in enumerate(self.track_ids) if not self.is_audio_missing(i)]
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=4)
 def build_catalog(spec: CatalogSpec) -> Catalog:
     """The catalog of `spec`; cached, so repeated calls with an equal spec are free."""
     return Catalog(spec)
