@@ -1,0 +1,19 @@
+# Container image for the Pezzottify catalog server.
+# Stop with a grace above shutdown_timeout_sec: `docker stop -t 45` (the default 10 s is too short
+# for the 30 s default); `stop_grace_period: 45s` in compose.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY daemon daemon
+COPY actors actors
+COPY api api
+COPY storage storage
+COPY fake_downloader fake_downloader
+RUN pip install --no-cache-dir .
+RUN useradd --system --home /var/lib/pezzottify pezzottify \
+    && mkdir -p /var/lib/pezzottify && chown pezzottify /var/lib/pezzottify
+USER pezzottify
+VOLUME /var/lib/pezzottify
+EXPOSE 3001 9091
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["pezzottify-server", "--db-dir", "/var/lib/pezzottify"]
