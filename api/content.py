@@ -1,7 +1,154 @@
-"""Blueprint under construction."""
+"""Catalog content (SPEC §5): artist, album, track and image metadata, image and audio files.
+
+Every id is validated before it reaches a query or a path (400 `INVALID_ID`); routes take the rest
+of the path (`<path:…>`) so even `../x` gets that 400 instead of a routing 404. Files stream from
+disk in chunks through the app's file body (trio file I/O), never read whole. Only a single
+`bytes` range is honoured: other units, several ranges, a malformed header or any `If-Range`
+(no validators are issued to match it against) get the whole file, as RFC 9110 allows; a range
+starting past the end is 416. Successful responses carry `Cache-Control: max-age=<config>`.
+"""
 
 from __future__ import annotations
 
-from quart import Blueprint
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-blueprint = Blueprint("content", __name__)
+import trio
+from quart import Blueprint, Response, current_app, jsonify, request
+
+from api.auth import requires
+from api.context import ctx
+from api.errors import ApiError
+from storage.catalog import CatalogStore
+from storage.files import AUDIO_MEDIA_TYPES
+from storage.ids import InvalidId, content_id, image_id
+from storage.users import Permission
+
+blueprint = Blueprint("content", __name__, url_prefix="/v1/content")
+CHUNK = 64 * 1024
+# Digits capped so a hostile header cannot ask int() for a huge conversion.
+_BYTE_RANGE = re.compile(r"(\d{0,19})-(\d{0,19})", re.ASCII)
+
+
+class RangeNotSatisfiable(Exception):
+    """No byte of the file lies in the requested range."""
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The `[begin, end)` span a `Range` header asks of a `size`-byte file; None for all of it."""
+    if header is None:
+        return None
+    unit, sep, spec = header.partition("=")
+    match = _BYTE_RANGE.fullmatch(spec.strip()) if sep else None
+    if unit.strip().lower() != "bytes" or match is None or match.group(0) == "-":
+        return None
+    first, last = match.groups()
+    if not first:
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable
+        return max(size - suffix, 0), size
+    begin = int(first)
+    if last and int(last) < begin:
+        return None  # invalid, so ignored like any malformed header
+    if begin >= size:
+        raise RangeNotSatisfiable
+    return begin, size if not last else min(int(last) + 1, size)
+
+
+def _catalog() -> CatalogStore:
+    catalog: CatalogStore = ctx().catalog
+    return catalog
+
+
+def _valid(check: Callable[[object], str], raw: str) -> str:
+    try:
+        return check(raw)
+    except InvalidId as exc:
+        raise ApiError(400, str(exc), "INVALID_ID") from None
+
+
+def _cached(response: Response) -> Response:
+    response.headers["Cache-Control"] = f"max-age={ctx().config.content_cache_age_sec}"
+    return response
+
+
+async def _metadata(
+    method: Callable[[str], dict[str, Any] | None],
+    check: Callable[[object], str],
+    raw: str,
+    kind: str,
+) -> Response:
+    found = await _catalog().db.run(method, _valid(check, raw))
+    if found is None:
+        raise ApiError(404, f"unknown {kind}", "NOT_FOUND")
+    return _cached(jsonify(found))
+
+
+async def _send_file(path: Path, mimetype: str, what: str) -> Response:
+    """Stream a file (or the requested range of it); 404 if it is not on disk."""
+    body_class = current_app.response_class.file_body_class
+    try:
+        # Construction stats the file; keep that syscall off the event loop too.
+        body = await trio.to_thread.run_sync(lambda: body_class(path, buffer_size=CHUNK))
+    except OSError:
+        raise ApiError(404, f"{what} file not found", "NOT_FOUND") from None
+    size = body.size
+    header = None if "If-Range" in request.headers else request.headers.get("Range")
+    try:
+        span = byte_range(header, size)
+    except RangeNotSatisfiable:
+        raise ApiError(
+            416, "requested range not satisfiable", headers={"Content-Range": f"bytes */{size}"}
+        ) from None
+    response = current_app.response_class(body, mimetype=mimetype)
+    response.headers["Accept-Ranges"] = "bytes"
+    response.content_length = size
+    if span is not None:
+        body.begin, body.end = span
+        response.status_code = 206
+        response.content_length = body.end - body.begin
+        response.headers["Content-Range"] = f"bytes {body.begin}-{body.end - 1}/{size}"
+    return _cached(response)
+
+
+@blueprint.get("/artist/<path:artist_id>")
+@requires(Permission.AccessCatalog)
+async def artist(artist_id: str) -> Response:
+    return await _metadata(_catalog().get_artist, content_id, artist_id, "artist")
+
+
+@blueprint.get("/album/<path:album_id>")
+@requires(Permission.AccessCatalog)
+async def album(album_id: str) -> Response:
+    return await _metadata(_catalog().get_album, content_id, album_id, "album")
+
+
+@blueprint.get("/track/<path:track_id>")
+@requires(Permission.AccessCatalog)
+async def track(track_id: str) -> Response:
+    return await _metadata(_catalog().get_track, content_id, track_id, "track")
+
+
+@blueprint.get("/image/<path:raw_id>")
+@requires(Permission.AccessCatalog)
+async def image(raw_id: str) -> Response:
+    valid_id = _valid(image_id, raw_id)
+    catalog = _catalog()
+    if await catalog.db.run(catalog.get_image, valid_id) is None:
+        raise ApiError(404, "unknown image", "NOT_FOUND")
+    return await _send_file(ctx().media.image_path(valid_id), "image/jpeg", "image")
+
+
+@blueprint.get("/stream/<path:raw_id>")
+@requires(Permission.AccessCatalog)
+async def stream(raw_id: str) -> Response:
+    valid_id = _valid(content_id, raw_id)
+    catalog = _catalog()
+    audio_format = await catalog.db.run(catalog.track_audio_format, valid_id)
+    mimetype = AUDIO_MEDIA_TYPES.get(audio_format or "")
+    if audio_format is None or mimetype is None:
+        raise ApiError(404, "no audio for this track", "NOT_FOUND")
+    return await _send_file(ctx().media.audio_path(valid_id, audio_format), mimetype, "audio")

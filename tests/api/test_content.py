@@ -1,0 +1,234 @@
+"""Content routes (SPEC §5): metadata JSON, image and audio files, ranges, ids, auth, caching."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from api.context import AppContext
+from storage.catalog import synthetic_bundles
+
+AUDIO = bytes(range(256)) * 40  # 10,240 distinct-ish bytes, so a wrong offset shows
+COVER_BYTES = b"\xff\xd8\xff\xe0" + b"jpeg" * 100
+UNKNOWN = "Z" * 22
+ROUTES = ("artist", "album", "track", "image", "stream")
+
+
+@pytest.fixture
+def seeded(context: AppContext) -> dict[str, str]:
+    """One album of three tracks; the first has its audio on disk, the second a row but no file."""
+    bundle = next(synthetic_bundles(1, 3))
+    context.catalog.ingest_many([bundle])
+    first, second = bundle.tracks[0].id, bundle.tracks[1].id
+    context.catalog.set_track_audio(first, "flac")
+    context.catalog.set_track_audio(second, "mp3")
+    context.media.audio_path(first, "flac").write_bytes(AUDIO)
+    cover = bundle.album.image_ids[0]
+    context.media.image_path(cover).write_bytes(COVER_BYTES)
+    return {
+        "album": bundle.album.id,
+        "artist": bundle.artists[0].id,
+        "track": first,
+        "track_without_file": second,
+        "track_without_audio": bundle.tracks[2].id,
+        "image": cover,
+        "image_without_file": bundle.artists[0].image_ids[0],
+    }
+
+
+async def get(client: Any, path: str, headers: dict[str, str], **extra: str) -> Any:
+    return await client.get(path, headers={**headers, **extra})
+
+
+async def test_metadata_routes_answer_the_spec_shapes(
+    client: Any, user_headers: dict[str, str], seeded: dict[str, str]
+) -> None:
+    r = await get(client, f"/v1/content/artist/{seeded['artist']}", user_headers)
+    assert r.status_code == 200
+    assert await r.get_json() == {
+        "id": seeded["artist"], "name": "Artist 0", "genres": ["synthetic"],
+        "image_ids": [seeded["image_without_file"]], "album_ids": [seeded["album"]],
+    }  # fmt: skip
+
+    r = await get(client, f"/v1/content/album/{seeded['album']}", user_headers)
+    assert r.status_code == 200
+    album = await r.get_json()
+    assert set(album) == {
+        "id", "name", "album_type", "label", "release_date", "genres", "artist_ids",
+        "image_ids", "discs", "tracks", "artists",
+    }  # fmt: skip
+    assert album["discs"][0]["track_ids"] == [t["id"] for t in album["tracks"]]
+    assert [a["id"] for a in album["artists"]] == [seeded["artist"]]
+    assert [t["audio_format"] for t in album["tracks"]] == ["flac", "mp3", None]
+
+    r = await get(client, f"/v1/content/track/{seeded['track']}", user_headers)
+    assert r.status_code == 200
+    assert await r.get_json() == {
+        "id": seeded["track"], "name": "Track 0.1", "album_id": seeded["album"],
+        "artist_ids": [seeded["artist"]], "number": 1, "disc_number": 1, "duration_ms": 180_000,
+        "is_explicit": False, "audio_available": True, "audio_format": "flac",
+    }  # fmt: skip
+
+
+async def test_image_route_serves_the_file(
+    client: Any, user_headers: dict[str, str], seeded: dict[str, str]
+) -> None:
+    r = await get(client, f"/v1/content/image/{seeded['image']}", user_headers)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "image/jpeg"
+    assert await r.get_data() == COVER_BYTES
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_successful_responses_carry_cache_control(
+    client: Any, user_headers: dict[str, str], seeded: dict[str, str], route: str
+) -> None:
+    key = {"stream": "track"}.get(route, route)
+    r = await get(client, f"/v1/content/{route}/{seeded[key]}", user_headers)
+    assert r.status_code == 200
+    assert r.headers["Cache-Control"] == "max-age=3600"
+
+
+@pytest.mark.parametrize(
+    ("route", "key"),
+    [
+        ("artist", None), ("album", None), ("track", None), ("stream", None),
+        ("image", None), ("image", "image_without_file"),
+        ("stream", "track_without_file"), ("stream", "track_without_audio"),
+    ],
+)  # fmt: skip
+async def test_unknown_or_absent_content_is_404(
+    client: Any, user_headers: dict[str, str], seeded: dict[str, str], route: str, key: str | None
+) -> None:
+    target = seeded[key] if key else ("e" * 40 if route == "image" else UNKNOWN)
+    r = await get(client, f"/v1/content/{route}/{target}", user_headers)
+    assert r.status_code == 404
+    assert (await r.get_json())["code"] == "NOT_FOUND"
+    assert "Cache-Control" not in r.headers
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "..%2F..%2Fetc%2Fpasswd", "../../etc/passwd", "A" * 21, "A" * 23, "٣" * 22, "A" * 21 + "-",
+        "a" * 39, "E" * 40, "%00" + "a" * 39,
+    ],
+)  # fmt: skip
+async def test_malformed_ids_are_400(
+    client: Any, user_headers: dict[str, str], seeded: dict[str, str], route: str, bad: str
+) -> None:
+    path = f"/v1/content/{route}/{bad if '%' in bad or '/' in bad else quote(bad)}"
+    r = await get(client, path, user_headers)
+    assert r.status_code == 400, path
+    body = await r.get_json()
+    assert body["code"] == "INVALID_ID"
+    assert body["error"]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_anonymous_is_401_before_the_id_is_looked_at(
+    client: Any, seeded: dict[str, str], route: str
+) -> None:
+    for target in (seeded["track"], "../../etc/passwd"):
+        r = await client.get(f"/v1/content/{route}/{target}")
+        assert r.status_code == 401
+        assert (await r.get_json())["code"] == "UNAUTHORIZED"
+
+
+async def test_stream_whole_file_advertises_ranges(
+    client: Any, user_headers: dict[str, str], seeded: dict[str, str]
+) -> None:
+    r = await get(client, f"/v1/content/stream/{seeded['track']}", user_headers)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "audio/flac"
+    assert r.headers["Accept-Ranges"] == "bytes"
+    assert int(r.headers["Content-Length"]) == len(AUDIO)
+    assert await r.get_data() == AUDIO
+
+
+@pytest.mark.parametrize(
+    ("header", "begin", "end"),
+    [
+        ("bytes=0-99", 0, 100),  # first bytes
+        ("bytes=1000-1999", 1000, 2000),
+        ("bytes=10000-", 10000, len(AUDIO)),  # open-ended
+        ("bytes=-240", len(AUDIO) - 240, len(AUDIO)),  # suffix
+        ("bytes=-999999", 0, len(AUDIO)),  # suffix longer than the file
+        ("bytes=10200-999999", 10200, len(AUDIO)),  # end clamped
+    ],
+)
+async def test_stream_ranges_are_206(
+    client: Any,
+    user_headers: dict[str, str],
+    seeded: dict[str, str],
+    header: str,
+    begin: int,
+    end: int,
+) -> None:
+    r = await get(client, f"/v1/content/stream/{seeded['track']}", user_headers, Range=header)
+    assert r.status_code == 206
+    assert r.headers["Content-Range"] == f"bytes {begin}-{end - 1}/{len(AUDIO)}"
+    assert r.headers["Accept-Ranges"] == "bytes"
+    assert r.headers["Cache-Control"] == "max-age=3600"
+    assert int(r.headers["Content-Length"]) == end - begin
+    assert await r.get_data() == AUDIO[begin:end]
+
+
+@pytest.mark.parametrize("header", [f"bytes={len(AUDIO)}-", "bytes=999999-1000000", "bytes=-0"])
+async def test_unsatisfiable_range_is_416(
+    client: Any, user_headers: dict[str, str], seeded: dict[str, str], header: str
+) -> None:
+    r = await get(client, f"/v1/content/stream/{seeded['track']}", user_headers, Range=header)
+    assert r.status_code == 416
+    assert r.headers["Content-Range"] == f"bytes */{len(AUDIO)}"
+    assert (await r.get_json())["code"] == "RANGE_NOT_SATISFIABLE"
+
+
+@pytest.mark.parametrize(
+    "header", ["items=0-10", "bytes=5-2", "bytes=0-1,5-6", "bytes=abc", "bytes=-", "bytes=٣-"]
+)
+async def test_ranges_we_do_not_honour_get_the_whole_file(
+    client: Any, user_headers: dict[str, str], seeded: dict[str, str], header: str
+) -> None:
+    r = await get(client, f"/v1/content/stream/{seeded['track']}", user_headers, Range=header)
+    assert r.status_code == 200
+    assert await r.get_data() == AUDIO
+
+
+async def test_if_range_falls_back_to_the_whole_file(
+    client: Any, user_headers: dict[str, str], seeded: dict[str, str]
+) -> None:
+    r = await client.get(
+        f"/v1/content/stream/{seeded['track']}",
+        headers={**user_headers, "Range": "bytes=0-9", "If-Range": '"some-etag"'},
+    )
+    assert r.status_code == 200
+    assert await r.get_data() == AUDIO
+
+
+async def test_any_text_id_is_400_or_404_never_500(
+    client: Any, user_headers: dict[str, str], seeded: dict[str, str]
+) -> None:
+    """Hypothesis drives examples from a worker thread; each request hops back onto this test's
+    event loop, where the client and its app live."""
+    answers: list[int] = []
+
+    async def fetch(route: str, raw: str) -> None:
+        r = await client.get(f"/v1/content/{route}/{quote(raw, safe='')}", headers=user_headers)
+        assert r.status_code in (400, 404), (route, raw, r.status_code)
+        assert (await r.get_json())["code"] in ("INVALID_ID", "NOT_FOUND")
+        answers.append(r.status_code)
+
+    @settings(max_examples=100, deadline=None, database=None)
+    @given(route=st.sampled_from(ROUTES), raw=st.text(max_size=60))
+    def property_holds(route: str, raw: str) -> None:
+        trio.from_thread.run(fetch, route, raw)
+
+    await trio.to_thread.run_sync(property_holds)
+    assert len(answers) >= 50
