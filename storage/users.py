@@ -8,6 +8,7 @@ not done here (it is CPU work the caller schedules): this module stores and retu
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -107,6 +108,64 @@ class UserExists(UserError):
     pass
 
 
+class InvalidInput(UserError):
+    """A handle, password, role or permission name this server does not accept."""
+
+
+class InvalidHandle(InvalidInput):
+    pass
+
+
+class InvalidPassword(InvalidInput):
+    pass
+
+
+class UnknownRole(InvalidInput):
+    pass
+
+
+class UnknownPermission(InvalidInput):
+    pass
+
+
+# Handles appear in URL paths, so they are kept to URL-safe characters; "." and ".." are
+# refused because clients normalise them away as path segments.
+HANDLE_RE = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.-]{1,64}")
+PASSWORD_MIN, PASSWORD_MAX = 8, 1024
+
+
+def check_handle(handle: str) -> str:
+    if not HANDLE_RE.fullmatch(handle):
+        raise InvalidHandle(
+            "user handle must be 1-64 characters of A-Z a-z 0-9 _ . - (and not . or ..)"
+        )
+    return handle
+
+
+def check_password(password: str) -> str:
+    # The upper bound keeps one request from buying an arbitrarily long hash computation.
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise InvalidPassword(f"password must be {PASSWORD_MIN}-{PASSWORD_MAX} characters long")
+    return password
+
+
+def parse_role(name: str) -> Role:
+    """A role by name, case-insensitively."""
+    for role in Role:
+        if role.value.lower() == name.lower():
+            return role
+    raise UnknownRole(f"unknown role {name!r} (roles: {', '.join(r.value for r in Role)})")
+
+
+def parse_permission(name: str) -> Permission:
+    """A permission by name, case-insensitively."""
+    for permission in Permission:
+        if permission.name.lower() == name.lower():
+            return permission
+    known = ", ".join(p.name for p in Permission)
+    raise UnknownPermission(f"unknown permission {name!r} (permissions: {known})")
+
+
 @dataclass(frozen=True)
 class User:
     id: int
@@ -140,7 +199,10 @@ class UserStore:
     def open(cls, path: Path) -> UserStore:
         return cls(Database(path, MIGRATIONS))
 
-    def create_user(self, handle: str, roles: tuple[Role, ...] = ()) -> User:
+    def create_user(
+        self, handle: str, roles: tuple[Role, ...] = (), *, pw_hash: str | None = None
+    ) -> User:
+        """Create a user, with its password hash if given, in one transaction."""
         with self.db.write() as conn:
             if conn.execute("SELECT 1 FROM users WHERE handle = ?", (handle,)).fetchone():
                 raise UserExists(f"user {handle!r} already exists")
@@ -151,6 +213,11 @@ class UserStore:
                 "INSERT INTO user_roles (user_id, role) VALUES (?, ?)",
                 [(cur.lastrowid, r.value) for r in roles],
             )
+            if pw_hash is not None:
+                conn.execute(
+                    "INSERT INTO passwords (user_id, hash, updated_at) VALUES (?, ?, ?)",
+                    (cur.lastrowid, pw_hash, int(time.time())),
+                )
         return self.require(handle)
 
     def get(self, handle: str) -> User | None:

@@ -65,7 +65,8 @@ class DaemonProcess:
         self._ready = threading.Event()
         self.url = ""
         self.metrics_url = ""
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         if not self._ready.wait(ready_timeout):
             self.kill()
             raise AssertionError("daemon did not become ready:\n" + self.log)
@@ -89,7 +90,14 @@ class DaemonProcess:
         self.proc.send_signal(signum)
 
     def wait(self, timeout: float = 30) -> int:
-        return self.proc.wait(timeout)
+        status = self.proc.wait(timeout)
+        self._close()
+        return status
+
+    def _close(self) -> None:
+        self._reader.join(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
 
     def stop(self, timeout: float = 30) -> int:
         if self.proc.poll() is None:
@@ -99,7 +107,7 @@ class DaemonProcess:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(10)
+        self.wait(10)
 
 
 def run_cli(
