@@ -6,7 +6,7 @@ A command that needs an answer carries a one-shot reply channel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -46,6 +46,18 @@ class CancelJob:
 @dataclass(frozen=True)
 class WakeProcessor:
     """New work was queued; the processor should look now instead of at its next deadline."""
+
+
+@dataclass(frozen=True)
+class ScanRequest:
+    """Run one integrity scan. Reply: ("completed", report) or ("failed", message).
+
+    The asker sets `cancel` when it is cancelled itself; the watchdog then abandons the scan
+    (or skips it if it has not started) and closes `reply` without an answer.
+    """
+
+    reply: trio.MemorySendChannel[tuple[str, Any]]
+    cancel: trio.Event = field(default_factory=trio.Event)
 
 
 SchedulerMessage = HookFired | TriggerJob | CancelJob

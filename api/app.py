@@ -15,20 +15,31 @@ from quart import Response, g, request, send_from_directory
 from quart_schema import QuartSchema
 from quart_trio import QuartTrio
 
-from api import admin_users, auth_routes, content
+from api import admin_users, auth_routes, content, download, download_admin, jobs, listening
 from api.auth import PERMISSION_ATTR, public
 from api.context import AppContext
 from api.errors import ApiError, register_error_handlers
 
 log = logging.getLogger("pezzottify.http")
 MAX_BODY = 1024 * 1024
-BLUEPRINT_MODULES: list[Any] = [auth_routes, admin_users, content]
+BLUEPRINT_MODULES: list[Any] = [
+    auth_routes,
+    admin_users,
+    content,
+    jobs,
+    listening,
+    download,
+    download_admin,
+]
 REDACTED = {"authorization", "cookie", "set-cookie"}
 
 
 def create_app(context: AppContext) -> QuartTrio:
     app = QuartTrio("pezzottify", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    # No redirects for '//' or a trailing '/': an odd path is answered, never bounced.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
     app.config["QUART_SCHEMA_CONVERT_CASING"] = False
     app.extensions["pezzottify"] = context
     QuartSchema(

@@ -87,12 +87,20 @@ async def _metadata(
     return _cached(jsonify(found))
 
 
+def _open_media(body_class: Any, path: Path, root: Path) -> Any:
+    """The file body for a media path; a symlink or a path leaving the media root is "absent"."""
+    if path.is_symlink() or not path.resolve().is_relative_to(root.resolve()):
+        raise FileNotFoundError(path)
+    return body_class(path, buffer_size=CHUNK)
+
+
 async def _send_file(path: Path, mimetype: str, what: str) -> Response:
     """Stream a file (or the requested range of it); 404 if it is not on disk."""
     body_class = current_app.response_class.file_body_class
+    root = ctx().media.root
     try:
         # Construction stats the file; keep that syscall off the event loop too.
-        body = await trio.to_thread.run_sync(lambda: body_class(path, buffer_size=CHUNK))
+        body = await trio.to_thread.run_sync(lambda: _open_media(body_class, path, root))
     except OSError:
         raise ApiError(404, f"{what} file not found", "NOT_FOUND") from None
     size = body.size

@@ -35,8 +35,11 @@ class AppContext:
     jobs: Any = None
     queue: Any = None
     downloader: Any = None
+    requests: Any = None  # storage.queue_requests.RequestStore
+    queue_admin: Any = None  # storage.queue_admin.QueueAdminStore
     scheduler: trio.MemorySendChannel[Any] | None = None
     wake_processor: trio.MemorySendChannel[Any] | None = None
+    scheduler_view: Any = None  # the scheduler's read-only SchedulerView
     # Argon2 costs ~64 MiB and tens of ms per hash; bound how many run at once.
     hash_limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(2))
 

@@ -38,6 +38,14 @@ def json_body(model: type[BaseModel]) -> Callable[[F], F]:
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
             if request.mimetype != "application/json":
                 raise ApiError(415, "request body must be application/json")
+            # Parse once here (the result is cached for the validator): the framework lets a
+            # body that is not UTF-8, or nested deeper than the parser recurses, escape as a 500.
+            try:
+                await request.get_json()
+            except UnicodeDecodeError:
+                raise ApiError(400, "request body is not valid UTF-8", "BAD_REQUEST") from None
+            except RecursionError:
+                raise ApiError(400, "request body is nested too deeply", "BAD_REQUEST") from None
             return await validated(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

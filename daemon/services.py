@@ -8,11 +8,19 @@ from __future__ import annotations
 
 from argon2 import PasswordHasher
 
+from actors.downloader import DownloaderClient
 from api.context import AppContext
 from api.throttle import LoginThrottle
 from daemon.config import Config
 from daemon.metrics import Metrics
+from storage import queue_schema
+from storage.catalog import CatalogStore
+from storage.db import Database
 from storage.files import MediaLayout
+from storage.jobs import JobStore
+from storage.queue import QueueStore
+from storage.queue_admin import QueueAdminStore
+from storage.queue_requests import RequestStore
 from storage.users import UserStore
 
 
@@ -26,11 +34,23 @@ def build_context(
         media=MediaLayout(config.media_path),
         throttle=LoginThrottle(),
         hasher=hasher or PasswordHasher(),
+        catalog=CatalogStore.open(config.db_dir / "catalog.db"),
+        jobs=JobStore.open(config.db_dir / "server.db"),
     )
+    if config.download_enabled:
+        # One Database (one write connection) shared by the queue's three stores.
+        queue_db = Database(config.db_dir / "download_queue.db", queue_schema.MIGRATIONS)
+        context.queue = QueueStore(queue_db, config.download_manager, metrics=context.metrics)
+        url = config.downloader_url or ""  # set: download_enabled
+        context.downloader = DownloaderClient(url, config.downloader_timeout_sec)
+        context.requests = RequestStore(queue_db, config.download_manager, metrics=context.metrics)
+        context.queue_admin = QueueAdminStore(
+            queue_db, config.download_manager, metrics=context.metrics
+        )
     return context
 
 
 def close_context(context: AppContext) -> None:
-    for store in (context.users, context.catalog, context.jobs, context.queue):
+    for store in (context.users, context.catalog, context.jobs, context.queue, context.requests):
         if store is not None:
             store.db.close()

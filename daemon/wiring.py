@@ -8,12 +8,20 @@ restarted after a crash keeps receiving on the same channel).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, fields
 from typing import Any
 
 import trio
 
 from actors.http_server import HttpServer
-from actors.messages import SchedulerMessage, WakeProcessor
+from actors.jobs.base import JobSpec
+from actors.jobs.download_jobs import download_jobs
+from actors.jobs.registry import core_jobs
+from actors.messages import ScanRequest, SchedulerMessage, WakeProcessor
+from actors.processor import Processor
+from actors.scheduler import Scheduler
+from actors.stale_detector import StaleDetector
+from actors.watchdog import IntegrityWatchdog
 from api.app import create_app
 from api.context import AppContext
 from daemon.config import Config
@@ -24,6 +32,33 @@ from daemon.supervisor import ActorSpec, Shutdown, Supervisor
 log = logging.getLogger("pezzottify.daemon")
 
 
+@dataclass
+class Channels:
+    """Every channel of the daemon; the wiring owns the endpoints and closes them at the end."""
+
+    scheduler_send: trio.MemorySendChannel[SchedulerMessage]
+    scheduler_recv: trio.MemoryReceiveChannel[SchedulerMessage]
+    wake_send: trio.MemorySendChannel[WakeProcessor]
+    wake_recv: trio.MemoryReceiveChannel[WakeProcessor]
+    scan_send: trio.MemorySendChannel[ScanRequest]
+    scan_recv: trio.MemoryReceiveChannel[ScanRequest]
+
+    @classmethod
+    def open(cls) -> Channels:
+        # Hooks, triggers and cancels for the scheduler: bursts are small (one hook per
+        # completed album or ingestion); a sender that finds it full logs and drops a hook.
+        scheduler = trio.open_memory_channel[SchedulerMessage](64)
+        # One pending wake-up is all the processor needs: it drains every ready item on waking.
+        wake = trio.open_memory_channel[WakeProcessor](1)
+        # One scan at a time: the watchdog job waits for its answer before asking again.
+        scan = trio.open_memory_channel[ScanRequest](1)
+        return cls(*scheduler, *wake, *scan)
+
+    async def aclose(self) -> None:
+        for f in fields(self):
+            await getattr(self, f.name).aclose()
+
+
 async def run_daemon(
     config: Config,
     *,
@@ -31,30 +66,29 @@ async def run_daemon(
     context: AppContext | None = None,
     task_status: trio.TaskStatus[AppContext] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the daemon until shutdown. Reports the context (with bound URLs) when ready."""
+    """Run the daemon until shutdown; report the context when every actor is ready.
+
+    On return (or cancellation) the downloader client and the databases are closed.
+    """
     shutdown = shutdown or trio.Event()
     if context is None:
         context = await trio.to_thread.run_sync(build_context, config, Metrics())
-    # Hooks, triggers and cancels for the scheduler: bursts are small (one hook per completed
-    # album or ingestion), and senders that find it full log and drop a hook rather than block.
-    scheduler_send, scheduler_recv = trio.open_memory_channel[SchedulerMessage](64)
-    # One pending wake-up is all the processor needs: it drains every ready item when it wakes.
-    wake_send, wake_recv = trio.open_memory_channel[WakeProcessor](1)
-    context.scheduler = scheduler_send
-    context.wake_processor = wake_send
-    specs = actor_specs(config, context, shutdown, scheduler_recv, wake_recv)
+    channels = Channels.open()
+    context.scheduler = channels.scheduler_send
+    context.wake_processor = channels.wake_send
     supervisor = Supervisor(
-        specs,
+        actor_specs(config, context, shutdown, channels),
         shutdown=shutdown,
         shutdown_timeout=config.shutdown_timeout_sec,
         metrics=context.metrics,
     )
     try:
-        async with scheduler_send, scheduler_recv, wake_send, wake_recv, trio.open_nursery() as n:
-            await n.start(supervisor.run)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(supervisor.run)
             task_status.started(context)
     finally:
         with trio.move_on_after(5, shield=True):
+            await channels.aclose()
             if context.downloader is not None:
                 await context.downloader.aclose()
             await trio.to_thread.run_sync(close_context, context)
@@ -62,19 +96,25 @@ async def run_daemon(
 
 
 def actor_specs(
-    config: Config,
-    context: AppContext,
-    shutdown: trio.Event,
-    scheduler_recv: trio.MemoryReceiveChannel[SchedulerMessage],
-    wake_recv: trio.MemoryReceiveChannel[WakeProcessor],
+    config: Config, context: AppContext, shutdown: trio.Event, channels: Channels
 ) -> list[ActorSpec]:
     """The actors in start order; the HTTP API comes last so 'listening' means ready."""
+    jobs = core_jobs(context) + download_jobs(context, channels.scan_send)
+    specs = [
+        # Graceful: the scheduler itself cancels cancellable runs and bounds the others.
+        ActorSpec(
+            "scheduler",
+            lambda: scheduler(config, context, shutdown, jobs, channels),
+            Shutdown.GRACEFUL,
+        )
+    ]
+    if config.download_enabled:
+        specs += download_actor_specs(config, context, shutdown, channels)
     app = create_app(context)
-    specs: list[ActorSpec] = []
 
-    def http(app: Any, port: int, announce: str) -> HttpServer:
+    def http(asgi: Any, port: int, announce: str) -> HttpServer:
         return HttpServer(
-            app,
+            asgi,
             host=config.host,
             port=port,
             shutdown=shutdown,
@@ -82,12 +122,11 @@ def actor_specs(
             announce=announce,
         )
 
+    metrics = metrics_app(context.metrics)
     specs.append(
         ActorSpec(
             "metrics",
-            lambda: http(
-                metrics_app(context.metrics), config.metrics_port, "metrics on {url}/metrics"
-            ),
+            lambda: http(metrics, config.metrics_port, "metrics on {url}/metrics"),
             Shutdown.GRACEFUL,
         )
     )
@@ -95,3 +134,65 @@ def actor_specs(
         ActorSpec("http", lambda: http(app, config.port, "listening on {url}"), Shutdown.GRACEFUL)
     )
     return specs
+
+
+def scheduler(
+    config: Config,
+    context: AppContext,
+    shutdown: trio.Event,
+    jobs: list[JobSpec],
+    channels: Channels,
+) -> Scheduler:
+    actor = Scheduler(
+        jobs,
+        context.jobs,
+        context.metrics,
+        channels.scheduler_recv,
+        shutdown=shutdown,
+        shutdown_timeout=config.shutdown_timeout_sec,
+    )
+    # A restarted scheduler is a new object: the API must read the live one.
+    context.scheduler_view = actor.view
+    return actor
+
+
+def download_actor_specs(
+    config: Config, context: AppContext, shutdown: trio.Event, channels: Channels
+) -> list[ActorSpec]:
+    """The processor (graceful: the file in flight may finish), the watchdog and the stale
+    detector (both cancellable: a scan or a check can be cut short and redone)."""
+    dm = config.download_manager
+
+    def processor() -> Processor:
+        return Processor(
+            context.queue,
+            context.catalog,
+            context.downloader,
+            context.media,
+            context.metrics,
+            dm,
+            channels.wake_recv,
+            channels.scheduler_send,
+            shutdown=shutdown,
+            shutdown_timeout=config.shutdown_timeout_sec,
+        )
+
+    def watchdog() -> IntegrityWatchdog:
+        return IntegrityWatchdog(
+            channels.scan_recv,
+            context.catalog,
+            context.queue_admin,
+            context.media,
+            wake=channels.wake_send,
+        )
+
+    def stale() -> StaleDetector:
+        return StaleDetector(
+            context.queue_admin, context.metrics, dm.stale_in_progress_threshold_secs
+        )
+
+    return [
+        ActorSpec("processor", processor, Shutdown.GRACEFUL),
+        ActorSpec("watchdog", watchdog, Shutdown.CANCELLABLE),
+        ActorSpec("stale_detector", stale, Shutdown.CANCELLABLE),
+    ]

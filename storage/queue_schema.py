@@ -143,6 +143,13 @@ MIGRATIONS = [
             bytes INTEGER NOT NULL DEFAULT 0,
             failed INTEGER NOT NULL DEFAULT 0)""",
     ],
+    [
+        # What may be claimed while the global capacity is used up (children and watchdog
+        # repairs, not new albums), so that pending albums never lengthen that claim.
+        """CREATE INDEX queue_claim_no_new_album
+            ON queue_items(priority, parent_id IS NULL, created_at, seq)
+            WHERE status = 'PENDING' AND (parent_id IS NOT NULL OR content_type <> 'ALBUM')""",
+    ],
 ]
 
 ITEM_FIELDS = (

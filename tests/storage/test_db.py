@@ -72,7 +72,7 @@ def test_deferred_upgrade_fails_but_immediate_waits(tmp_path: Path) -> None:
     b.execute("BEGIN IMMEDIATE")
     b.execute("INSERT INTO t (v) VALUES ('b')")
     b.execute("COMMIT")
-    with pytest.raises(sqlite3.OperationalError, match="locked|busy"):
+    with pytest.raises(sqlite3.OperationalError, match=r"locked|busy"):
         a.execute("INSERT INTO t (v) VALUES ('a')")
     a.execute("ROLLBACK")
     # With BEGIN IMMEDIATE the second writer waits for the first and then succeeds.
@@ -101,9 +101,14 @@ def test_atomic_writer_publishes_whole_files_only(tmp_path: Path) -> None:
     final = tmp_path / "f.bin"
     assert write_atomic(final, [b"ab", b"cd"]) == 4
     assert final.read_bytes() == b"abcd"
-    with pytest.raises(RuntimeError), AtomicWriter(tmp_path / "g.bin") as writer:
-        writer.write(b"partial")
-        raise RuntimeError("crash before commit")
+
+    def crash_before_commit() -> None:
+        with AtomicWriter(tmp_path / "g.bin") as writer:
+            writer.write(b"partial")
+            raise RuntimeError("crash before commit")
+
+    with pytest.raises(RuntimeError):
+        crash_before_commit()
     assert sorted(os.listdir(tmp_path)) == ["f.bin"]
 
 

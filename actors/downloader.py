@@ -1,0 +1,234 @@
+"""The client of the external downloader service (SPEC §12) and the boundary of its errors.
+
+One `httpx.AsyncClient` with explicit connect/read/write/pool timeouts and connection limits,
+built from config (`transport` is the test seam: `httpx.MockTransport` or a real transport).
+Every failure leaves as a `DownloaderError` subclass whose `error_type` follows SPEC §8.6; the
+JSON answers are validated into catalog records by `actors.downloader_json`.
+
+Metadata calls read at most `MAX_JSON_BYTES` and are bounded as a whole by the configured
+timeout. Downloads stream: the body goes through `storage.files.AtomicWriter` in batches
+written from a worker thread (the event loop never does file I/O), its size is checked against
+`max_bytes` while it arrives and against Content-Length at the end, and only a complete body is
+published under its final name. The read timeout applies per chunk, so a stalled download fails
+within it while a long healthy one is never cut off.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from actors import downloader_json as parse
+from actors.downloader_errors import (
+    DownloaderBadRequest,
+    DownloaderConnectionError,
+    DownloaderError,
+    DownloaderNotFound,
+    DownloaderParseError,
+    DownloaderRateLimited,
+    DownloaderTimeout,
+    StorageFailure,
+)
+from actors.downloader_json import AlbumMeta, ArtistMeta
+from actors.downloader_stream import content_length, read_capped, stream_to_file
+from storage.catalog import TrackRecord
+from storage.ids import is_content_id
+
+__all__ = [
+    "AlbumMeta",
+    "ArtistMeta",
+    "DownloadResult",
+    "DownloaderBadRequest",
+    "DownloaderClient",
+    "DownloaderConnectionError",
+    "DownloaderError",
+    "DownloaderNotFound",
+    "DownloaderParseError",
+    "DownloaderRateLimited",
+    "DownloaderTimeout",
+    "StorageFailure",
+]
+
+CONNECT_TIMEOUT_S = 10.0
+MAX_JSON_BYTES = 16 * 1024 * 1024
+MAX_ERROR_BODY_BYTES = 64 * 1024
+DEFAULT_RETRY_AFTER_S = 5.0
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    path: Path  # the published file
+    size: int  # bytes written
+    media_type: str  # the Content-Type without parameters
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date); 5 s if absent or bad."""
+    if value is None:
+        return DEFAULT_RETRY_AFTER_S
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return DEFAULT_RETRY_AFTER_S
+    if when.tzinfo is None:
+        return DEFAULT_RETRY_AFTER_S
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _detail(body: bytes) -> str:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return body[:200].decode("utf-8", "replace").strip()
+    if isinstance(doc, dict):
+        return str(doc.get("message") or doc.get("error") or "")[:200]
+    return ""
+
+
+def _status_error(response: httpx.Response, body: bytes, path: str) -> DownloaderError:
+    status = response.status_code
+    detail = _detail(body)
+    message = f"downloader answered {status} for {path}" + (f": {detail}" if detail else "")
+    kind: type[DownloaderError]
+    if status == 404:
+        kind = DownloaderNotFound
+    elif status == 429:
+        after = _retry_after(response.headers.get("retry-after"))
+        return DownloaderRateLimited(message, status=status, retry_after=after)
+    elif status == 504:
+        kind = DownloaderTimeout
+    elif status >= 500:
+        kind = DownloaderConnectionError
+    elif status >= 400:
+        kind = DownloaderBadRequest
+    else:
+        kind = DownloaderError
+    return kind(message, status=status)
+
+
+def _valid_id(value: str, what: str) -> str:
+    # Ids reach the URL path: refuse anything that is not a content id before asking.
+    if not is_content_id(value):
+        raise DownloaderBadRequest(f"not a {what} id: {value[:64]!r}")
+    return value
+
+
+class DownloaderClient:
+    """Async client of the downloader API. Call `aclose()` when done."""
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 4,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(
+                connect=min(CONNECT_TIMEOUT_S, timeout), read=timeout, write=timeout, pool=timeout
+            ),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            transport=transport,
+            follow_redirects=False,
+            trust_env=False,  # configuration comes from the config file only
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    @asynccontextmanager
+    async def _open(
+        self,
+        path: str,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """A streamed 2xx response; any other status or a transport failure raises."""
+        try:
+            async with self._client.stream("GET", path, params=params, headers=headers) as response:
+                if not 200 <= response.status_code < 300:
+                    body = await read_capped(response, path, MAX_ERROR_BODY_BYTES)
+                    raise _status_error(response, body, path)
+                yield response
+        except httpx.TimeoutException as exc:
+            raise DownloaderTimeout(f"downloader timed out on {path}") from exc
+        except httpx.TransportError as exc:
+            raise DownloaderConnectionError(
+                f"cannot reach the downloader for {path}: {exc}"
+            ) from exc
+
+    async def _get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """The JSON answer of one GET, bounded in size and, as a whole, by the timeout."""
+        with trio.move_on_after(self.timeout) as scope:
+            async with self._open(path, params, {"accept": "application/json"}) as response:
+                body = await read_capped(response, path, MAX_JSON_BYTES)
+        if scope.cancelled_caught:
+            raise DownloaderTimeout(f"downloader took longer than {self.timeout:g} s on {path}")
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise DownloaderParseError(f"invalid JSON from {path}: {exc}") from exc
+
+    async def search(self, q: str, type: str, limit: int = 20) -> list[dict[str, Any]]:
+        """`[{id, type, name, artist_name, image_url, year}]` (absent optionals are null)."""
+        if type not in parse.SEARCH_TYPES:
+            raise DownloaderBadRequest(f"search type must be album or artist, not {type[:32]!r}")
+        doc = await self._get_json("/search", {"q": q, "type": type, "limit": limit})
+        return parse.parse_search(doc)
+
+    async def discography(self, artist_id: str) -> dict[str, Any]:
+        """`{"artist": SearchResult, "albums": [SearchResult]}`."""
+        path = f"/artist/{_valid_id(artist_id, 'artist')}/discography"
+        return parse.parse_discography(await self._get_json(path))
+
+    async def album(self, album_id: str) -> AlbumMeta:
+        path = f"/album/{_valid_id(album_id, 'album')}"
+        return parse.parse_album(await self._get_json(path), album_id)
+
+    async def album_tracks(self, album_id: str) -> list[TrackRecord]:
+        path = f"/album/{_valid_id(album_id, 'album')}/tracks"
+        return parse.parse_tracks(await self._get_json(path), album_id)
+
+    async def artist(self, artist_id: str) -> ArtistMeta:
+        path = f"/artist/{_valid_id(artist_id, 'artist')}"
+        return parse.parse_artist(await self._get_json(path), artist_id)
+
+    async def download(
+        self, path_for: Callable[[str], Path], url_path: str, max_bytes: int
+    ) -> DownloadResult:
+        """Stream `url_path` into the file `path_for(media_type)` names, atomically.
+
+        `path_for` gets the Content-Type without parameters and raises `DownloaderParseError`
+        (or ValueError) for a type it does not accept. If this fails or is cancelled, the
+        temporary file is removed and nothing is published.
+        """
+        async with self._open(url_path, headers={"accept-encoding": "identity"}) as response:
+            media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            try:
+                final = path_for(media_type)
+            except ValueError as exc:
+                raise DownloaderParseError(f"cannot store {url_path}: {exc}") from exc
+            expected = content_length(response, url_path)
+            if expected is not None and expected > max_bytes:
+                raise DownloaderParseError(f"too large: {url_path} is {expected} bytes")
+            size = await stream_to_file(final, response, url_path, max_bytes, expected)
+        return DownloadResult(final, size, media_type)

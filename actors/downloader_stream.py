@@ -1,0 +1,160 @@
+"""Streaming a downloader response body: into memory (bounded) or atomically into a file.
+
+httpx's body iterators are nested async generators; a consumer that stops iterating early
+leaves them suspended, and trio warns when they are collected. `pump` therefore never leaves
+the loop by raising: a failure of its sink is kept aside and the read is stopped by cancelling
+it, which raises inside the generators and closes them, then the failure is raised.
+
+Files are written through `storage.files.AtomicWriter` in batches from a worker thread (the
+event loop never does file I/O); the size cap is enforced while the body arrives, the
+Content-Length is checked before publishing, and whatever happens short of a publish (an error,
+a cancellation) removes the temporary file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from actors.downloader_errors import (
+    DownloaderConnectionError,
+    DownloaderError,
+    DownloaderParseError,
+    DownloaderTimeout,
+    StorageFailure,
+)
+from storage.files import AtomicWriter
+
+log = logging.getLogger("pezzottify.downloader")
+
+# Bytes gathered before one hop to a worker thread: few hops, bounded memory.
+WRITE_BATCH_BYTES = 1024 * 1024
+CLEANUP_S = 5.0
+
+
+async def pump(
+    response: httpx.Response, path: str, sink: Callable[[bytes], Awaitable[None]]
+) -> None:
+    """Feed the body to `sink` chunk by chunk, translating transport failures mid-body.
+
+    A `DownloaderError` from `sink` stops the read (see the module docstring) and is raised.
+    """
+    failure: DownloaderError | None = None
+    with trio.CancelScope() as stop:
+        try:
+            async for chunk in response.aiter_bytes():
+                if failure is not None:
+                    continue  # only reached when the body needs no checkpoint (in memory)
+                try:
+                    await sink(chunk)
+                except DownloaderError as exc:
+                    failure = exc
+                    stop.cancel()
+        except httpx.TimeoutException as exc:
+            raise DownloaderTimeout(f"downloader stalled while sending {path}") from exc
+        except httpx.RemoteProtocolError as exc:
+            raise DownloaderParseError(f"truncated body from {path}: {exc}") from exc
+        except httpx.TransportError as exc:
+            raise DownloaderConnectionError(f"connection lost while reading {path}: {exc}") from exc
+    if failure is not None:
+        raise failure
+
+
+async def read_capped(response: httpx.Response, path: str, cap: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+
+    async def keep(chunk: bytes) -> None:
+        nonlocal size
+        size += len(chunk)
+        if size > cap:
+            raise DownloaderParseError(f"too large: {path} sent more than {cap} bytes")
+        parts.append(chunk)
+
+    await pump(response, path, keep)
+    return b"".join(parts)
+
+
+def content_length(response: httpx.Response, path: str) -> int | None:
+    if response.headers.get("content-encoding", "identity") != "identity":
+        return None  # the header counts encoded bytes; we count decoded ones
+    raw = response.headers.get("content-length")
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise DownloaderParseError(f"bad Content-Length {raw[:32]!r} from {path}")
+    return int(raw)
+
+
+async def _disk(final: Path, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run one bounded file operation in a thread. Shielded: the thread cannot be interrupted
+    anyway, and a cancellation must land inside the body iterator (see `pump`)."""
+    try:
+        with trio.CancelScope(shield=True):
+            return await trio.to_thread.run_sync(fn, *args)
+    except OSError as exc:
+        raise StorageFailure(f"cannot write {final.name}: {exc.strerror or exc}") from exc
+
+
+class _FileSink:
+    """Batches body chunks into an `AtomicWriter`, enforcing the size cap as they arrive."""
+
+    def __init__(self, writer: AtomicWriter, path: str, max_bytes: int) -> None:
+        self.writer = writer
+        self.path = path
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.batch: list[bytes] = []
+        self.batched = 0
+
+    async def __call__(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise DownloaderParseError(
+                f"too large: {self.path} sent more than {self.max_bytes} bytes"
+            )
+        self.batch.append(chunk)
+        self.batched += len(chunk)
+        if self.batched >= WRITE_BATCH_BYTES:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self.batch:
+            data, self.batch, self.batched = b"".join(self.batch), [], 0
+            await _disk(self.writer.final, self.writer.write, data)
+
+
+async def stream_to_file(
+    final: Path, response: httpx.Response, path: str, max_bytes: int, expected: int | None
+) -> int:
+    writer = AtomicWriter(final)
+    committed = False
+    try:
+        await _disk(final, writer.__enter__)
+        sink = _FileSink(writer, path, max_bytes)
+        await pump(response, path, sink)
+        await sink.flush()
+        if expected is not None and sink.size != expected:
+            problem = "truncated body" if sink.size < expected else "body longer than announced"
+            raise DownloaderParseError(f"{problem}: {path} sent {sink.size} of {expected} bytes")
+        await _disk(final, writer.commit)
+        committed = True
+        return sink.size
+    finally:
+        with trio.move_on_after(CLEANUP_S, shield=True):
+            await trio.to_thread.run_sync(_discard, writer, committed)
+
+
+def _discard(writer: AtomicWriter, committed: bool) -> None:
+    """Close the temporary file and remove it unless it was published."""
+    try:
+        writer.__exit__(None, None, None)
+        if not committed:
+            writer.tmp.unlink(missing_ok=True)
+    except OSError as exc:  # the startup sweep removes what is left; keep the first error
+        log.warning("cannot remove %s: %s", writer.tmp.name, exc)

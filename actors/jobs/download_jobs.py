@@ -1,0 +1,130 @@
+"""The download manager's jobs (SPEC §7.4): `integrity_watchdog` and `audit_log_cleanup`.
+
+Both exist only when the download manager is enabled; `download_jobs(context, scan_send)` builds
+them from the configuration (`[background_jobs.<id>] enabled / interval_hours`).
+
+`integrity_watchdog` (daily + OnStartup, cancellable) asks the `IntegrityWatchdog` actor for a
+scan and returns its report, so the report is stored with the run. Cancelling the run sets the
+request's cancel event and the actor stops the scan (see `actors.watchdog`).
+
+`audit_log_cleanup` (daily, wait for completion) deletes audit entries older than
+`audit_log_retention_days` (0 keeps everything). It deletes in chunks, one short transaction
+each, so a shutdown deadline that cancels it stops between chunks and leaves every deleted
+chunk deleted and every remaining entry intact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from actors.jobs.base import JobSpec, Schedule, ShutdownBehavior
+from actors.messages import Hook, ScanRequest
+from api.context import AppContext
+from storage.queue_admin import QueueAdminStore
+from storage.queue_schema import now as wall_now
+
+WATCHDOG_JOB_ID = "integrity_watchdog"
+AUDIT_CLEANUP_JOB_ID = "audit_log_cleanup"
+DEFAULT_INTERVAL_HOURS = 24.0
+DELETE_CHUNK = 5000
+DAY_S = 86400
+
+
+class ScanFailed(Exception):
+    """The watchdog could not complete the scan (the run is recorded `failed`)."""
+
+
+def integrity_watchdog_job(
+    scan_send: trio.MemorySendChannel[ScanRequest],
+    *,
+    interval_hours: float = DEFAULT_INTERVAL_HOURS,
+) -> JobSpec:
+    async def run() -> dict[str, Any]:
+        reply_send, reply_recv = trio.open_memory_channel[tuple[str, Any]](1)
+        request = ScanRequest(reply_send)
+        try:
+            async with reply_recv:
+                await scan_send.send(request)
+                try:
+                    kind, value = await reply_recv.receive()
+                except trio.EndOfChannel:
+                    raise ScanFailed("the integrity watchdog stopped before finishing") from None
+        finally:
+            # Cancelled or done, the actor must not go on scanning for nobody.
+            request.cancel.set()
+        if kind != "completed":
+            raise ScanFailed(str(value))
+        report: dict[str, Any] = value
+        return report
+
+    return JobSpec(
+        id=WATCHDOG_JOB_ID,
+        name="Integrity watchdog",
+        description=(
+            "Scans the catalog for tracks, album covers and artist portraits whose file is "
+            "missing and queues a repair for each"
+        ),
+        schedule=Schedule(interval_secs=interval_hours * 3600, hooks=(Hook.OnStartup,)),
+        shutdown=ShutdownBehavior.CANCELLABLE,
+        run=run,
+    )
+
+
+def audit_log_cleanup_job(
+    store: QueueAdminStore,
+    retention_days: int,
+    *,
+    interval_hours: float = DEFAULT_INTERVAL_HOURS,
+    clock: Callable[[], int] = wall_now,
+) -> JobSpec:
+    async def run() -> dict[str, Any]:
+        if retention_days == 0:
+            return {"deleted_entries": 0, "retention_days": 0}
+        cutoff = clock() - retention_days * DAY_S
+        deleted = 0
+        while (n := await store.db.run(store.delete_audit_chunk, cutoff, DELETE_CHUNK)) > 0:
+            deleted += n
+        return {"deleted_entries": deleted, "retention_days": retention_days, "cutoff": cutoff}
+
+    return JobSpec(
+        id=AUDIT_CLEANUP_JOB_ID,
+        name="Audit log cleanup",
+        description=(
+            f"Deletes download audit entries older than {retention_days} days"
+            if retention_days
+            else "Download audit entries are kept forever (audit_log_retention_days = 0)"
+        ),
+        schedule=Schedule(interval_secs=interval_hours * 3600),
+        shutdown=ShutdownBehavior.WAIT_FOR_COMPLETION,
+        run=run,
+    )
+
+
+def download_jobs(
+    context: AppContext, scan_send: trio.MemorySendChannel[ScanRequest]
+) -> list[JobSpec]:
+    """The enabled download-manager jobs; empty when the download manager is off."""
+    config = context.config
+    if not config.download_enabled or context.queue_admin is None:
+        return []
+    jobs: list[JobSpec] = []
+    watchdog = config.job(WATCHDOG_JOB_ID)
+    if watchdog.enabled:
+        jobs.append(
+            integrity_watchdog_job(
+                scan_send, interval_hours=watchdog.interval_hours or DEFAULT_INTERVAL_HOURS
+            )
+        )
+    cleanup = config.job(AUDIT_CLEANUP_JOB_ID)
+    if cleanup.enabled:
+        jobs.append(
+            audit_log_cleanup_job(
+                context.queue_admin,
+                config.download_manager.audit_log_retention_days,
+                interval_hours=cleanup.interval_hours or DEFAULT_INTERVAL_HOURS,
+            )
+        )
+    return jobs

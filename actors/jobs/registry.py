@@ -1,0 +1,38 @@
+"""The core background jobs, built from the configuration.
+
+`[background_jobs.<id>]` tables switch a job off (`enabled = false`) or change its period
+(`interval_hours`). `popular_content` defaults to every 6 hours (plus once at startup);
+`prune_events` defaults to `prune_interval_hours`. Jobs of other features (the download manager's)
+are built by their own modules and added to this list by the daemon's wiring.
+"""
+
+from __future__ import annotations
+
+from actors.jobs import popular_content, prune_events
+from actors.jobs.base import JobSpec
+from api.context import AppContext
+
+
+def core_jobs(context: AppContext) -> list[JobSpec]:
+    config = context.config
+    jobs: list[JobSpec] = []
+    popular = config.job(popular_content.JOB_ID)
+    if popular.enabled:
+        jobs.append(
+            popular_content.popular_content_job(
+                context.users,
+                context.catalog,
+                context.jobs,
+                interval_hours=popular.interval_hours or popular_content.DEFAULT_INTERVAL_HOURS,
+            )
+        )
+    prune = config.job(prune_events.JOB_ID)
+    if prune.enabled:
+        jobs.append(
+            prune_events.prune_events_job(
+                context.jobs,
+                retention_days=config.event_retention_days,
+                interval_hours=prune.interval_hours or config.prune_interval_hours,
+            )
+        )
+    return jobs

@@ -1,0 +1,258 @@
+"""Download-manager user routes (SPEC §8.3): search the downloader, request albums and
+discographies, follow one's own requests and limits. Every route needs RequestContent.
+
+Authentication and the permission check come first, then the 503 for a disabled download
+manager, then input validation, so a bad request on a disabled server is still a 503. Search
+results are the downloader's, marked with `in_catalog` (catalog.db) and `in_queue` (the queue).
+Whether a request is accepted is decided in `storage.queue_requests` (one transaction with the
+limit check); this module only looks the album up in the catalog first, because that is another
+database. A queued request wakes the queue processor without waiting: a full wake-up channel
+already holds a pending wake-up. `pezzottify_download_user_requests_total` counts accepted HTTP
+requests by type (a discography request counts once, however many albums it queued).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal, TypeVar
+
+import trio
+from pydantic import Field, StringConstraints
+from quart import Blueprint
+from quart_schema import validate_querystring
+
+from actors.downloader_errors import DownloaderError, DownloaderNotFound
+from actors.messages import WakeProcessor
+from api.auth import current_user, requires
+from api.context import ctx
+from api.errors import ApiError
+from api.schemas import Query, StrictBody, json_body, page_limit
+from storage.catalog import CatalogStore
+from storage.ids import InvalidId, content_id
+from storage.queue_requests import Rejection, RequestStore, UserLimitStatus
+from storage.queue_schema import Status, now
+from storage.users import Permission
+
+blueprint = Blueprint("download", __name__, url_prefix="/v1/download")
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+T = TypeVar("T")
+
+MAX_OFFSET = 10**12  # keeps OFFSET an SQLite integer
+SEARCH_LIMIT = 20
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+REJECTIONS = {
+    Rejection.IN_CATALOG: (409, "ALREADY_IN_CATALOG", "the album is already in the catalog"),
+    Rejection.IN_QUEUE: (409, "ALREADY_IN_QUEUE", "the album is already queued"),
+}
+
+
+class SearchQuery(Query):
+    q: Text
+    type: Literal["album", "artist"] = "album"
+
+
+class MyRequestsQuery(Query):
+    status: Status | None = None
+    limit: int | None = Field(default=None, ge=1)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+
+
+class AlbumRequestBody(StrictBody):
+    album_id: str
+    album_name: Text
+    artist_name: Text
+
+
+class DiscographyRequestBody(StrictBody):
+    artist_id: str
+    artist_name: Text
+
+
+def download_enabled(view: F) -> F:
+    """Answer 503 when the download manager is off (placed under `@requires`)."""
+
+    @functools.wraps(view)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if ctx().requests is None or ctx().downloader is None:
+            raise ApiError(503, "the download manager is disabled", "DOWNLOAD_MANAGER_DISABLED")
+        return await view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _store() -> RequestStore:
+    store: RequestStore = ctx().requests
+    return store
+
+
+def _catalog() -> CatalogStore:
+    catalog: CatalogStore = ctx().catalog
+    return catalog
+
+
+def _valid_id(raw: str) -> str:
+    try:
+        return content_id(raw)
+    except InvalidId as exc:
+        raise ApiError(400, str(exc), "INVALID_ID") from None
+
+
+async def _from_downloader(call: Awaitable[T]) -> T:
+    """Await a downloader call; its failures become 404 (unknown id) or 502."""
+    try:
+        return await call
+    except DownloaderNotFound:
+        raise ApiError(404, "the downloader does not know this id", "NOT_FOUND") from None
+    except DownloaderError as exc:
+        raise ApiError(502, f"downloader error: {exc.message}", "DOWNLOADER_ERROR") from None
+
+
+async def _marked(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """SearchResults with `in_catalog` and `in_queue` added."""
+    catalog, store = _catalog(), _store()
+    albums = [r["id"] for r in results if r.get("type") == "album"]
+    artists = [r["id"] for r in results if r.get("type") == "artist"]
+    in_catalog = await catalog.db.run(catalog.existing_album_ids, albums)
+    in_catalog |= await catalog.db.run(catalog.existing_artist_ids, artists)
+    in_queue = await store.db.run(store.in_queue_ids, [r["id"] for r in results])
+    return [
+        {
+            "id": r["id"],
+            "type": r.get("type"),
+            "name": r.get("name"),
+            "artist_name": r.get("artist_name"),
+            "image_url": r.get("image_url"),
+            "year": r.get("year"),
+            "in_catalog": r["id"] in in_catalog,
+            "in_queue": r["id"] in in_queue,
+        }
+        for r in results
+    ]
+
+
+def _rate_limited(limits: UserLimitStatus, **extra: Any) -> ApiError:
+    headers = {}
+    if limits.resets_at is not None:
+        headers["Retry-After"] = str(max(limits.resets_at - now(), 1))
+    return ApiError(
+        429, "request limit reached", "RATE_LIMITED", headers=headers, limits=limits.json(), **extra
+    )
+
+
+def _accepted(kind: str) -> None:
+    context = ctx()
+    context.metrics.user_requests.labels(kind).inc()
+    if context.wake_processor is not None:
+        # A full channel means a wake-up is already pending; a closed one, that we are stopping.
+        with contextlib.suppress(
+            trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
+        ):
+            context.wake_processor.send_nowait(WakeProcessor())
+
+
+@blueprint.get("/search")
+@requires(Permission.RequestContent)
+@download_enabled
+@validate_querystring(SearchQuery)
+async def search(query_args: SearchQuery) -> dict[str, Any]:
+    downloader = ctx().downloader
+    found = await _from_downloader(downloader.search(query_args.q, query_args.type, SEARCH_LIMIT))
+    results = await _marked(found)
+    return {"results": results, "total": len(results)}
+
+
+@blueprint.get("/search/discography/<path:artist_id>")
+@requires(Permission.RequestContent)
+@download_enabled
+async def discography(artist_id: str) -> dict[str, Any]:
+    valid = _valid_id(artist_id)
+    found = await _from_downloader(ctx().downloader.discography(valid))
+    artist, *albums = await _marked([found["artist"], *found["albums"]])
+    return {"artist": artist, "albums": albums}
+
+
+@blueprint.post("/request/album")
+@requires(Permission.RequestContent)
+@download_enabled
+@json_body(AlbumRequestBody)
+async def request_album(data: AlbumRequestBody) -> tuple[dict[str, Any], int]:
+    album_id = _valid_id(data.album_id)
+    catalog, store = _catalog(), _store()
+    in_catalog = album_id in await catalog.db.run(catalog.existing_album_ids, [album_id])
+    result = await store.db.run(
+        store.request_album,
+        current_user().handle, album_id, data.album_name, data.artist_name, now(), in_catalog,
+    )  # fmt: skip
+    if result.rejected is Rejection.RATE_LIMITED:
+        raise _rate_limited(result.limits)
+    if result.rejected is not None:
+        status, code, message = REJECTIONS[result.rejected]
+        raise ApiError(status, message, code)
+    _accepted("album")
+    body = {"request_id": result.request_id, "status": "PENDING"}
+    return {**body, "queue_position": result.queue_position}, 201
+
+
+@blueprint.post("/request/discography")
+@requires(Permission.RequestContent)
+@download_enabled
+@json_body(DiscographyRequestBody)
+async def request_discography(data: DiscographyRequestBody) -> tuple[dict[str, Any], int]:
+    artist_id = _valid_id(data.artist_id)
+    found = await _from_downloader(ctx().downloader.discography(artist_id))
+    albums = [(album["id"], album["name"]) for album in found["albums"]]
+    catalog, store = _catalog(), _store()
+    in_catalog = await catalog.db.run(catalog.existing_album_ids, [a for a, _ in albums])
+    result = await store.db.run(
+        store.request_discography,
+        current_user().handle, albums, data.artist_name, now(), in_catalog,
+    )  # fmt: skip
+    limited = any(skip["reason"] == Rejection.RATE_LIMITED for skip in result.skipped)
+    if not result.request_ids and limited:
+        raise _rate_limited(result.limits, skipped=result.skipped)
+    if result.request_ids:
+        _accepted("discography")
+    return {
+        "request_ids": result.request_ids,
+        "albums_queued": len(result.request_ids),
+        "albums_skipped": len(result.skipped),
+        "skipped": result.skipped,
+        "status": "PENDING" if result.request_ids else "NOTHING_QUEUED",
+    }, 201
+
+
+@blueprint.get("/my-requests")
+@requires(Permission.RequestContent)
+@download_enabled
+@validate_querystring(MyRequestsQuery)
+async def my_requests(query_args: MyRequestsQuery) -> dict[str, Any]:
+    store, user = _store(), current_user().handle
+    limit = page_limit(query_args.limit)
+    requests = await store.db.run(
+        store.my_requests, user, query_args.status, limit, query_args.offset
+    )
+    stats = await store.db.run(store.user_limits, user, now())
+    return {"requests": requests, "stats": stats.json()}
+
+
+@blueprint.get("/request/<path:item_id>")
+@requires(Permission.RequestContent)
+@download_enabled
+async def request_detail(item_id: str) -> dict[str, Any]:
+    store = _store()
+    item = await store.db.run(store.item_for_user, item_id, current_user().handle)
+    if item is None:
+        raise ApiError(404, "no such request of yours", "NOT_FOUND")
+    return item
+
+
+@blueprint.get("/limits")
+@requires(Permission.RequestContent)
+@download_enabled
+async def limits() -> dict[str, Any]:
+    store, moment = _store(), now()
+    user = await store.db.run(store.user_limits, current_user().handle, moment)
+    capacity = await store.db.run(store.global_capacity, moment)
+    return {"user": user.json(), "global": capacity}

@@ -1,0 +1,197 @@
+"""Download-manager admin routes (SPEC §8.10): queue stats, failures, retry, activity, audit.
+
+Reading needs ViewAnalytics; retrying needs EditCatalog. Authentication and the permission check
+come first, then the 503 for a disabled download manager, then query validation, so an anonymous
+caller learns nothing and a bad query on a disabled server is still a 503. Query strings are
+validated by pydantic models (unknown parameters, bad numbers and bad enum values are 400);
+`limit` defaults to 50 and is clamped to 500, `hours` defaults to 24 and is clamped to 168.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import trio
+from pydantic import Field
+from quart import Blueprint
+from quart_schema import validate_querystring
+
+from actors.messages import WakeProcessor
+from api.auth import current_user, requires
+from api.context import ctx
+from api.errors import ApiError
+from api.schemas import Query, page_limit
+from storage.queue_admin import QueueAdminStore, RetryRefused
+from storage.queue_audit import AuditFilter
+from storage.queue_schema import AuditEvent, ContentType, Status, now
+from storage.users import Permission
+
+blueprint = Blueprint("download_admin", __name__, url_prefix="/v1/download/admin")
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+# Bounds keep every number representable as an SQLite integer.
+MAX_OFFSET = 10**12
+MAX_TIME = 2**53
+MAX_HOURS = 168
+
+
+class PageQuery(Query):
+    limit: int | None = Field(default=None, ge=1)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+
+
+class ActivityQuery(Query):
+    hours: int = Field(default=24, ge=1)
+
+
+class RequestsQuery(PageQuery):
+    status: Status | None = None
+    user: str | None = None
+    top_level_only: bool = False
+
+
+class TimeRangeQuery(PageQuery):
+    since: int | None = Field(default=None, ge=0, le=MAX_TIME)
+    until: int | None = Field(default=None, ge=0, le=MAX_TIME)
+
+
+class AuditQuery(TimeRangeQuery):
+    queue_item_id: str | None = None
+    user: str | None = None
+    event_type: AuditEvent | None = None
+    content_type: ContentType | None = None
+    content_id: str | None = None
+
+
+def download_enabled(view: F) -> F:
+    """Answer 503 when the download manager is off (placed under `@requires`)."""
+
+    @functools.wraps(view)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if ctx().queue_admin is None:
+            raise ApiError(503, "the download manager is disabled", "DOWNLOAD_MANAGER_DISABLED")
+        return await view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _store() -> QueueAdminStore:
+    store: QueueAdminStore = ctx().queue_admin
+    return store
+
+
+@blueprint.get("/stats")
+@requires(Permission.ViewAnalytics)
+@download_enabled
+async def stats() -> dict[str, Any]:
+    store = _store()
+    return await store.db.run(store.stats, now())
+
+
+@blueprint.get("/failed")
+@requires(Permission.ViewAnalytics)
+@download_enabled
+@validate_querystring(PageQuery)
+async def failed(query_args: PageQuery) -> dict[str, Any]:
+    store = _store()
+    items, total = await store.db.run(store.failed, page_limit(query_args.limit), query_args.offset)
+    return {"items": items, "total": total}
+
+
+@blueprint.post("/retry/<item_id>")
+@requires(Permission.EditCatalog)
+@download_enabled
+async def retry(item_id: str) -> dict[str, Any]:
+    store = _store()
+    try:
+        item = await store.db.run(store.admin_retry, item_id, current_user().handle, now())
+    except RetryRefused as exc:
+        raise ApiError(
+            exc.status, str(exc), "NOT_FOUND" if exc.status == 404 else "NOT_FAILED"
+        ) from None
+    _wake_processor()
+    return item
+
+
+def _wake_processor() -> None:
+    wake = ctx().wake_processor
+    if wake is None:
+        return
+    # A full channel means a wake-up is already pending; a closed one, that we are stopping.
+    with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
+        wake.send_nowait(WakeProcessor())
+
+
+@blueprint.get("/activity")
+@requires(Permission.ViewAnalytics)
+@download_enabled
+@validate_querystring(ActivityQuery)
+async def activity(query_args: ActivityQuery) -> dict[str, Any]:
+    store = _store()
+    return await store.db.run(store.activity, min(query_args.hours, MAX_HOURS), now())
+
+
+@blueprint.get("/requests")
+@requires(Permission.ViewAnalytics)
+@download_enabled
+@validate_querystring(RequestsQuery)
+async def requests(query_args: RequestsQuery) -> dict[str, Any]:
+    store = _store()
+    items, total = await store.db.run(
+        functools.partial(
+            store.requests,
+            status=query_args.status,
+            user=query_args.user,
+            top_level_only=query_args.top_level_only,
+            limit=page_limit(query_args.limit),
+            offset=query_args.offset,
+        )
+    )
+    return {"items": items, "total": total}
+
+
+@blueprint.get("/audit")
+@requires(Permission.ViewAnalytics)
+@download_enabled
+@validate_querystring(AuditQuery)
+async def audit(query_args: AuditQuery) -> dict[str, Any]:
+    q = query_args
+    where = AuditFilter(
+        queue_item_id=q.queue_item_id,
+        user=q.user,
+        event_type=q.event_type,
+        content_type=q.content_type,
+        content_id=q.content_id,
+        since=q.since,
+        until=q.until,
+    )
+    store = _store()
+    page = await store.db.run(store.audit, where, page_limit(q.limit), q.offset)
+    return page.json()
+
+
+@blueprint.get("/audit/item/<item_id>")
+@requires(Permission.ViewAnalytics)
+@download_enabled
+async def audit_item(item_id: str) -> dict[str, Any]:
+    store = _store()
+    found = await store.db.run(store.audit_for_item, item_id)
+    if found is None:
+        raise ApiError(404, f"no queue item {item_id}", "NOT_FOUND")
+    return found
+
+
+@blueprint.get("/audit/user/<handle>")
+@requires(Permission.ViewAnalytics)
+@download_enabled
+@validate_querystring(TimeRangeQuery)
+async def audit_user(handle: str, query_args: TimeRangeQuery) -> dict[str, Any]:
+    q = query_args
+    store = _store()
+    page = await store.db.run(
+        store.audit_for_user, handle, page_limit(q.limit), q.offset, q.since, q.until
+    )
+    return page.json()

@@ -1,0 +1,535 @@
+"""Download-manager user routes (SPEC §8.3, §8.4): search, requests, limits, auth, errors.
+
+The downloader is `DownloaderClient` over `httpx.MockTransport`, answering like the downloader
+API of SPEC §12 for a small fixed catalog and failing on demand.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from actors.downloader import DownloaderClient
+from actors.messages import WakeProcessor
+from api.app import create_app
+from api.context import AppContext
+from daemon.config import Config, DownloadManagerConfig
+from daemon.services import build_context, close_context
+from storage.catalog import synthetic_bundles, synthetic_id
+from storage.queue_requests import RequestStore
+from storage.queue_schema import now
+from storage.users import Permission, Role
+from tests.conftest import FAST_HASHER, login, make_user
+
+ARTIST = "ArtistArtistArtistAr01"
+CATALOG_ALBUM = synthetic_id("L", 0)
+CATALOG_ARTIST = synthetic_id("R", 0)
+ALBUMS = [f"AlbumAlbumAlbumAlbum{n:02d}" for n in range(1, 5)]
+UNKNOWN = "Z" * 22
+ROUTES = [
+    ("GET", "/v1/download/search?q=x", None),
+    ("GET", f"/v1/download/search/discography/{ARTIST}", None),
+    ("POST", "/v1/download/request/album",
+     {"album_id": ALBUMS[0], "album_name": "One", "artist_name": "Band"}),
+    ("POST", "/v1/download/request/discography", {"artist_id": ARTIST, "artist_name": "Band"}),
+    ("GET", "/v1/download/my-requests", None),
+    ("GET", "/v1/download/request/00000000-0000-4000-8000-000000000000", None),
+    ("GET", "/v1/download/limits", None),
+]  # fmt: skip
+
+
+def result(content: str, kind: str = "album", name: str = "Name") -> dict[str, Any]:
+    return {"id": content, "type": kind, "name": name, "artist_name": "Band", "year": 2001}
+
+
+class Upstream:
+    """The downloader's answers; `failure` makes every call answer that status."""
+
+    def __init__(self) -> None:
+        self.failure: int | None = None
+        self.seen: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(request)
+        if self.failure is not None:
+            return httpx.Response(self.failure, json={"error": "x", "code": "X", "message": "no"})
+        path = request.url.path
+        if path == "/search":
+            if request.url.params["q"] == "garbage":
+                return httpx.Response(200, content=b"{not json")
+            if request.url.params["type"] == "artist":
+                found = [result(CATALOG_ARTIST, "artist"), result(ARTIST, "artist")]
+            else:
+                found = [result(CATALOG_ALBUM), result(ALBUMS[0]), result(ALBUMS[1])]
+            return httpx.Response(200, json={"results": found})
+        if path == f"/artist/{ARTIST}/discography":
+            albums = [result(a, name=f"Album {a[-2:]}") for a in (CATALOG_ALBUM, *ALBUMS)]
+            return httpx.Response(200, json={"artist": result(ARTIST, "artist"), "albums": albums})
+        return httpx.Response(404, json={"error": "not found", "code": "NOT_FOUND", "message": ""})
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    limits = DownloadManagerConfig(user_max_queue_size=3, user_max_requests_per_day=100)
+    return Config(
+        db_dir=tmp_path, media_path=tmp_path, downloader_url="http://127.0.0.1:9",
+        download_manager=limits,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def upstream() -> Upstream:
+    return Upstream()
+
+
+@pytest.fixture
+async def wake(context: AppContext, upstream: Upstream) -> AsyncIterator[Any]:
+    """Attach the downloader and a wake-up channel; yield the processor's receiving end."""
+    if context.downloader is not None:
+        await context.downloader.aclose()  # the real client built from config, replaced here
+    client = DownloaderClient("http://127.0.0.1:9", 5.0, transport=httpx.MockTransport(upstream))
+    context.downloader = client
+    send, receive = trio.open_memory_channel[Any](1)
+    context.wake_processor = send
+    context.catalog.ingest_many(synthetic_bundles(1, 2))
+    yield receive
+    await client.aclose()
+
+
+@pytest.fixture
+async def alice(context: AppContext, client: Any, wake: Any) -> dict[str, str]:
+    make_user(context, "alice", (Role.Regular,), extra=(Permission.RequestContent,))
+    return await login(client, "alice")
+
+
+async def call(
+    client: Any, method: str, path: str, headers: dict[str, str], body: Any = None
+) -> Any:
+    if method == "GET":
+        return await client.get(path, headers=headers)
+    return await client.post(path, headers=headers, json=body)
+
+
+async def request_album(client: Any, headers: dict[str, str], album: str) -> Any:
+    body = {"album_id": album, "album_name": f"Album {album[-2:]}", "artist_name": "Band"}
+    return await client.post("/v1/download/request/album", headers=headers, json=body)
+
+
+def add_child(context: AppContext, parent: str) -> str:
+    """A track the processor would create for an album it started."""
+    child = str(uuid.uuid4())
+    with store(context).db.write() as conn:
+        conn.execute("UPDATE queue_items SET status = 'IN_PROGRESS' WHERE id = ?", (parent,))
+        conn.execute(
+            """INSERT INTO queue_items (id, parent_id, status, priority, content_type, content_id,
+                request_source, requested_by, created_at, max_retries)
+                SELECT ?, id, 'PENDING', priority, 'TRACK_AUDIO', ?, request_source,
+                requested_by, created_at, max_retries FROM queue_items WHERE id = ?""",
+            (child, "TrackTrackTrackTrack01", parent),
+        )
+    return child
+
+
+def store(context: AppContext) -> RequestStore:
+    requests: RequestStore = context.requests
+    return requests
+
+
+# -- search ------------------------------------------------------------------------------------
+
+
+async def test_search_marks_catalog_and_queue(
+    client: Any, alice: dict[str, str], upstream: Upstream
+) -> None:
+    assert (await request_album(client, alice, ALBUMS[0])).status_code == 201
+    r = await client.get("/v1/download/search?q=%20best%20of&type=album", headers=alice)
+    assert r.status_code == 200
+    body = await r.get_json()
+    assert body["total"] == 3
+    assert body["results"][0] == {
+        "id": CATALOG_ALBUM, "type": "album", "name": "Name", "artist_name": "Band",
+        "image_url": None, "year": 2001, "in_catalog": True, "in_queue": False,
+    }  # fmt: skip
+    marks = [(x["in_catalog"], x["in_queue"]) for x in body["results"]]
+    assert marks == [(True, False), (False, True), (False, False)]
+    assert upstream.seen[-1].url.params["q"] == "best of"
+    r = await client.get("/v1/download/search?q=band&type=artist", headers=alice)
+    artists = (await r.get_json())["results"]
+    assert [(x["id"], x["in_catalog"]) for x in artists] == [
+        (CATALOG_ARTIST, True),
+        (ARTIST, False),
+    ]
+    r = await client.get("/v1/download/search?q=band", headers=alice)
+    assert (await r.get_json())["total"] == 3
+    assert upstream.seen[-1].url.params["type"] == "album"
+
+
+@pytest.mark.parametrize(
+    "query", ["", "?q=", "?q=%20%20", "?type=album", "?q=x&type=track", "?q=x&page=2"]
+)
+async def test_search_refuses_bad_queries(client: Any, alice: dict[str, str], query: str) -> None:
+    r = await client.get(f"/v1/download/search{query}", headers=alice)
+    assert r.status_code == 400
+    assert set(await r.get_json()) >= {"error", "code"}
+
+
+@pytest.mark.parametrize("failure", [500, 503, 504, 429, 400])
+async def test_search_downloader_failures_are_502(
+    client: Any, alice: dict[str, str], upstream: Upstream, failure: int
+) -> None:
+    upstream.failure = failure
+    r = await client.get("/v1/download/search?q=x", headers=alice)
+    assert r.status_code == 502
+    assert (await r.get_json())["code"] == "DOWNLOADER_ERROR"
+
+
+async def test_search_with_unparseable_answer_is_502(client: Any, alice: dict[str, str]) -> None:
+    r = await client.get("/v1/download/search?q=garbage", headers=alice)
+    assert r.status_code == 502
+
+
+async def test_discography_search(client: Any, alice: dict[str, str], upstream: Upstream) -> None:
+    r = await client.get(f"/v1/download/search/discography/{ARTIST}", headers=alice)
+    assert r.status_code == 200
+    body = await r.get_json()
+    assert body["artist"]["id"] == ARTIST and body["artist"]["in_catalog"] is False
+    assert [(a["id"], a["in_catalog"]) for a in body["albums"]] == [
+        (CATALOG_ALBUM, True), *((a, False) for a in ALBUMS),
+    ]  # fmt: skip
+    assert (
+        await client.get("/v1/download/search/discography/../x", headers=alice)
+    ).status_code == 400
+    r = await client.get(f"/v1/download/search/discography/{UNKNOWN}", headers=alice)
+    assert r.status_code == 404
+    upstream.failure = 500
+    r = await client.get(f"/v1/download/search/discography/{ARTIST}", headers=alice)
+    assert r.status_code == 502
+
+
+# -- album requests ----------------------------------------------------------------------------
+
+
+async def test_request_album_queues_wakes_and_counts(
+    client: Any, alice: dict[str, str], context: AppContext, wake: Any
+) -> None:
+    r = await request_album(client, alice, ALBUMS[0])
+    assert r.status_code == 201
+    body = await r.get_json()
+    assert set(body) == {"request_id", "status", "queue_position"}
+    assert (body["status"], body["queue_position"]) == ("PENDING", 1)
+    assert isinstance(wake.receive_nowait(), WakeProcessor)
+    second = await request_album(client, alice, ALBUMS[1])
+    assert (await second.get_json())["queue_position"] == 2
+    third = await request_album(client, alice, ALBUMS[2])  # the wake channel is full: still fine
+    assert third.status_code == 201
+    assert context.metrics.user_requests.labels("album")._value.get() == 3
+    mine = store(context).my_requests("alice")
+    assert [m["content_id"] for m in mine] == ALBUMS[2::-1]
+    assert mine[-1]["id"] == body["request_id"] and mine[-1]["requested_by"] == "alice"
+
+
+async def test_request_album_conflicts(
+    client: Any, alice: dict[str, str], context: AppContext
+) -> None:
+    r = await request_album(client, alice, CATALOG_ALBUM)
+    assert r.status_code == 409
+    assert (await r.get_json())["code"] == "ALREADY_IN_CATALOG"
+    await request_album(client, alice, ALBUMS[0])
+    make_user(context, "bob", (Role.Admin,))
+    r = await request_album(client, await login(client, "bob"), ALBUMS[0])
+    assert r.status_code == 409
+    assert (await r.get_json())["code"] == "ALREADY_IN_QUEUE"
+    assert len(store(context).my_requests("alice")) == 1
+    assert store(context).my_requests("bob") == []
+
+
+async def test_request_album_over_the_limit_is_429_with_limits(
+    client: Any, alice: dict[str, str], context: AppContext
+) -> None:
+    for album in ALBUMS[:3]:
+        assert (await request_album(client, alice, album)).status_code == 201
+    r = await request_album(client, alice, ALBUMS[3])
+    assert r.status_code == 429
+    body = await r.get_json()
+    assert body["code"] == "RATE_LIMITED"
+    assert body["limits"] == {
+        "requests_today": 3, "max_per_day": 100, "in_queue": 3, "max_queue": 3,
+        "can_request": False, "resets_at": None,
+    }  # fmt: skip
+    assert len(store(context).my_requests("alice")) == 3
+    assert context.metrics.user_requests.labels("album")._value.get() == 3
+
+
+async def test_daily_limit_429_says_when_it_resets(
+    client: Any, context: AppContext, wake: Any
+) -> None:
+    make_user(context, "erin", (Role.Admin,))
+    erin = await login(client, "erin")
+    albums = [(synthetic_id("E", n), f"E{n}") for n in range(100)]
+    roomy = DownloadManagerConfig(user_max_queue_size=1000, user_max_requests_per_day=1000)
+    moment = now()
+    RequestStore(store(context).db, roomy).request_discography("erin", albums, "B", moment, set())
+    r = await request_album(client, erin, ALBUMS[0])
+    assert r.status_code == 429
+    limits = (await r.get_json())["limits"]
+    assert (limits["requests_today"], limits["can_request"]) == (100, False)
+    midnight = moment - moment % 86400 + 86400
+    assert limits["resets_at"] == midnight
+    assert 0 < int(r.headers["Retry-After"]) <= midnight - moment
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"album_id": "short", "album_name": "A", "artist_name": "B"},
+        {"album_id": ALBUMS[0], "album_name": "A"},
+        {"album_id": ALBUMS[0], "album_name": "A", "artist_name": "B", "priority": 1},
+        {"album_id": ALBUMS[0], "album_name": "", "artist_name": "B"},
+        {"album_id": 5, "album_name": "A", "artist_name": "B"},
+        ["not", "an", "object"],
+    ],
+)
+async def test_request_album_bad_bodies_are_400(
+    client: Any, alice: dict[str, str], context: AppContext, body: Any
+) -> None:
+    r = await client.post("/v1/download/request/album", headers=alice, json=body)
+    assert r.status_code == 400
+    assert store(context).my_requests("alice") == []
+
+
+async def test_request_album_needs_json(client: Any, alice: dict[str, str]) -> None:
+    r = await client.post("/v1/download/request/album", headers=alice, data="album_id=x")
+    assert r.status_code == 415
+
+
+# -- discography requests ----------------------------------------------------------------------
+
+
+async def test_request_discography_queues_and_reports_skips(
+    client: Any, alice: dict[str, str], context: AppContext, wake: Any
+) -> None:
+    await request_album(client, alice, ALBUMS[0])
+    wake.receive_nowait()
+    body = {"artist_id": ARTIST, "artist_name": "Band"}
+    r = await client.post("/v1/download/request/discography", headers=alice, json=body)
+    assert r.status_code == 201
+    answer = await r.get_json()
+    assert answer["status"] == "PENDING"
+    assert (answer["albums_queued"], answer["albums_skipped"]) == (2, 3)
+    assert answer["skipped"] == [
+        {"album_id": CATALOG_ALBUM, "reason": "in_catalog"},
+        {"album_id": ALBUMS[0], "reason": "in_queue"},
+        {"album_id": ALBUMS[3], "reason": "rate_limited"},
+    ]
+    mine = store(context).my_requests("alice")
+    assert sorted(m["id"] for m in mine[:2]) == sorted(answer["request_ids"])
+    assert {m["content_name"] for m in mine[:2]} == {"Album 02", "Album 03"}
+    assert isinstance(wake.receive_nowait(), WakeProcessor)
+    assert context.metrics.user_requests.labels("discography")._value.get() == 1
+    # Nothing left that the limits allow: 429, with the skips and the limits.
+    r = await client.post("/v1/download/request/discography", headers=alice, json=body)
+    assert r.status_code == 429
+    refused = await r.get_json()
+    assert refused["code"] == "RATE_LIMITED" and refused["limits"]["in_queue"] == 3
+    assert {"album_id": ALBUMS[3], "reason": "rate_limited"} in refused["skipped"]
+
+
+async def test_request_discography_with_nothing_new_queues_nothing(
+    client: Any, alice: dict[str, str], context: AppContext
+) -> None:
+    await request_album(client, alice, ALBUMS[3])
+    make_user(context, "carol", (Role.Admin,))
+    carol = await login(client, "carol")
+    body = {"artist_id": ARTIST, "artist_name": "Band"}
+    assert (
+        await client.post("/v1/download/request/discography", headers=carol, json=body)
+    ).status_code == 201
+    r = await client.post("/v1/download/request/discography", headers=carol, json=body)
+    assert r.status_code == 201
+    answer = await r.get_json()
+    assert (answer["albums_queued"], answer["status"], answer["request_ids"]) == (
+        0, "NOTHING_QUEUED", [],
+    )  # fmt: skip
+    assert {s["reason"] for s in answer["skipped"]} == {"in_catalog", "in_queue"}
+
+
+async def test_request_discography_errors(
+    client: Any, alice: dict[str, str], upstream: Upstream, context: AppContext
+) -> None:
+    path = "/v1/download/request/discography"
+    r = await client.post(path, headers=alice, json={"artist_id": "bad", "artist_name": "B"})
+    assert r.status_code == 400
+    r = await client.post(path, headers=alice, json={"artist_id": ARTIST})
+    assert r.status_code == 400
+    r = await client.post(path, headers=alice, json={"artist_id": UNKNOWN, "artist_name": "B"})
+    assert r.status_code == 404
+    upstream.failure = 502
+    r = await client.post(path, headers=alice, json={"artist_id": ARTIST, "artist_name": "B"})
+    assert r.status_code == 502
+    assert store(context).my_requests("alice") == []
+
+
+# -- reading requests and limits ---------------------------------------------------------------
+
+
+async def test_my_requests_shows_own_items_newest_first_with_stats(
+    client: Any, alice: dict[str, str], context: AppContext
+) -> None:
+    first = (await (await request_album(client, alice, ALBUMS[0])).get_json())["request_id"]
+    second = (await (await request_album(client, alice, ALBUMS[1])).get_json())["request_id"]
+    make_user(context, "bob", (Role.Admin,))
+    bob = await login(client, "bob")
+    await request_album(client, bob, ALBUMS[2])
+    r = await client.get("/v1/download/my-requests", headers=alice)
+    assert r.status_code == 200
+    body = await r.get_json()
+    # Same second: insertion order breaks the tie, newest first.
+    assert [item["id"] for item in body["requests"]] == [second, first]
+    assert [item["queue_position"] for item in body["requests"]] == [2, 1]
+    assert {item["requested_by"] for item in body["requests"]} == {"alice"}
+    assert body["requests"][0]["status"] == "PENDING"
+    assert body["requests"][0]["progress"] is None
+    assert body["stats"]["requests_today"] == 2 and body["stats"]["can_request"] is True
+    r = await client.get("/v1/download/my-requests?status=PENDING&limit=1&offset=1", headers=alice)
+    assert len((await r.get_json())["requests"]) == 1
+    r = await client.get("/v1/download/my-requests?status=FAILED", headers=alice)
+    assert (await r.get_json())["requests"] == []
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=abc", "limit=0", "limit=-3", "status=bogus", "offset=-1", "user=bob"]
+)
+async def test_my_requests_refuses_bad_queries(
+    client: Any, alice: dict[str, str], query: str
+) -> None:
+    r = await client.get(f"/v1/download/my-requests?{query}", headers=alice)
+    assert r.status_code == 400
+
+
+async def test_my_requests_limit_is_clamped(client: Any, context: AppContext, wake: Any) -> None:
+    make_user(context, "dave", (Role.Admin,))
+    dave = await login(client, "dave")
+    albums = [(synthetic_id("Q", n), f"Q{n}") for n in range(501)]
+    roomy = DownloadManagerConfig(user_max_queue_size=1000, user_max_requests_per_day=1000)
+    queued = RequestStore(store(context).db, roomy).request_discography(
+        "dave", albums, "Band", now(), set()
+    )
+    assert len(queued.request_ids) == 501
+    r = await client.get("/v1/download/my-requests?limit=100000", headers=dave)
+    assert len((await r.get_json())["requests"]) == 500
+    r = await client.get("/v1/download/my-requests", headers=dave)
+    assert len((await r.get_json())["requests"]) == 50
+
+
+async def test_request_detail_is_only_for_the_owner(
+    client: Any, alice: dict[str, str], context: AppContext
+) -> None:
+    mine = (await (await request_album(client, alice, ALBUMS[0])).get_json())["request_id"]
+    make_user(context, "bob", (Role.Admin,))
+    bob = await login(client, "bob")
+    theirs = (await (await request_album(client, bob, ALBUMS[1])).get_json())["request_id"]
+    r = await client.get(f"/v1/download/request/{mine}", headers=alice)
+    assert r.status_code == 200
+    item = await r.get_json()
+    assert (item["id"], item["content_id"], item["queue_position"]) == (mine, ALBUMS[0], 1)
+    assert item["children"] == [] and item["progress"] is None
+    child = add_child(context, mine)
+    item = await (await client.get(f"/v1/download/request/{mine}", headers=alice)).get_json()
+    assert [c["id"] for c in item["children"]] == [child]
+    assert item["children"][0]["content_type"] == "TRACK_AUDIO"
+    assert item["progress"]["total_children"] == 1 and item["progress"]["pending"] == 1
+    r = await client.get(f"/v1/download/request/{child}", headers=alice)
+    assert r.status_code == 404
+    for other in (theirs, "00000000-0000-4000-8000-000000000000", "../../etc"):
+        r = await client.get(f"/v1/download/request/{other}", headers=alice)
+        assert r.status_code == 404
+        assert (await r.get_json())["code"] == "NOT_FOUND"
+
+
+async def test_limits(client: Any, alice: dict[str, str]) -> None:
+    await request_album(client, alice, ALBUMS[0])
+    r = await client.get("/v1/download/limits", headers=alice)
+    assert r.status_code == 200
+    body = await r.get_json()
+    user = body["user"]
+    assert (user["requests_today"], user["in_queue"], user["max_queue"]) == (1, 1, 3)
+    assert user["can_request"] is True and user["resets_at"] % 86400 == 0
+    assert set(body["global"]) == {
+        "albums_this_hour", "max_per_hour", "albums_today", "max_per_day", "at_capacity",
+        "resets_at",
+    }  # fmt: skip
+    assert (body["global"]["albums_today"], body["global"]["max_per_day"]) == (0, 60)
+
+
+# -- authentication, permissions, disabled download manager ------------------------------------
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ROUTES)
+async def test_routes_need_request_content(
+    app: Any, client: Any, user_headers: dict[str, str], context: AppContext, wake: Any,
+    method: str, path: str, body: Any,
+) -> None:  # fmt: skip
+    anonymous = app.test_client()  # the logged-in client keeps the session cookie
+    assert (await call(anonymous, method, path, {}, body)).status_code == 401
+    assert (
+        await call(client, method, path, {"Authorization": "Bearer nope"}, body)
+    ).status_code == 401
+    assert (await call(client, method, path, user_headers, body)).status_code == 403
+    context.users.add_permission("regular", Permission.RequestContent)
+    granted = await call(client, method, path, user_headers, body)
+    # The request id in the route table is nobody's: 404 is the granted answer there.
+    expected = 404 if "/request/0" in path else 201 if method == "POST" else 200
+    assert granted.status_code == expected
+
+
+async def _disabled_app(tmp_path: Path) -> tuple[AppContext, Any]:
+    off = tmp_path / "off"
+    off.mkdir()
+    context = build_context(Config(db_dir=off, media_path=off), hasher=FAST_HASHER)
+    return context, create_app(context)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"), [*ROUTES, ("GET", "/v1/download/search", None)]
+)
+async def test_disabled_download_manager_answers_503_after_auth(
+    tmp_path: Path, method: str, path: str, body: Any
+) -> None:
+    context, app = await _disabled_app(tmp_path)
+    try:
+        assert context.requests is None
+        make_user(context, "regular")
+        make_user(context, "granted", extra=(Permission.RequestContent,))
+        async with app.test_app() as test_app:
+            client = test_app.test_client()
+            assert (await call(client, method, path, {}, body)).status_code == 401
+            regular = await login(client, "regular")
+            assert (await call(client, method, path, regular, body)).status_code == 403
+            granted = await login(client, "granted")
+            r = await call(client, method, path, granted, body if body is None else {"bad": 1})
+            assert r.status_code == 503
+            assert await r.get_json() == {
+                "error": "the download manager is disabled", "code": "DOWNLOAD_MANAGER_DISABLED",
+            }  # fmt: skip
+    finally:
+        close_context(context)
+
+
+async def test_openapi_documents_the_user_routes(client: Any) -> None:
+    r = await client.get("/openapi.json")
+    assert r.status_code == 200
+    paths = (await r.get_json())["paths"]
+    for documented in (
+        "/v1/download/search", "/v1/download/search/discography/{artist_id}",
+        "/v1/download/request/album", "/v1/download/request/discography",
+        "/v1/download/my-requests", "/v1/download/request/{item_id}", "/v1/download/limits",
+    ):  # fmt: skip
+        assert documented in paths
+    assert "album_id" in json.dumps(paths["/v1/download/request/album"])

@@ -1,0 +1,199 @@
+"""Background-job admin API (SPEC §7.3) against a running scheduler."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+
+from actors.jobs.base import JobSpec, Schedule, ShutdownBehavior
+from actors.messages import Hook, SchedulerMessage
+from actors.scheduler import Scheduler, SchedulerView
+from api.context import AppContext
+
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+RUN_KEYS = {"run_id", "started_at", "finished_at", "status", "error_message", "triggered_by",
+            "report"}  # fmt: skip
+JOB_KEYS = {"id", "name", "description", "schedule", "shutdown_behavior", "is_running", "last_run",
+            "next_run_at"}  # fmt: skip
+
+
+class Gate:
+    """A job body that runs until released (or cancelled)."""
+
+    def __init__(self) -> None:
+        self.release = trio.Event()
+
+    async def run(self) -> dict[str, Any]:
+        await self.release.wait()
+        self.release = trio.Event()
+        return {"released": True}
+
+
+def gated_jobs(gate: Gate) -> list[JobSpec]:
+    async def quick() -> None:
+        return None
+
+    return [
+        JobSpec("zeta", "Zeta", "waits for its gate", Schedule(hooks=(Hook.OnUserCreated,)),
+                ShutdownBehavior.CANCELLABLE, gate.run),
+        JobSpec("alpha", "Alpha", "hourly and on change",
+                Schedule(interval_secs=3600, hooks=(Hook.OnCatalogChange,)),
+                ShutdownBehavior.WAIT_FOR_COMPLETION, quick),
+        JobSpec("cronny", "Cronny", "at midnight", Schedule(cron="0 0 * * *"),
+                ShutdownBehavior.CANCELLABLE, quick),
+    ]  # fmt: skip
+
+
+@pytest.fixture
+async def gate(context: AppContext) -> AsyncIterator[Gate]:
+    gate = Gate()
+    send, recv = trio.open_memory_channel[SchedulerMessage](16)
+    shutdown = trio.Event()
+    actor = Scheduler(gated_jobs(gate), context.jobs, context.metrics, recv,
+                      shutdown=shutdown, shutdown_timeout=1)  # fmt: skip
+    async with send, recv, trio.open_nursery() as nursery:
+        context.scheduler_view = await nursery.start(actor.run)
+        context.scheduler = send
+        yield gate
+        shutdown.set()
+
+
+async def wait_idle(context: AppContext, job_id: str) -> None:
+    """Wait (bounded) until the scheduler has recorded the end of the job's run."""
+    with trio.fail_after(5):
+        await context.scheduler_view.wait_idle(job_id)
+
+
+async def test_list_jobs_sorted_with_schedules(
+    gate: Gate, client: Any, admin_headers: dict[str, str]
+) -> None:
+    response = await client.get("/v1/admin/jobs", headers=admin_headers)
+    assert response.status_code == 200
+    jobs = (await response.get_json())["jobs"]
+    assert [j["id"] for j in jobs] == ["alpha", "cronny", "zeta"]
+    assert all(set(j) == JOB_KEYS for j in jobs)
+    alpha, cronny, zeta = jobs
+    assert alpha["schedule"] == {"type": "combined", "interval_secs": 3600,
+                                 "hooks": ["OnCatalogChange"]}  # fmt: skip
+    assert alpha["shutdown_behavior"] == "wait_for_completion"
+    assert RFC3339.fullmatch(alpha["next_run_at"])
+    assert cronny["schedule"] == {"type": "cron", "cron": "0 0 * * *"}
+    assert cronny["next_run_at"].endswith("T00:00:00Z")
+    assert zeta["schedule"] == {"type": "hook", "hooks": ["OnUserCreated"]}
+    assert (zeta["next_run_at"], zeta["last_run"], zeta["is_running"]) == (None, None, False)
+    assert zeta["name"] == "Zeta" and zeta["description"] == "waits for its gate"
+
+
+async def test_trigger_then_409_while_running_then_history(
+    context: AppContext, gate: Gate, client: Any, admin_headers: dict[str, str]
+) -> None:
+    response = await client.post("/v1/admin/jobs/zeta/trigger", headers=admin_headers)
+    assert response.status_code == 202
+    body = await response.get_json()
+    run_id = body["run_id"]
+    assert body == {"status": "triggered", "job_id": "zeta", "run_id": run_id}
+
+    info = await (await client.get("/v1/admin/jobs/zeta", headers=admin_headers)).get_json()
+    assert info["is_running"] is True
+    assert info["last_run"]["run_id"] == run_id and info["last_run"]["status"] == "running"
+
+    again = await client.post("/v1/admin/jobs/zeta/trigger", headers=admin_headers)
+    assert again.status_code == 409
+    assert (await again.get_json())["code"] == "JOB_RUNNING"
+
+    gate.release.set()
+    await wait_idle(context, "zeta")
+    history = await client.get("/v1/admin/jobs/zeta/history", headers=admin_headers)
+    assert history.status_code == 200
+    rows = (await history.get_json())["history"]
+    assert all(set(r) == RUN_KEYS for r in rows)
+    skipped, done = rows
+    assert (skipped["status"], skipped["triggered_by"]) == ("skipped", "manual")
+    assert (done["run_id"], done["status"], done["triggered_by"]) == (run_id, "completed", "manual")
+    assert done["report"] == {"released": True} and done["error_message"] is None
+    assert RFC3339.fullmatch(done["started_at"]) and RFC3339.fullmatch(done["finished_at"])
+    info = await (await client.get("/v1/admin/jobs/zeta", headers=admin_headers)).get_json()
+    # The job's last run is the one that executed, not the refused trigger.
+    assert (info["is_running"], info["last_run"]["run_id"]) == (False, run_id)
+
+
+async def test_cancel_running_then_409_when_idle(
+    context: AppContext, gate: Gate, client: Any, admin_headers: dict[str, str]
+) -> None:
+    idle = await client.post("/v1/admin/jobs/zeta/cancel", headers=admin_headers)
+    assert idle.status_code == 409
+    assert (await idle.get_json())["code"] == "JOB_NOT_RUNNING"
+    run_id = (await (await client.post("/v1/admin/jobs/zeta/trigger", headers=admin_headers))
+              .get_json())["run_id"]  # fmt: skip
+    response = await client.post("/v1/admin/jobs/zeta/cancel", headers=admin_headers)
+    assert response.status_code == 202
+    assert await response.get_json() == {"status": "cancelled", "job_id": "zeta", "run_id": run_id}
+    await wait_idle(context, "zeta")
+    history = await client.get("/v1/admin/jobs/zeta/history", headers=admin_headers)
+    (row,) = (await history.get_json())["history"]
+    assert (row["run_id"], row["status"]) == (run_id, "cancelled")
+    assert row["error_message"] == "Cancelled by an administrator"
+
+
+async def test_history_paging_and_bad_queries(
+    context: AppContext, gate: Gate, client: Any, admin_headers: dict[str, str]
+) -> None:
+    run_ids = []
+    for _ in range(3):
+        response = await client.post("/v1/admin/jobs/alpha/trigger", headers=admin_headers)
+        assert response.status_code == 202
+        run_ids.append((await response.get_json())["run_id"])
+        await wait_idle(context, "alpha")
+    url = "/v1/admin/jobs/alpha/history"
+    first = await (await client.get(f"{url}?limit=2", headers=admin_headers)).get_json()
+    assert [r["run_id"] for r in first["history"]] == [run_ids[2], run_ids[1]]
+    rest = await (await client.get(f"{url}?limit=2&offset=2", headers=admin_headers)).get_json()
+    assert [r["run_id"] for r in rest["history"]] == [run_ids[0]]
+    for query in ("limit=abc", "limit=0", "offset=-1", "offset=99999999999999999999", "page=2",
+                  "limit=1&limit=2"):  # fmt: skip
+        response = await client.get(f"{url}?{query}", headers=admin_headers)
+        assert response.status_code == 400, query
+        assert "error" in await response.get_json()
+
+
+async def test_unknown_job_is_404_everywhere(
+    gate: Gate, client: Any, admin_headers: dict[str, str]
+) -> None:
+    for method, path in (("GET", ""), ("GET", "/history"), ("POST", "/trigger"),
+                         ("POST", "/cancel")):  # fmt: skip
+        response = await client.open(
+            f"/v1/admin/jobs/nope{path}", method=method, headers=admin_headers
+        )
+        assert response.status_code == 404, path
+        assert (await response.get_json())["code"] == "JOB_NOT_FOUND"
+
+
+async def test_server_admin_is_required(
+    context: AppContext, gate: Gate, app: Any, client: Any, user_headers: dict[str, str]
+) -> None:
+    anonymous = app.test_client()  # the logged-in client keeps the session cookie
+    routes = (("GET", "/v1/admin/jobs"), ("GET", "/v1/admin/jobs/zeta"),
+              ("POST", "/v1/admin/jobs/zeta/trigger"), ("POST", "/v1/admin/jobs/zeta/cancel"),
+              ("GET", "/v1/admin/jobs/zeta/history"))  # fmt: skip
+    for method, path in routes:
+        assert (await anonymous.open(path, method=method)).status_code == 401, path
+        forbidden = await client.open(path, method=method, headers=user_headers)
+        assert forbidden.status_code == 403, path
+    # Nothing was triggered by the refused requests.
+    assert context.scheduler_view.running_run_id("zeta") is None
+    assert context.jobs.history("zeta", 10) == []
+
+
+async def test_503_when_the_scheduler_is_not_running(
+    context: AppContext, client: Any, admin_headers: dict[str, str]
+) -> None:
+    context.scheduler_view = SchedulerView(gated_jobs(Gate()))
+    listed = await client.get("/v1/admin/jobs", headers=admin_headers)
+    assert [j["id"] for j in (await listed.get_json())["jobs"]] == ["alpha", "cronny", "zeta"]
+    response = await client.post("/v1/admin/jobs/zeta/trigger", headers=admin_headers)
+    assert response.status_code == 503
+    assert (await response.get_json())["code"] == "SCHEDULER_UNAVAILABLE"

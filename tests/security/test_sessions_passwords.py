@@ -1,0 +1,233 @@
+"""SEC-2..SEC-4: sessions, login errors and throttling, password hashing.
+
+Tokens must never be written anywhere in clear (database files including the WAL, logs), must
+stop working on logout, password change and expiry, and must never be read from a URL. Login
+failures look the same whatever went wrong and are throttled. Passwords use Argon2id at or above
+the OWASP floor, and a weaker stored hash is upgraded at the next successful login.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from argon2 import PasswordHasher
+
+from api.app import create_app
+from api.context import AppContext
+from api.throttle import LoginThrottle
+from daemon.config import Config
+from daemon.services import build_context, close_context
+from storage.users import SESSION_ABSOLUTE_SECS, SESSION_IDLE_SECS, Role, hash_token
+from tests.conftest import FAST_HASHER, login, make_user
+
+ARGON2 = re.compile(r"^\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$")
+OWASP_MIN_MEMORY_KIB, OWASP_MIN_TIME = 19456, 2
+
+
+@pytest.fixture
+async def client(app: Any) -> AsyncIterator[Any]:
+    """A client without a cookie jar: each request carries only the credentials a test gives."""
+    async with app.test_app():
+        yield app.test_client(use_cookies=False)
+
+
+def user_db_bytes(db_dir: Path) -> bytes:
+    """user.db with its -wal and -shm files, as they are on disk."""
+    return b"".join(path.read_bytes() for path in sorted(db_dir.glob("user.db*")))
+
+
+def token_of(headers: dict[str, str]) -> str:
+    return headers["Authorization"].removeprefix("Bearer ")
+
+
+async def status(client: Any, path: str, **kwargs: Any) -> int:
+    response = await client.get(path, **kwargs)
+    code: int = response.status_code
+    return code
+
+
+@pytest.mark.parametrize("level", ["headers", "body"])
+async def test_tokens_are_in_no_database_file_and_no_log(
+    tmp_path: Path, level: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    context = build_context(Config(db_dir=tmp_path, media_path=tmp_path, logging_level=level),
+                            hasher=FAST_HASHER)  # fmt: skip
+    try:
+        make_user(context, "alice")
+        caplog.set_level(logging.INFO)
+        app = create_app(context)
+        async with app.test_app():
+            client = app.test_client(use_cookies=False)
+            tokens = [token_of(await login(client, "alice")) for _ in range(3)]
+            for token in tokens:
+                assert await status(client, "/v1/auth/session", headers={"Authorization": token})
+                cookie = {"Cookie": f"session_token={token}"}
+                assert await status(client, "/v1/auth/session", headers=cookie) == 200
+            assert await status(client, "/v1/auth/logout", headers={"Cookie": cookie["Cookie"]})
+        files = await trio.to_thread.run_sync(user_db_bytes, tmp_path)
+        for token in tokens:
+            assert len(token) >= 43  # 256 bits, url-safe base64
+            assert token.encode() not in files
+            assert token[:16] not in caplog.text
+        # The sessions are in those files, as hashes: the search looked in the right place.
+        assert hash_token(tokens[0]).encode() in files
+        assert "/v1/auth/session" in caplog.text and "<redacted>" in caplog.text
+    finally:
+        close_context(context)
+
+
+async def test_a_token_in_the_query_string_is_ignored(context: AppContext, client: Any) -> None:
+    make_user(context, "alice")
+    token = token_of(await login(client, "alice"))
+    for query in (f"token={token}", f"session_token={token}", f"access_token={token}"):
+        assert await status(client, f"/v1/auth/session?{query}") == 401
+
+
+async def test_logout_revokes_the_token_and_clears_the_cookie(
+    context: AppContext, client: Any
+) -> None:
+    make_user(context, "alice")
+    first, second = await login(client, "alice"), await login(client, "alice")
+    cookie = {"Cookie": f"session_token={token_of(first)}"}
+    response = await client.post("/v1/auth/logout", headers=cookie)
+    assert response.status_code == 200
+    assert "session_token=;" in response.headers["Set-Cookie"]
+    assert await status(client, "/v1/auth/session", headers=first) == 401
+    assert await status(client, "/v1/auth/session", headers=cookie) == 401
+    assert await status(client, "/v1/auth/session", headers=second) == 200
+
+
+async def test_a_password_change_revokes_every_token(context: AppContext, client: Any) -> None:
+    make_user(context, "alice", password="old-password")
+    make_user(context, "bob")
+    tokens = [await login(client, "alice", "old-password") for _ in range(2)]
+    bystander = await login(client, "bob")
+    context.users.set_password("alice", FAST_HASHER.hash("new-password"), must_exist=True)
+    for headers in tokens:
+        assert await status(client, "/v1/auth/session", headers=headers) == 401
+    assert await status(client, "/v1/auth/session", headers=bystander) == 200
+    old = {"user_handle": "alice", "password": "old-password"}
+    assert (await client.post("/v1/auth/login", json=old)).status_code == 401
+    fresh = await login(client, "alice", "new-password")
+    assert await status(client, "/v1/auth/session", headers=fresh) == 200
+
+
+@pytest.mark.parametrize(
+    ("column", "age"), [("created_at", SESSION_ABSOLUTE_SECS), ("last_used_at", SESSION_IDLE_SECS)]
+)
+async def test_expired_sessions_are_401(
+    context: AppContext, client: Any, column: str, age: int
+) -> None:
+    make_user(context, "alice")
+    headers = await login(client, "alice")
+    past = int(time.time()) - age - 60
+    with context.users.db.write() as conn:
+        # `column` is one of the two literals above.
+        conn.execute(f"UPDATE sessions SET {column} = ?", (past,))  # noqa: S608
+    assert await status(client, "/v1/auth/session", headers=headers) == 401
+
+
+async def test_login_failures_look_the_same(context: AppContext, client: Any) -> None:
+    make_user(context, "alice")
+    context.users.create_user("nopass", (Role.Regular,))
+    attempts = [
+        {"user_handle": "alice", "password": "wrong-password"},
+        {"user_handle": "nobody", "password": "wrong-password"},
+        {"user_handle": "nopass", "password": "wrong-password"},
+    ]
+    answers = []
+    for body in attempts:
+        response = await client.post("/v1/auth/login", json=body)
+        cookie = "Set-Cookie" in response.headers
+        answers.append((response.status_code, await response.get_json(), cookie))
+    assert answers[0][0] == 401
+    assert all(answer == answers[0] for answer in answers), answers
+
+
+async def login_from(client: Any, address: str, handle: str, password: str) -> Any:
+    body = {"user_handle": handle, "password": password}
+    scope = {"client": (address, 40000)}
+    return await client.post("/v1/auth/login", json=body, scope_base=scope)
+
+
+async def test_repeated_failures_from_one_address_are_throttled(
+    context: AppContext, client: Any
+) -> None:
+    clock = [1000.0]
+    context.throttle = LoginThrottle(max_failures=10, window_secs=60, clock=lambda: clock[0])
+    make_user(context, "alice")
+    for n in range(10):
+        failed = await login_from(client, "10.0.0.1", f"guess{n}", "wrong-password")
+        assert failed.status_code == 401
+    limited = await login_from(client, "10.0.0.1", "alice", "secret-password")
+    assert limited.status_code == 429
+    assert (await limited.get_json())["code"] == "TOO_MANY_REQUESTS"
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert "Set-Cookie" not in limited.headers
+    # Another address is not held back by this one's failures.
+    assert (await login_from(client, "10.0.0.2", "alice", "secret-password")).status_code == 201
+    clock[0] += 61
+    assert (await login_from(client, "10.0.0.1", "alice", "secret-password")).status_code == 201
+
+
+async def test_repeated_failures_on_one_handle_are_throttled(
+    context: AppContext, client: Any
+) -> None:
+    context.throttle = LoginThrottle(max_failures=10, window_secs=60)
+    make_user(context, "alice")
+    make_user(context, "bob")
+    for n in range(10):
+        failed = await login_from(client, f"10.0.1.{n}", "alice", "wrong-password")
+        assert failed.status_code == 401
+    # Spreading guesses over addresses does not help: the account itself is held back.
+    limited = await login_from(client, "10.0.2.1", "alice", "secret-password")
+    assert limited.status_code == 429 and "Retry-After" in limited.headers
+    assert (await login_from(client, "10.0.2.1", "bob", "secret-password")).status_code == 201
+
+
+def argon2_parameters(encoded: str) -> tuple[int, int, int]:
+    match = ARGON2.match(encoded)
+    assert match is not None, encoded
+    memory, rounds, lanes = (int(g) for g in match.groups())
+    return memory, rounds, lanes
+
+
+def test_production_hashes_meet_the_owasp_floor(tmp_path: Path) -> None:
+    context = build_context(Config(db_dir=tmp_path, media_path=tmp_path))
+    try:
+        for hasher in (PasswordHasher(), context.hasher):
+            memory, rounds, lanes = argon2_parameters(hasher.hash("correct horse"))
+            assert memory >= OWASP_MIN_MEMORY_KIB and rounds >= OWASP_MIN_TIME and lanes >= 1
+    finally:
+        close_context(context)
+
+
+async def test_a_weak_hash_is_upgraded_at_login(tmp_path: Path) -> None:
+    context = build_context(Config(db_dir=tmp_path, media_path=tmp_path))
+    try:
+        weak = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+        context.users.create_user("alice", (Role.Regular,), pw_hash=weak.hash("secret-password"))
+        before = context.users.password_hash("alice")
+        assert before is not None and argon2_parameters(before[1]) == (1024, 1, 1)
+        app = create_app(context)
+        async with app.test_app():
+            client = app.test_client(use_cookies=False)
+            await login(client, "alice")
+            after = context.users.password_hash("alice")
+            assert after is not None
+            memory, rounds, _ = argon2_parameters(after[1])
+            assert memory >= OWASP_MIN_MEMORY_KIB and rounds >= OWASP_MIN_TIME
+            assert not context.hasher.check_needs_rehash(after[1])
+            # The upgraded hash still takes the same password, and only that one.
+            await login(client, "alice")
+            wrong = {"user_handle": "alice", "password": "secret-passwore"}
+            assert (await client.post("/v1/auth/login", json=wrong)).status_code == 401
+    finally:
+        close_context(context)
