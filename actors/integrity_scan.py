@@ -5,8 +5,9 @@ and the catalog is then read in keyset pages and compared against those sets in 
 directory listing instead of a `stat` per file, and no slice or page holds the interpreter for
 long (see `actors.watchdog` for why that matters). Which files count as present:
 
-- a track has audio iff the catalog records an `audio_format` for it and `audio/<id>.<ext>`
-  exists for some allowed extension (a track never downloaded, format NULL, is missing too);
+- a track has audio iff the catalog records an `audio_format` for it and `audio/<id>.<format>`
+  exists: exactly the file the stream route serves. A track never downloaded (format NULL) is
+  missing too, and so is one whose file has another extension than the catalog says;
 - an image is present iff `images/<id>.jpg` exists (`.part` leftovers never count).
 
 A missing folder is an error, not "everything is missing": an unmounted media disk must fail the
@@ -33,16 +34,15 @@ AUDIO_EXTENSIONS = frozenset(AUDIO_MEDIA_TYPES)
 IMAGE_EXTENSIONS = frozenset({"jpg"})
 
 
-def take_stems(entries: Iterator[os.DirEntry[str]], extensions: Container[str],
+def take_names(entries: Iterator[os.DirEntry[str]], extensions: Container[str],
                found: set[str], limit: int) -> bool:  # fmt: skip
-    """Add the stems of up to `limit` more listed files with an allowed extension to `found`;
+    """Add the names of up to `limit` more listed files with an allowed extension to `found`;
     True once the listing is exhausted (blocking; one slice of one `os.scandir` listing)."""
     taken = 0
     for entry in itertools.islice(entries, limit):
         taken += 1
-        stem, dot, ext = entry.name.rpartition(".")
-        if dot and ext in extensions:
-            found.add(stem)
+        if entry.name.rpartition(".")[2] in extensions:
+            found.add(entry.name)
     return taken < limit
 
 
@@ -50,8 +50,8 @@ def take_stems(entries: Iterator[os.DirEntry[str]], extensions: Container[str],
 class ScanState:
     """What a scan knows while it runs: the listing, the active queue, and its tallies."""
 
-    audio: set[str]
-    images: set[str]
+    audio: set[str]  # names of the files in audio/ with an allowed extension
+    images: set[str]  # names of the .jpg files in images/
     active: set[tuple[str, str]]
     seen: set[tuple[str, str]] = field(default_factory=set)
     missing: dict[ContentType, int] = field(
@@ -99,16 +99,16 @@ def _repairs(state: ScanState, candidates: Sequence[Repair]) -> list[Repair]:
 
 def classify_tracks(state: ScanState, page: Sequence[Row]) -> list[Repair]:
     audio, kind = state.audio, ContentType.TRACK_AUDIO
-    missing = [(t, a) for t, fmt, a in page if fmt is None or t not in audio]
+    missing = [(t, a) for t, fmt, a in page if fmt is None or f"{t}.{fmt}" not in audio]
     return _repairs(state, [Repair(kind, track, album) for track, album in missing])
 
 
 def classify_album_images(state: ScanState, page: Sequence[Row]) -> list[Repair]:
     images, kind = state.images, ContentType.ALBUM_IMAGE
-    missing = [(a, i) for a, i in page if i not in images]
+    missing = [(a, i) for a, i in page if f"{i}.jpg" not in images]
     return _repairs(state, [Repair(kind, image, album) for album, image in missing])
 
 
 def classify_artist_images(state: ScanState, page: Sequence[Row]) -> list[Repair]:
     images, kind = state.images, ContentType.ARTIST_IMAGE
-    return _repairs(state, [Repair(kind, i) for _, i in page if i not in images])
+    return _repairs(state, [Repair(kind, i) for _, i in page if f"{i}.jpg" not in images])

@@ -121,7 +121,7 @@ def _wake_processor() -> None:
     if wake is None:
         return
     # A full channel means a wake-up is already pending; a closed one, that we are stopping.
-    with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
+    with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
         wake.send_nowait(WakeProcessor())
 
 

@@ -11,7 +11,9 @@ its parent (IN_PROGRESS); a FAILED album with children gets its FAILED children 
 back to IN_PROGRESS; a FAILED top-level item without children (an album that failed before its
 children existed, a watchdog repair) goes back to PENDING. Every item that changes state gets an
 ADMIN_RETRY entry carrying the admin's handle and the error it had. A reset item's
-`last_activity_at` becomes now, so the stale detector counts from the retry.
+`last_activity_at` becomes now, so the stale detector counts from the retry. An item sent back to
+PENDING also loses `started_at`, so an album retried from scratch counts against the global
+capacity when it starts again; an album reopened with its children keeps its start.
 """
 
 from __future__ import annotations
@@ -48,7 +50,11 @@ _ACTIVE = (
 )
 _RESET = """UPDATE queue_items SET status = ?, retry_count = 0, next_retry_at = NULL,
     error_type = NULL, error_message = NULL, completed_at = NULL, last_activity_at = ?
-    WHERE id = ? RETURNING *"""
+    WHERE id = ?"""
+# An item sent back to PENDING starts over: its next claim is a new start (an album counts
+# against the global capacity again) and its results are measured afresh.
+_RESTART = """UPDATE queue_items SET started_at = NULL, bytes_downloaded = NULL,
+    processing_duration_ms = NULL WHERE id = ?"""
 # Scan entries are about no item; they name the watchdog as their source.
 _WATCHDOG = {
     "id": None,
@@ -290,7 +296,9 @@ def _reset(
     now: int,
     details: dict[str, Any],
 ) -> AuditEvent:
-    conn.execute(_RESET, (status.value, now, row["id"])).fetchone()
+    conn.execute(_RESET, (status.value, now, row["id"]))
+    if status is Status.PENDING:
+        conn.execute(_RESTART, (row["id"],))
     details = {
         "previous_status": row["status"],
         "previous_error_type": row["error_type"],

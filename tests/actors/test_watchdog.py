@@ -58,17 +58,18 @@ def media(tmp_path: Path) -> MediaLayout:
 def bundles(catalog: CatalogStore, media: MediaLayout) -> list[AlbumBundle]:
     """Two albums of three tracks by one artist; some files present, some not.
 
-    Track 0 and 1 have audio; track 2 has a file the catalog does not know about; track 3 is
-    marked available but its file is gone; tracks 4 and 5 were never downloaded (track 4 has a
-    leftover .part file). Album 0's cover exists; album 1's cover and the portrait do not.
+    Track 0 (flac) and 1 (mp3) have audio; track 2 has a file the catalog does not know about;
+    track 3 is marked flac but only an .ogg file exists; tracks 4 and 5 were never downloaded
+    (track 4 has a leftover .part file). Album 0's cover exists; album 1's cover and the
+    portrait do not.
     """
     found = list(synthetic_bundles(2, 3, artists=1))
     catalog.ingest_many(found)
     tracks = [t.id for b in found for t in b.tracks]
-    for k in (0, 1, 3):
-        catalog.set_track_audio(tracks[k], "flac")
-    for k in (0, 1, 2):
-        media.audio_path(tracks[k], "mp3" if k == 1 else "flac").write_bytes(b"audio")
+    for k, ext in ((0, "flac"), (1, "mp3"), (3, "flac")):
+        catalog.set_track_audio(tracks[k], ext)
+    for k, ext in ((0, "flac"), (1, "mp3"), (2, "flac"), (3, "ogg")):
+        media.audio_path(tracks[k], ext).write_bytes(b"audio")
     (media.audio_dir / f"{tracks[4]}.flac.1234abcd.part").write_bytes(b"partial")
     media.image_path(found[0].album.image_ids[0]).write_bytes(b"jpeg")
     return found

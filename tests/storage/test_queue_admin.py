@@ -161,7 +161,13 @@ def test_retry_failed_album_with_children_resets_only_failed_children(
     store: QueueAdminStore,
 ) -> None:
     db = store.db
-    album = insert(db, status="FAILED", children_created=1, error_message="2 of 3 children failed")
+    album = insert(
+        db,
+        status="FAILED",
+        children_created=1,
+        started_at=BASE - 900,
+        error_message="2 of 3 children failed",
+    )
     failed = [
         insert(
             db,
@@ -182,7 +188,7 @@ def test_retry_failed_album_with_children_resets_only_failed_children(
         completed_at=BASE - 5,
     )
     item = store.admin_retry(album, "root", BASE)
-    assert item["status"] == "IN_PROGRESS"
+    assert item["status"] == "IN_PROGRESS" and item["started_at"] == BASE - 900
     assert item["progress"] == {
         "total_children": 3,
         "completed": 1,
@@ -201,11 +207,20 @@ def test_retry_failed_album_with_children_resets_only_failed_children(
 def test_retry_failed_album_without_children_goes_back_to_pending(
     store: QueueAdminStore,
 ) -> None:
-    album = insert(store.db, status="FAILED", retry_count=5, error_type="connection")
+    album = insert(
+        store.db,
+        status="FAILED",
+        retry_count=5,
+        error_type="connection",
+        started_at=BASE - 500,
+        last_attempt_at=BASE - 400,
+    )
     item = store.admin_retry(album, "root", BASE)
     assert item["status"] == "PENDING" and item["retry_count"] == 0
     assert item["queue_position"] == 1
-    assert row(store.db, album)["error_type"] is None
+    assert item["error_type"] is None
+    # Started over: its next start counts against the global capacity again.
+    assert item["started_at"] is None and item["last_attempt_at"] == BASE - 400
 
 
 def test_retry_refuses_unknown_and_non_failed_items_without_changes(
