@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     generate_latest,
+    make_asgi_app,
 )
 
 FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -109,37 +109,21 @@ class Metrics:
 
 
 def metrics_app(metrics: Metrics) -> Any:
-    """A minimal ASGI app answering GET /metrics (and 404 elsewhere)."""
+    """ASGI app for the metrics listener: prometheus-client's exposition at /metrics, JSON 404
+    elsewhere, and the lifespan handshake hypercorn expects."""
+    exposition = make_asgi_app(registry=metrics.registry)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
-            return
-        if scope["path"] == "/metrics":
-            status, body, ctype = 200, metrics.render(), CONTENT_TYPE_LATEST
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+        elif scope["path"] == "/metrics":
+            await exposition(scope, receive, send)
         else:
-            status, body, ctype = (
-                404,
-                b'{"error": "not found", "code": "NOT_FOUND"}',
-                "application/json",
-            )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", ctype.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+            body = b'{"error": "not found", "code": "NOT_FOUND"}'
+            headers = [(b"content-type", b"application/json")]
+            await send({"type": "http.response.start", "status": 404, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
 
     return app

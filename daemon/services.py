@@ -51,6 +51,7 @@ def build_context(
 
 
 def close_context(context: AppContext) -> None:
-    for store in (context.users, context.catalog, context.jobs, context.queue, context.requests):
-        if store is not None:
-            store.db.close()
+    stores = (context.users, context.catalog, context.jobs, context.queue, context.requests)
+    # The queue's stores share one Database: close each database once.
+    for db in {id(store.db): store.db for store in stores if store is not None}.values():
+        db.close()

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from daemon.config import DownloadManagerConfig
-from daemon.metrics import Metrics
-from storage.db import Database
+from storage.files import fault_point
 from storage.ids import content_id, image_id
 from storage.queue_admin_read import capacity
 from storage.queue_schema import (
@@ -30,6 +28,7 @@ from storage.queue_schema import (
     ContentType,
     ErrorType,
     Priority,
+    QueueStoreBase,
     Source,
     Status,
     append_audit,
@@ -82,23 +81,7 @@ def _validate_content(content_type: ContentType, cid: str) -> None:
         content_id(cid)
 
 
-class QueueStore:
-    def __init__(
-        self,
-        db: Database,
-        dm: DownloadManagerConfig | None = None,
-        *,
-        metrics: Metrics | None = None,
-    ) -> None:
-        self.db = db
-        self.dm = dm if dm is not None else DownloadManagerConfig()
-        self.metrics = metrics
-
-    def _count(self, events: Iterable[AuditEvent]) -> None:
-        if self.metrics is not None:
-            for event in events:
-                self.metrics.audit_events.labels(event.value).inc()
-
+class QueueStore(QueueStoreBase):
     def enqueue(
         self,
         content_type: ContentType,
@@ -221,6 +204,9 @@ class QueueStore:
                 album_done = status is Status.COMPLETED
             elif row["content_type"] == ContentType.ALBUM.value:
                 album_done = True
+            # Crash-test points on each side of the commit (inert unless a test sets them).
+            fault_point("before_commit")
+        fault_point("after_commit")
         self._count(events)
         return album_done
 

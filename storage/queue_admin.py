@@ -20,21 +20,19 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.config import DownloadManagerConfig
-from daemon.metrics import Metrics
 from storage import queue_admin_read as read
 from storage import queue_audit
-from storage.db import Database
 from storage.queue_audit import AuditFilter, AuditPage
 from storage.queue_schema import (
     TERMINAL,
     AuditEvent,
     ContentType,
     Priority,
+    QueueStoreBase,
     Source,
     Status,
     append_audit,
@@ -87,19 +85,7 @@ class Repair:
         return REPAIR_REASONS[self.content_type]
 
 
-class QueueAdminStore:
-    def __init__(
-        self, db: Database, dm: DownloadManagerConfig, *, metrics: Metrics | None = None
-    ) -> None:
-        self.db = db
-        self.dm = dm
-        self.metrics = metrics
-
-    def _count(self, events: Iterable[AuditEvent]) -> None:
-        if self.metrics is not None:
-            for event in events:
-                self.metrics.audit_events.labels(event.value).inc()
-
+class QueueAdminStore(QueueStoreBase):
     # -- reads -------------------------------------------------------------------------------
 
     def stats(self, now: int) -> dict[str, Any]:

@@ -25,15 +25,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from daemon.config import DownloadManagerConfig
-from daemon.metrics import Metrics
 from storage import queue_admin_read
-from storage.db import Database
 from storage.ids import content_id
 from storage.queue_position import positions
 from storage.queue_schema import (
@@ -41,6 +39,7 @@ from storage.queue_schema import (
     AuditEvent,
     ContentType,
     Priority,
+    QueueStoreBase,
     Source,
     Status,
     append_audit,
@@ -137,19 +136,7 @@ class _Budget:
         )
 
 
-class RequestStore:
-    def __init__(
-        self, db: Database, dm: DownloadManagerConfig, *, metrics: Metrics | None = None
-    ) -> None:
-        self.db = db
-        self.dm = dm
-        self.metrics = metrics
-
-    def _count(self, events: Iterable[AuditEvent]) -> None:
-        if self.metrics is not None:
-            for event in events:
-                self.metrics.audit_events.labels(event.value).inc()
-
+class RequestStore(QueueStoreBase):
     # -- requests ----------------------------------------------------------------------------
 
     def request_album(

@@ -11,8 +11,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterable
 from enum import IntEnum, StrEnum
 from typing import Any
+
+from daemon.config import DownloadManagerConfig
+from daemon.metrics import Metrics
+from storage.db import Database
 
 
 class Status(StrEnum):
@@ -175,6 +180,27 @@ ITEM_FIELDS = (
     "bytes_downloaded",
     "processing_duration_ms",
 )
+
+
+class QueueStoreBase:
+    """What the three stores over the one queue Database share: the connection, the settings,
+    and counting audit entries in the metrics once their transaction has committed."""
+
+    def __init__(
+        self,
+        db: Database,
+        dm: DownloadManagerConfig | None = None,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.db = db
+        self.dm = dm if dm is not None else DownloadManagerConfig()
+        self.metrics = metrics
+
+    def _count(self, events: Iterable[AuditEvent]) -> None:
+        if self.metrics is not None:
+            for event in events:
+                self.metrics.audit_events.labels(event.value).inc()
 
 
 def now() -> int:
