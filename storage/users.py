@@ -3,62 +3,67 @@
 Permissions and roles are persisted by id and name; a user's permissions are the union of its
 roles' and its extra grants. Sessions are stored only as SHA-256 of the token. Password hashing is
 not done here (it is CPU work the caller schedules): this module stores and returns hashes.
+The model itself (permissions, roles, validation) lives in `storage.user_model`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import sqlite3
 import time
-from dataclasses import dataclass
-from enum import Enum, IntEnum
 from pathlib import Path
 
 from storage.db import Database
+from storage.user_model import (  # re-exported: callers import the model from here too
+    HANDLE_RE,
+    PASSWORD_MAX,
+    PASSWORD_MIN,
+    ROLE_PERMISSIONS,
+    InvalidHandle,
+    InvalidInput,
+    InvalidPassword,
+    Permission,
+    Role,
+    UnknownPermission,
+    UnknownRole,
+    UnknownUser,
+    User,
+    UserError,
+    UserExists,
+    check_handle,
+    check_password,
+    parse_permission,
+    parse_role,
+)
 
 SESSION_ABSOLUTE_SECS = 90 * 86400
 SESSION_IDLE_SECS = 30 * 86400
 SESSION_TOUCH_SECS = 600
 
+__all__ = [
+    "HANDLE_RE",
+    "PASSWORD_MAX",
+    "PASSWORD_MIN",
+    "ROLE_PERMISSIONS",
+    "InvalidHandle",
+    "InvalidInput",
+    "InvalidPassword",
+    "Permission",
+    "Role",
+    "UnknownPermission",
+    "UnknownRole",
+    "UnknownUser",
+    "User",
+    "UserError",
+    "UserExists",
+    "UserStore",
+    "check_handle",
+    "check_password",
+    "hash_token",
+    "parse_permission",
+    "parse_role",
+]
 
-class Permission(IntEnum):
-    AccessCatalog = 1
-    LikeContent = 2
-    OwnPlaylists = 3
-    EditCatalog = 4
-    ManagePermissions = 5
-    IssueContentDownload = 6
-    ServerAdmin = 7
-    ViewAnalytics = 8
-    RequestContent = 9
-
-
-class Role(Enum):
-    Admin = "Admin"
-    Regular = "Regular"
-
-    @property
-    def permissions(self) -> frozenset[Permission]:
-        return ROLE_PERMISSIONS[self]
-
-
-ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.Admin: frozenset(
-        {
-            Permission.AccessCatalog,
-            Permission.EditCatalog,
-            Permission.ManagePermissions,
-            Permission.IssueContentDownload,
-            Permission.ServerAdmin,
-            Permission.ViewAnalytics,
-            Permission.RequestContent,
-        }
-    ),
-    Role.Regular: frozenset(
-        {Permission.AccessCatalog, Permission.LikeContent, Permission.OwnPlaylists}
-    ),
-}
 
 MIGRATIONS = [
     [
@@ -94,95 +99,6 @@ MIGRATIONS = [
         "CREATE INDEX listening_played_at ON listening_events(played_at)",
     ],
 ]
-
-
-class UserError(Exception):
-    """A user operation that cannot be done (unknown user, duplicate handle, …)."""
-
-
-class UnknownUser(UserError):
-    pass
-
-
-class UserExists(UserError):
-    pass
-
-
-class InvalidInput(UserError):
-    """A handle, password, role or permission name this server does not accept."""
-
-
-class InvalidHandle(InvalidInput):
-    pass
-
-
-class InvalidPassword(InvalidInput):
-    pass
-
-
-class UnknownRole(InvalidInput):
-    pass
-
-
-class UnknownPermission(InvalidInput):
-    pass
-
-
-# Handles appear in URL paths, so they are kept to URL-safe characters; "." and ".." are
-# refused because clients normalise them away as path segments.
-HANDLE_RE = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.-]{1,64}")
-PASSWORD_MIN, PASSWORD_MAX = 8, 1024
-
-
-def check_handle(handle: str) -> str:
-    if not HANDLE_RE.fullmatch(handle):
-        raise InvalidHandle(
-            "user handle must be 1-64 characters of A-Z a-z 0-9 _ . - (and not . or ..)"
-        )
-    return handle
-
-
-def check_password(password: str) -> str:
-    # The upper bound keeps one request from buying an arbitrarily long hash computation.
-    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
-        raise InvalidPassword(f"password must be {PASSWORD_MIN}-{PASSWORD_MAX} characters long")
-    return password
-
-
-def parse_role(name: str) -> Role:
-    """A role by name, case-insensitively."""
-    for role in Role:
-        if role.value.lower() == name.lower():
-            return role
-    raise UnknownRole(f"unknown role {name!r} (roles: {', '.join(r.value for r in Role)})")
-
-
-def parse_permission(name: str) -> Permission:
-    """A permission by name, case-insensitively."""
-    for permission in Permission:
-        if permission.name.lower() == name.lower():
-            return permission
-    known = ", ".join(p.name for p in Permission)
-    raise UnknownPermission(f"unknown permission {name!r} (permissions: {known})")
-
-
-@dataclass(frozen=True)
-class User:
-    id: int
-    handle: str
-    roles: tuple[Role, ...]
-    extra: tuple[Permission, ...]
-    has_password: bool
-
-    @property
-    def permissions(self) -> frozenset[Permission]:
-        granted: set[Permission] = set(self.extra)
-        for role in self.roles:
-            granted |= role.permissions
-        return frozenset(granted)
-
-    def permission_names(self) -> list[str]:
-        return [p.name for p in sorted(self.permissions)]
 
 
 def hash_token(token: str) -> str:
