@@ -255,7 +255,7 @@ async def test_server_errors_are_retried_after_their_backoff_until_success(tmp_p
         assert knobs.count("album") == 1
         r.wall.now += 60
         await r.wait_status(album_item, "RETRY_WAITING")  # failed again: 120 s this time
-        await r.wait_status(album_item, "IN_PROGRESS", advance=10)
+        await r.wait_status(album_item, "COMPLETED", advance=10)  # retried when due
         await r.wait_hook(Hook.OnDownloadComplete)
         album = r.item(album_item)
         assert (album["status"], album["retry_count"]) == ("COMPLETED", 2)
