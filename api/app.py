@@ -32,6 +32,8 @@ BLUEPRINT_MODULES: list[Any] = [
     download_admin,
 ]
 REDACTED = {"authorization", "cookie", "set-cookie"}
+SECRET_BODIES = ("/v1/auth", "/v1/admin/users")
+LOGGED_BODY = 2048
 
 
 def create_app(context: AppContext) -> QuartTrio:
@@ -105,11 +107,13 @@ def _observe_requests(app: QuartTrio, context: AppContext) -> None:
         metrics.http_requests.labels(request.method, route, str(response.status_code)).inc()
         metrics.http_duration.labels(route).observe(elapsed)
         if level != "none":
-            _log_request(level, response, elapsed)
+            await _log_request(level, response, elapsed)
         return response
 
 
-def _log_request(level: str, response: Response, elapsed: float) -> None:
+async def _log_request(level: str, response: Response, elapsed: float) -> None:
+    """One line per request; headers (credentials redacted) and bodies at the higher levels.
+    Bodies of routes that carry passwords are never logged."""
     log.info(
         "%s %s -> %d (%.1f ms)", request.method, request.path, response.status_code, elapsed * 1000
     )
@@ -118,5 +122,7 @@ def _log_request(level: str, response: Response, elapsed: float) -> None:
             k: ("<redacted>" if k.lower() in REDACTED else v) for k, v in request.headers.items()
         }
         log.info("  request headers: %s", headers)
-    if level == "body" and not request.path.startswith("/v1/auth"):
-        log.info("  response body: %s", response.status_code)
+    if level == "body" and not request.path.startswith(SECRET_BODIES):
+        body = await request.get_data(cache=True, as_text=False)
+        if isinstance(body, bytes) and body:
+            log.info("  request body: %s", body[:LOGGED_BODY].decode("utf-8", "replace"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from api.context import AppContext
@@ -117,3 +118,12 @@ async def test_openapi_lists_the_routes(client: Any) -> None:
     assert r.status_code == 200
     paths = (await r.get_json())["paths"]
     assert "/v1/auth/login" in paths
+
+
+async def test_openapi_documents_every_route(app: Any, client: Any) -> None:
+    paths = (await (await client.get("/openapi.json")).get_json())["paths"]
+    for rule in app.url_map.iter_rules():
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        assert path in paths, path
+        documented = {m.upper() for m in paths[path]}
+        assert (rule.methods or set()) - {"HEAD", "OPTIONS"} <= documented, path
