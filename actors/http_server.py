@@ -3,6 +3,7 @@
 Both listeners share the daemon's shutdown event as hypercorn's `shutdown_trigger`: on shutdown
 they stop accepting connections and let in-flight requests finish for up to `graceful_timeout`
 (hypercorn's own default of a few seconds is raised to the daemon's `shutdown_timeout_sec`).
+Idle keep-alive connections are closed at once on shutdown (see `shield_response_end`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,29 @@ def hypercorn_config(host: str, port: int, graceful_timeout: float) -> Hypercorn
     return config
 
 
+def shield_response_end(app: Any) -> Any:
+    """Wrap an ASGI app so that sending a response's last body message cannot be cancelled.
+
+    Under hypercorn, that send is where a keep-alive connection is recycled and its idle timer
+    armed, and quart-trio cancels its request nursery at that very moment (hypercorn tells it
+    the stream closed). The cancellation killed the idle timer: idle connections then never
+    timed out, and a shutdown waited the whole graceful timeout for any open one. Hypercorn
+    already shields the socket write itself, so the shield adds no unbounded wait.
+    """
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        async def send_last_shielded(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.CancelScope(shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await app(scope, receive, send_last_shielded if scope["type"] == "http" else send)
+
+    return wrapped
+
+
 class HttpServer:
     """Serves one ASGI app on one address; reports the bound URLs when listening."""
 
@@ -49,7 +73,7 @@ class HttpServer:
         graceful_timeout: float,
         announce: str,
     ) -> None:
-        self.app = app
+        self.app = shield_response_end(app)
         self.config = hypercorn_config(host, port, graceful_timeout)
         self.shutdown = shutdown
         self.announce = announce

@@ -70,7 +70,7 @@ async def run_daemon(
 
     On return (or cancellation) the downloader client and the databases are closed.
     """
-    shutdown = shutdown or trio.Event()
+    shutdown = shutdown if shutdown is not None else trio.Event()
     if context is None:
         context = await trio.to_thread.run_sync(build_context, config, Metrics())
     channels = Channels.open()

@@ -22,6 +22,14 @@ from storage.users import Permission, Role
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Here rather than under tests/reliability so that any invocation accepts it.
+    parser.addoption(
+        "--chaos-iterations", type=int, default=3,
+        help="random kill/restart iterations of tests/reliability/test_chaos.py (default 3)",
+    )  # fmt: skip
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     return Config(db_dir=tmp_path, media_path=tmp_path, download_manager=DownloadManagerConfig())
