@@ -27,7 +27,11 @@ unit: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m daemon.demo
 
-bench: $(STAMP)
+$(VENV)/.bench-stamp: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(VENV)/.bench-stamp
+
+bench: $(VENV)/.bench-stamp
 	$(PY) -m bench
 
 chaos: $(STAMP)

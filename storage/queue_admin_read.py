@@ -75,8 +75,11 @@ def capacity(conn: sqlite3.Connection, dm: DownloadManagerConfig, now: int) -> d
     reached, else the next UTC hour (the nearest window end when nothing binds).
     """
     hour, day = now - now % HOUR, now - now % DAY
+    # Pinned to the partial index: without statistics SQLite prefers `queue_parent` (equality
+    # on parent_id) and reads every top-level item ever queued, which every claim pays for.
     this_hour, today = conn.execute(
-        """SELECT COALESCE(SUM(started_at >= ?), 0), COUNT(*) FROM queue_items
+        """SELECT COALESCE(SUM(started_at >= ?), 0), COUNT(*)
+            FROM queue_items INDEXED BY queue_album_started
             WHERE content_type = 'ALBUM' AND parent_id IS NULL AND started_at >= ?""",
         (hour, day),
     ).fetchone()
