@@ -44,6 +44,7 @@ def create_app(context: AppContext) -> QuartTrio:
     app.url_map.strict_slashes = False
     app.config["QUART_SCHEMA_CONVERT_CASING"] = False
     app.extensions["pezzottify"] = context
+    make_response = app.make_response
     QuartSchema(
         app,
         openapi_path="/openapi.json",
@@ -51,6 +52,9 @@ def create_app(context: AppContext) -> QuartTrio:
         redoc_ui_path=None,
         scalar_ui_path=None,
     )
+    # Handlers return plain JSON values, never pydantic models, so quart-schema's response
+    # conversion (a pydantic TypeAdapter built for every response) is pure cost: keep Quart's.
+    app.make_response = make_response  # type: ignore[method-assign]
     register_error_handlers(app)
     for module in BLUEPRINT_MODULES:
         app.register_blueprint(module.blueprint)

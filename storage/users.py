@@ -8,9 +8,11 @@ The model itself (permissions, roles, validation) lives in `storage.user_model`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from storage.db import Database
@@ -39,6 +41,10 @@ from storage.user_model import (  # re-exported: callers import the model from h
 SESSION_ABSOLUTE_SECS = 90 * 86400
 SESSION_IDLE_SECS = 30 * 86400
 SESSION_TOUCH_SECS = 600
+# How long a resolved session is trusted without asking the database again. Changes made
+# through this store clear the cache at once; changes made by another process (the CLI) are
+# seen within this many seconds.
+SESSION_CACHE_SECS = 2.0
 
 __all__ = [
     "HANDLE_RE",
@@ -110,6 +116,7 @@ class UserStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._sessions: dict[str, tuple[float, User]] = {}
 
     @classmethod
     def open(cls, path: Path) -> UserStore:
@@ -187,7 +194,7 @@ class UserStore:
 
         Changing a password revokes every session of the user.
         """
-        with self.db.write() as conn:
+        with self._changing() as conn:
             user_id = self._user_id(conn, handle)
             exists = conn.execute("SELECT 1 FROM passwords WHERE user_id = ?", (user_id,))
             has = exists.fetchone() is not None
@@ -210,7 +217,7 @@ class UserStore:
             conn.execute("UPDATE passwords SET hash = ? WHERE user_id = ?", (pw_hash, user_id))
 
     def delete_password(self, handle: str) -> None:
-        with self.db.write() as conn:
+        with self._changing() as conn:
             user_id = self._user_id(conn, handle)
             conn.execute("DELETE FROM passwords WHERE user_id = ?", (user_id,))
             conn.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
@@ -232,7 +239,7 @@ class UserStore:
         )
 
     def _grant(self, handle: str, sql: str, value: object) -> None:
-        with self.db.write() as conn:
+        with self._changing() as conn:
             conn.execute(sql, (self._user_id(conn, handle), value))
 
     @staticmethod
@@ -260,6 +267,21 @@ class UserStore:
                 ),
             )
 
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[sqlite3.Connection]:
+        """A write that can change what a session means; cached sessions are dropped after it."""
+        with self.db.write() as conn:
+            yield conn
+        self._sessions.clear()
+
+    def cached_session(self, token: str) -> User | None:
+        """The user of a session resolved in the last seconds, without touching the database
+        (cheap enough for the event loop); None means "ask `session_user`"."""
+        hit = self._sessions.get(hash_token(token))
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
     def session_user(self, token: str) -> User | None:
         """The user a token belongs to, or None if unknown or expired."""
         token_hash = hash_token(token)
@@ -282,10 +304,11 @@ class UserStore:
                 wconn.execute(
                     "UPDATE sessions SET last_used_at = ? WHERE token_hash = ?", (now, token_hash)
                 )
+        self._sessions[token_hash] = (time.monotonic() + SESSION_CACHE_SECS, user)
         return user
 
     def delete_session(self, token: str) -> None:
-        with self.db.write() as conn:
+        with self._changing() as conn:
             conn.execute("DELETE FROM sessions WHERE token_hash = ?", (hash_token(token),))
 
     # Listening ----------------------------------------------------------------------------
