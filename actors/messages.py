@@ -63,6 +63,21 @@ class ScanRequest:
 SchedulerMessage = HookFired | TriggerJob | CancelJob
 
 
+def offer(channel: trio.MemorySendChannel[Any] | None, message: object) -> bool:
+    """Send without waiting; False if there is no channel, it is full, or its reader is gone.
+
+    For notifications that may be dropped: a full wake-up channel already holds a wake-up, and a
+    closed one means the daemon is stopping.
+    """
+    if channel is None:
+        return False
+    try:
+        channel.send_nowait(message)
+    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+        return False
+    return True
+
+
 async def ask(send: trio.MemorySendChannel[Any], make: Any, *args: Any) -> tuple[str, Any]:
     """Send `make(*args, reply)` and wait for the one answer."""
     reply_send, reply_recv = trio.open_memory_channel[tuple[str, Any]](1)

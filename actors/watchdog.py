@@ -43,7 +43,7 @@ from actors.integrity_scan import (
     classify_tracks,
     take_names,
 )
-from actors.messages import ScanRequest, WakeProcessor
+from actors.messages import ScanRequest, WakeProcessor, offer
 from storage.db import StorageError
 from storage.files import MediaLayout
 from storage.queue_admin import QueueAdminStore
@@ -161,7 +161,8 @@ class IntegrityWatchdog:
                 state.queued += queued
                 state.skipped += skipped
                 if queued:
-                    self._wake()
+                    # If not taken, a wake-up is already pending or the daemon is stopping.
+                    offer(self.wake, WakeProcessor())
             if len(page) < self.page_size:
                 return
             cursor = page[-1][0] if isinstance(cursor, str) else tuple(page[-1])
@@ -173,13 +174,3 @@ class IntegrityWatchdog:
     ) -> tuple[list[Any], list[Any]]:  # fmt: skip
         page = fetch(cursor, self.page_size)
         return page, classify(state, page)
-
-    def _wake(self) -> None:
-        if self.wake is None:
-            return
-        try:
-            self.wake.send_nowait(WakeProcessor())
-        except trio.WouldBlock:
-            pass  # a wake-up is already pending
-        except trio.BrokenResourceError:
-            log.info("processor is gone; repairs stay queued for its next start")

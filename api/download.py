@@ -13,18 +13,16 @@ requests by type (a discography request counts once, however many albums it queu
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, TypeVar
 
-import trio
 from pydantic import Field, StringConstraints
 from quart import Blueprint
 from quart_schema import validate_querystring
 
 from actors.downloader_errors import DownloaderError, DownloaderNotFound
-from actors.messages import WakeProcessor
+from actors.messages import WakeProcessor, offer
 from api.auth import current_user, requires
 from api.context import ctx
 from api.errors import ApiError
@@ -144,12 +142,7 @@ def _rate_limited(limits: UserLimitStatus, **extra: Any) -> ApiError:
 def _accepted(kind: str) -> None:
     context = ctx()
     context.metrics.user_requests.labels(kind).inc()
-    if context.wake_processor is not None:
-        # A full channel means a wake-up is already pending; a closed one, that we are stopping.
-        with contextlib.suppress(
-            trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
-        ):
-            context.wake_processor.send_nowait(WakeProcessor())
+    offer(context.wake_processor, WakeProcessor())
 
 
 @blueprint.get("/search")

@@ -9,17 +9,15 @@ validated by pydantic models (unknown parameters, bad numbers and bad enum value
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import trio
 from pydantic import Field
 from quart import Blueprint
 from quart_schema import validate_querystring
 
-from actors.messages import WakeProcessor
+from actors.messages import WakeProcessor, offer
 from api.auth import current_user, requires
 from api.context import ctx
 from api.errors import ApiError
@@ -112,17 +110,8 @@ async def retry(item_id: str) -> dict[str, Any]:
         raise ApiError(
             exc.status, str(exc), "NOT_FOUND" if exc.status == 404 else "NOT_FAILED"
         ) from None
-    _wake_processor()
+    offer(ctx().wake_processor, WakeProcessor())
     return item
-
-
-def _wake_processor() -> None:
-    wake = ctx().wake_processor
-    if wake is None:
-        return
-    # A full channel means a wake-up is already pending; a closed one, that we are stopping.
-    with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-        wake.send_nowait(WakeProcessor())
 
 
 @blueprint.get("/activity")
