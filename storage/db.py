@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import queue
 import sqlite3
 import threading
@@ -29,6 +30,46 @@ T = TypeVar("T")
 Migration = Sequence[str]
 BUSY_TIMEOUT_MS = 10_000
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+
+log = logging.getLogger("pezzottify.storage")
+# WAL needs shared memory between connections on one host; these filesystems do not give it.
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb", "smb3", "smbfs", "fuse.sshfs", "9p", "afs", "ceph", "glusterfs"}
+)
+MOUNTS = Path("/proc/mounts")
+
+
+def filesystem_type(path: Path, mounts: Path = MOUNTS) -> str | None:
+    """The type of the filesystem holding `path` (longest mount-point prefix), if known."""
+    try:
+        lines = mounts.read_text().splitlines()
+    except OSError:
+        return None
+    target = path.resolve()
+    best: tuple[int, str] | None = None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount_point = Path(fields[1].replace("\\040", " "))
+        if target.is_relative_to(mount_point) and (best is None or len(fields[1]) > best[0]):
+            best = (len(fields[1]), fields[2])
+    return best[1] if best else None
+
+
+def warn_if_network_filesystem(path: Path, mounts: Path = MOUNTS) -> bool:
+    """Log loudly (and return True) when a database sits on a network filesystem."""
+    fs_type = filesystem_type(path.parent, mounts)
+    if fs_type not in NETWORK_FILESYSTEMS:
+        return False
+    log.warning(
+        "%s is on a %s filesystem: SQLite in WAL mode is only safe on a local disk; "
+        "expect corruption or locking errors. Move db_dir to a local filesystem.",
+        path,
+        fs_type,
+    )
+    return True
 
 
 class StorageError(Exception):
@@ -92,6 +133,7 @@ class Database:
     ) -> None:
         self.path = path
         self._synchronous = synchronous
+        warn_if_network_filesystem(path)
         try:
             self._writer = connect(path, synchronous=synchronous)
             migrate(self._writer, path.name, migrations)

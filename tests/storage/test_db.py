@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -11,7 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storage.db import Database, SchemaTooNew, connect
+from storage.db import (
+    Database,
+    SchemaTooNew,
+    connect,
+    filesystem_type,
+    warn_if_network_filesystem,
+)
 from storage.files import AtomicWriter, MediaLayout, write_atomic
 from storage.ids import InvalidId, content_id, image_id
 
@@ -144,3 +151,23 @@ def test_any_id_is_rejected_or_stays_inside_the_media_root(value: str) -> None:
         except ValueError:
             continue
         assert path.resolve().is_relative_to(root)
+
+
+def test_a_database_on_a_network_filesystem_is_warned_about_loudly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    mounts = tmp_path / "mounts"
+    data = tmp_path / "nas data"
+    data.mkdir()
+    mounts.write_text(
+        "/dev/sda1 / ext4 rw 0 0\n"
+        f"server:/export {str(data).replace(' ', chr(92) + '040')} nfs4 rw,relatime 0 0\n"
+    )
+    assert filesystem_type(data / "x.db", mounts) == "nfs4"
+    with caplog.at_level(logging.WARNING, logger="pezzottify.storage"):
+        assert warn_if_network_filesystem(data / "user.db", mounts)
+    assert "nfs4" in caplog.text
+    assert "local filesystem" in caplog.text
+    local = tmp_path / "local"
+    local.mkdir()
+    assert not warn_if_network_filesystem(local / "user.db", mounts)
