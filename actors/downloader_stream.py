@@ -123,38 +123,51 @@ class _FileSink:
         if self.batched >= WRITE_BATCH_BYTES:
             await self.flush()
 
+    def take(self) -> bytes:
+        data, self.batch, self.batched = b"".join(self.batch), [], 0
+        return data
+
     async def flush(self) -> None:
         if self.batch:
-            data, self.batch, self.batched = b"".join(self.batch), [], 0
-            await _disk(self.writer.final, self.writer.write, data)
+            await _disk(self.writer.final, self.writer.write, self.take())
 
 
 async def stream_to_file(
     final: Path, response: httpx.Response, path: str, max_bytes: int, expected: int | None
 ) -> int:
+    """Stream the body into `final` atomically; return its size.
+
+    The last batch is written in the same worker-thread call that publishes the file (and a
+    published file needs no cleanup call), so a file smaller than one batch costs two calls: open,
+    then write and publish. If cancelled or failed, the temporary file is removed.
+    """
     writer = AtomicWriter(final)
     committed = False
     try:
         await _disk(final, writer.__enter__)
         sink = _FileSink(writer, path, max_bytes)
         await pump(response, path, sink)
-        await sink.flush()
         if expected is not None and sink.size != expected:
             problem = "truncated body" if sink.size < expected else "body longer than announced"
             raise DownloaderParseError(f"{problem}: {path} sent {sink.size} of {expected} bytes")
-        await _disk(final, writer.commit)
+        await _disk(final, _publish, writer, sink.take())
         committed = True
         return sink.size
     finally:
-        with trio.move_on_after(CLEANUP_S, shield=True):
-            await trio.to_thread.run_sync(_discard, writer, committed)
+        if not committed:
+            with trio.move_on_after(CLEANUP_S, shield=True):
+                await trio.to_thread.run_sync(_discard, writer)
 
 
-def _discard(writer: AtomicWriter, committed: bool) -> None:
-    """Close the temporary file and remove it unless it was published."""
+def _publish(writer: AtomicWriter, last: bytes) -> None:
+    writer.write(last)
+    writer.commit()
+
+
+def _discard(writer: AtomicWriter) -> None:
+    """Close the temporary file and remove it: nothing was published."""
     try:
         writer.__exit__(None, None, None)
-        if not committed:
-            writer.tmp.unlink(missing_ok=True)
+        writer.tmp.unlink(missing_ok=True)
     except OSError as exc:  # the startup sweep removes what is left; keep the first error
         log.warning("cannot remove %s: %s", writer.tmp.name, exc)
