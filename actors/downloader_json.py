@@ -133,11 +133,17 @@ def _disc(value: Any) -> DiscRecord:
     )
 
 
+def _requested(value: Any, what: str, expected_id: str) -> tuple[Mapping[str, Any], str]:
+    """The JSON object of the entity asked for, and its id; another entity's answer is refused."""
+    doc = _object(value, what)
+    found = _content_id(_field(doc, "id", what), what)
+    if found != expected_id:
+        raise _fail(what, f"asked for {expected_id}, got {found}")
+    return doc, found
+
+
 def parse_album(value: Any, expected_id: str) -> AlbumMeta:
-    doc = _object(value, "album")
-    album_id = _content_id(_field(doc, "id", "album"), "album")
-    if album_id != expected_id:
-        raise _fail("album", f"asked for {expected_id}, got {album_id}")
+    doc, album_id = _requested(value, "album", expected_id)
     covers = _images(doc, "covers", "album")
     record = AlbumRecord(
         id=album_id,
@@ -186,10 +192,7 @@ def parse_tracks(value: Any, album_id: str) -> list[TrackRecord]:
 
 
 def parse_artist(value: Any, expected_id: str) -> ArtistMeta:
-    doc = _object(value, "artist")
-    artist_id = _content_id(_field(doc, "id", "artist"), "artist")
-    if artist_id != expected_id:
-        raise _fail("artist", f"asked for {expected_id}, got {artist_id}")
+    doc, artist_id = _requested(value, "artist", expected_id)
     portraits = _images(doc, "portraits", "artist")
     record = ArtistRecord(
         id=artist_id,
