@@ -79,6 +79,13 @@ class AuditEvent(StrEnum):
     RECOVERED_AFTER_RESTART = "RECOVERED_AFTER_RESTART"
 
 
+# The levels of `queue_rank` (migration 3): bucket = created_at >> shift, one bucket of a level
+# spanning 2**RANK_FANOUT_BITS buckets of the level below. The triggers carry these values in
+# their SQL; changing them needs a new migration that rebuilds the table and its triggers.
+RANK_SHIFTS = (0, 6, 12, 18, 24, 30)
+RANK_FANOUT_BITS = 6
+
+
 MIGRATIONS = [
     [
         """CREATE TABLE queue_items (
@@ -154,6 +161,65 @@ MIGRATIONS = [
         """CREATE INDEX queue_claim_no_new_album
             ON queue_items(priority, parent_id IS NULL, created_at, seq)
             WHERE status = 'PENDING' AND (parent_id IS NOT NULL OR content_type <> 'ALBUM')""",
+    ],
+    [
+        # Maintained ranks for `storage.queue_position`: how many top-level PENDING items each
+        # priority has per bucket of `created_at` (bucket = created_at >> shift) at each level
+        # of RANK_SHIFTS (the VALUES lists below). The triggers keep it in step inside the
+        # transaction of every change to queue_items, whichever code path makes it. A counter
+        # that reaches 0 is deleted, so the table stays about one row per second in which
+        # waiting top-level items were created.
+        """CREATE TABLE queue_rank (
+            shift INTEGER NOT NULL,
+            priority INTEGER NOT NULL,
+            bucket INTEGER NOT NULL,
+            n INTEGER NOT NULL CHECK (n >= 0),
+            PRIMARY KEY (shift, priority, bucket)) WITHOUT ROWID""",
+        # +1 at every level for a row that enters the ranks (the `WHERE true` lets SQLite parse
+        # an upsert after a SELECT).
+        """CREATE TRIGGER queue_rank_insert AFTER INSERT ON queue_items
+            WHEN NEW.status = 'PENDING' AND NEW.parent_id IS NULL BEGIN
+                INSERT INTO queue_rank (shift, priority, bucket, n)
+                    SELECT column1, NEW.priority, NEW.created_at >> column1, 1
+                    FROM (VALUES (0), (6), (12), (18), (24), (30)) WHERE true
+                    ON CONFLICT (shift, priority, bucket) DO UPDATE SET n = n + 1;
+            END""",
+        # -1 at every level for a row that leaves them, and the counters left at 0 deleted.
+        """CREATE TRIGGER queue_rank_delete AFTER DELETE ON queue_items
+            WHEN OLD.status = 'PENDING' AND OLD.parent_id IS NULL BEGIN
+                UPDATE queue_rank SET n = n - 1 WHERE (shift, priority, bucket) IN
+                    (SELECT column1, OLD.priority, OLD.created_at >> column1
+                    FROM (VALUES (0), (6), (12), (18), (24), (30)));
+                DELETE FROM queue_rank WHERE n = 0 AND (shift, priority, bucket) IN
+                    (SELECT column1, OLD.priority, OLD.created_at >> column1
+                    FROM (VALUES (0), (6), (12), (18), (24), (30)));
+            END""",
+        # An update is the old image leaving and the new one entering, one trigger each, so an
+        # update that touches no ranked row (a child, IN_PROGRESS to COMPLETED) costs only the
+        # WHEN tests.
+        """CREATE TRIGGER queue_rank_update_old
+            AFTER UPDATE OF status, priority, created_at, parent_id ON queue_items
+            WHEN OLD.status = 'PENDING' AND OLD.parent_id IS NULL BEGIN
+                UPDATE queue_rank SET n = n - 1 WHERE (shift, priority, bucket) IN
+                    (SELECT column1, OLD.priority, OLD.created_at >> column1
+                    FROM (VALUES (0), (6), (12), (18), (24), (30)));
+                DELETE FROM queue_rank WHERE n = 0 AND (shift, priority, bucket) IN
+                    (SELECT column1, OLD.priority, OLD.created_at >> column1
+                    FROM (VALUES (0), (6), (12), (18), (24), (30)));
+            END""",
+        """CREATE TRIGGER queue_rank_update_new
+            AFTER UPDATE OF status, priority, created_at, parent_id ON queue_items
+            WHEN NEW.status = 'PENDING' AND NEW.parent_id IS NULL BEGIN
+                INSERT INTO queue_rank (shift, priority, bucket, n)
+                    SELECT column1, NEW.priority, NEW.created_at >> column1, 1
+                    FROM (VALUES (0), (6), (12), (18), (24), (30)) WHERE true
+                    ON CONFLICT (shift, priority, bucket) DO UPDATE SET n = n + 1;
+            END""",
+        # Backfill from the rows already there.
+        """INSERT INTO queue_rank (shift, priority, bucket, n)
+            SELECT column1, priority, created_at >> column1, COUNT(*)
+            FROM queue_items, (VALUES (0), (6), (12), (18), (24), (30))
+            WHERE status = 'PENDING' AND parent_id IS NULL GROUP BY 1, 2, 3""",
     ],
 ]
 

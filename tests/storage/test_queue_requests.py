@@ -297,20 +297,18 @@ def _best_time(fn: Any, repeat: int = 15) -> float:
     return best
 
 
-def test_queue_position_cost_grows_with_items_ahead_not_queue_size(open_store: Any) -> None:
+def test_queue_position_costs_about_the_same_at_any_depth(open_store: Any) -> None:
     store = open_store(user_max_requests_per_day=1000, user_max_queue_size=1000)
     front = str(request(store, "alice", 0, now=NOW - 1).request_id)
     _fill(store, 1_000, 1)
     small = _best_time(lambda: store.queue_position(front))
     _fill(store, 99_000, 1_001)
-    big = _best_time(lambda: store.queue_position(front))
     assert store.queue_position(front) == 1
-    # An index range: the 99,000 items behind cost nothing (generous bound for noisy machines).
-    assert big < small * 10 + 0.002
     back = str(request(store, "alice", 999_999, now=NOW + 200_000).request_id)
     assert store.queue_position(back) == 100_002
-    assert _best_time(lambda: store.queue_position(back), repeat=3) < 0.25
-    # A page of requests spread through the queue costs one walk, not one per item.
+    # Maintained counters, not a walk over the items ahead (generous bound for noisy machines).
+    assert _best_time(lambda: store.queue_position(back)) < small * 10 + 0.002
+    # A page of requests spread through the queue: each position costs the same few searches.
     late = [(album(2_000_000 + n), f"Late {n}") for n in range(200)]
     assert (
         len(store.request_discography("late", late, "Artist", NOW + 300_000, set()).request_ids)
