@@ -8,6 +8,8 @@ tracks are still worth having, and the catalog tolerates links to absent artists
 TRACK_AUDIO: stream `/track/{id}/audio` to `audio/<id>.<ext>` (ext from the Content-Type), then
 mark the track available. ALBUM_IMAGE / ARTIST_IMAGE: stream `/image/{id}` to `images/<id>.jpg`.
 
+Each item runs in two steps, `fetch` (the downloader calls) and `Fetched.finish` (publish the
+file, record it in the catalog), so the processor can finish one file while it fetches the next.
 Every step is idempotent: catalog rows are upserts keyed by id and file paths are a pure
 function of the id, so running an item twice (after a crash or a retry) changes nothing more.
 Files are published before the queue records the completion. Failures leave as
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +28,14 @@ from actors.downloader import (
     ArtistMeta,
     DownloaderBadRequest,
     DownloaderClient,
+    DownloaderError,
     DownloaderNotFound,
     DownloaderParseError,
 )
+from actors.downloader_errors import StorageFailure
+from actors.downloader_stream import Received
 from storage.catalog import CatalogStore
-from storage.files import AUDIO_TYPES, MediaLayout
+from storage.files import AUDIO_TYPES, MediaLayout, sync_dirs
 from storage.ids import InvalidId, content_id, image_id
 from storage.queue import ChildSpec
 from storage.queue_schema import ContentType
@@ -60,8 +66,12 @@ class Steps:
     max_audio_bytes: int = MAX_AUDIO_BYTES
     max_image_bytes: int = MAX_IMAGE_BYTES
 
-    async def run(self, item: sqlite3.Row) -> StepResult:
-        """Process one claimed item; raises `DownloaderError` for a per-item failure."""
+    async def fetch(self, item: sqlite3.Row) -> Fetched:
+        """Do an item's downloader calls; raises `DownloaderError` for a per-item failure.
+
+        An album is done whole here (its children must exist before the next claim, or a new
+        album could overtake them); a file is received but left for `Fetched.finish`.
+        """
         kind = ContentType(item["content_type"])
         try:
             check = image_id if kind in IMAGE_KINDS else content_id
@@ -69,10 +79,35 @@ class Steps:
         except InvalidId as exc:
             raise DownloaderBadRequest(f"queue item has a bad id: {exc}") from exc
         if kind is ContentType.ALBUM:
-            return await self.album(ident)
+            return Fetched(await self.album(ident))
         if kind is ContentType.TRACK_AUDIO:
             return await self.track_audio(ident)
         return await self.image(ident)
+
+    def finish_now(self, batch: Sequence[Fetched]) -> list[DownloaderError | None]:
+        """Blocking: publish fetched files and record their tracks in the catalog.
+
+        Each file is written and fsynced on its own, then their folders are fsynced once and
+        the tracks recorded in one catalog transaction: a batch costs less than its files one
+        by one. Returns, per file, None or the `StorageFailure` that kept it from being
+        published (a file whose folder could not be synced counts as not published).
+        """
+        errors: list[DownloaderError | None] = []
+        for fetched in batch:
+            assert fetched.body is not None, "an album has nothing to publish"
+            try:
+                fetched.body.publish_now(sync_dir=False)
+                errors.append(None)
+            except StorageFailure as exc:
+                errors.append(exc)
+        published = [f for f, e in zip(batch, errors, strict=True) if e is None]
+        try:
+            sync_dirs({f.body.writer.final.parent for f in published if f.body is not None})
+        except OSError as exc:
+            failure = StorageFailure(f"cannot sync the media folder: {exc.strerror or exc}")
+            return [error or failure for error in errors]
+        self.catalog.set_tracks_audio([f.track for f in published if f.track is not None])
+        return errors
 
     async def album(self, album_id: str) -> StepResult:
         meta = await self.client.album(album_id)
@@ -112,25 +147,36 @@ class Steps:
             log.warning("artist %s is unknown to the downloader; ingesting without it", artist_id)
             return None
 
-    async def track_audio(self, track_id: str) -> StepResult:
+    async def track_audio(self, track_id: str) -> Fetched:
         def path_for(media_type: str) -> Path:
             ext = AUDIO_TYPES.get(media_type)
             if ext is None:
                 raise DownloaderParseError(f"unsupported audio content type {media_type[:64]!r}")
             return self.media.audio_path(track_id, ext)
 
-        url = f"/track/{track_id}/audio"
-        result = await self.client.download(path_for, url, self.max_audio_bytes)
-        await self.catalog.db.run(
-            self.catalog.set_track_audio, track_id, AUDIO_TYPES[result.media_type]
-        )
-        return StepResult(size=result.size)
+        body = await self.client.receive(path_for, f"/track/{track_id}/audio", self.max_audio_bytes)
+        return Fetched(StepResult(size=body.size), body, (track_id, AUDIO_TYPES[body.media_type]))
 
-    async def image(self, ident: str) -> StepResult:
+    async def image(self, ident: str) -> Fetched:
         def path_for(media_type: str) -> Path:
             if media_type not in IMAGE_TYPES:
                 raise DownloaderParseError(f"unsupported image content type {media_type[:64]!r}")
             return self.media.image_path(ident)
 
-        result = await self.client.download(path_for, f"/image/{ident}", self.max_image_bytes)
-        return StepResult(size=result.size)
+        body = await self.client.receive(path_for, f"/image/{ident}", self.max_image_bytes)
+        return Fetched(StepResult(size=body.size), body)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """An item whose downloader calls are done. For a file, what is left is publishing the body
+    it received and recording the track (`Steps.finish_now`); `discard` instead removes its
+    temporary file. An album has nothing left (`body` is None)."""
+
+    result: StepResult
+    body: Received | None = None
+    track: tuple[str, str] | None = None  # (track id, audio format) for the catalog
+
+    async def discard(self) -> None:
+        if self.body is not None:
+            await self.body.discard()

@@ -39,7 +39,7 @@ from actors.downloader_errors import (
     StorageFailure,
 )
 from actors.downloader_json import AlbumMeta, ArtistMeta
-from actors.downloader_stream import content_length, read_capped, stream_to_file
+from actors.downloader_stream import Received, content_length, read_capped, receive_to_file
 from storage.catalog import TrackRecord
 from storage.ids import is_content_id
 
@@ -215,20 +215,36 @@ class DownloaderClient:
     async def download(
         self, path_for: Callable[[str], Path], url_path: str, max_bytes: int
     ) -> DownloadResult:
-        """Stream `url_path` into the file `path_for(media_type)` names, atomically.
+        """Stream `url_path` into the file `path_for(media_type)` names and publish it (see
+        `receive`); if this fails or is cancelled, nothing is published."""
+        body = await self.receive(path_for, url_path, max_bytes)
+        size = await body.publish()
+        return DownloadResult(body.writer.final, size, body.media_type)
+
+    async def receive(
+        self, path_for: Callable[[str], Path], url_path: str, max_bytes: int
+    ) -> Received:
+        """Receive `url_path` for the file `path_for(media_type)` names, not yet published.
 
         `path_for` gets the Content-Type without parameters and raises `DownloaderParseError`
-        (or ValueError) for a type it does not accept. If this fails or is cancelled, the
-        temporary file is removed and nothing is published.
+        (or ValueError) for a type it does not accept. The caller must `publish` or `discard`
+        the result; if this fails or is cancelled, the temporary file is removed.
         """
-        async with self._open(url_path, headers={"accept-encoding": "identity"}) as response:
-            media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-            try:
-                final = path_for(media_type)
-            except ValueError as exc:
-                raise DownloaderParseError(f"cannot store {url_path}: {exc}") from exc
-            expected = content_length(response, url_path)
-            if expected is not None and expected > max_bytes:
-                raise DownloaderParseError(f"too large: {url_path} is {expected} bytes")
-            size = await stream_to_file(final, response, url_path, max_bytes, expected)
-        return DownloadResult(final, size, media_type)
+        body: Received | None = None
+        try:
+            async with self._open(url_path, headers={"accept-encoding": "identity"}) as response:
+                media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                try:
+                    final = path_for(media_type)
+                except ValueError as exc:
+                    raise DownloaderParseError(f"cannot store {url_path}: {exc}") from exc
+                expected = content_length(response, url_path)
+                if expected is not None and expected > max_bytes:
+                    raise DownloaderParseError(f"too large: {url_path} is {expected} bytes")
+                body = await receive_to_file(final, response, url_path, max_bytes, expected)
+                body.media_type = media_type
+        except BaseException:
+            if body is not None:  # closing the response failed or was cancelled
+                await body.discard()
+            raise
+        return body

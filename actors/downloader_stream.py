@@ -6,15 +6,18 @@ the loop by raising: a failure of its sink is kept aside and the read is stopped
 it, which raises inside the generators and closes them, then the failure is raised.
 
 Files are written through `storage.files.AtomicWriter` in batches from a worker thread (the
-event loop never does file I/O); the size cap is enforced while the body arrives, the
-Content-Length is checked before publishing, and whatever happens short of a publish (an error,
-a cancellation) removes the temporary file.
+event loop never does file I/O); the size cap is enforced while the body arrives and the
+Content-Length is checked once it has. Receiving and publishing are two steps (`receive_to_file`
+then `Received.publish`), so that the processor can publish one file while it receives the
+next; a body smaller than one batch costs a single worker call, at publish. Whatever happens
+short of a publish (an error, a cancellation, a discard) removes the temporary file.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +105,8 @@ async def _disk(final: Path, fn: Callable[..., Any], *args: Any) -> Any:
 
 
 class _FileSink:
-    """Batches body chunks into an `AtomicWriter`, enforcing the size cap as they arrive."""
+    """Batches body chunks, enforcing the size cap as they arrive. The temporary file is opened
+    by the first full batch only: a body smaller than one batch stays in memory until publish."""
 
     def __init__(self, writer: AtomicWriter, path: str, max_bytes: int) -> None:
         self.writer = writer
@@ -121,47 +125,87 @@ class _FileSink:
         self.batch.append(chunk)
         self.batched += len(chunk)
         if self.batched >= WRITE_BATCH_BYTES:
-            await self.flush()
+            await _disk(self.writer.final, _write, self.writer, self.take())
 
     def take(self) -> bytes:
         data, self.batch, self.batched = b"".join(self.batch), [], 0
         return data
 
-    async def flush(self) -> None:
-        if self.batch:
-            await _disk(self.writer.final, self.writer.write, self.take())
 
+@dataclass
+class Received:
+    """A body received whole and checked against its announced length, not yet published.
 
-async def stream_to_file(
-    final: Path, response: httpx.Response, path: str, max_bytes: int, expected: int | None
-) -> int:
-    """Stream the body into `final` atomically; return its size.
-
-    The last batch is written in the same worker-thread call that publishes the file (and a
-    published file needs no cleanup call), so a file smaller than one batch costs two calls: open,
-    then write and publish. If cancelled or failed, the temporary file is removed.
+    `rest` is what is not on disk yet (the whole body when it fits in one batch). Exactly one of
+    `publish` and `discard` must follow: until then a temporary file may exist.
     """
+
+    writer: AtomicWriter
+    rest: bytes
+    size: int
+    media_type: str = ""
+
+    def publish_now(self, *, sync_dir: bool = True) -> None:
+        """Blocking: write the rest and publish the file (see `AtomicWriter.commit`). Raises
+        `StorageFailure` if it cannot, after removing the temporary file."""
+        try:
+            _write(self.writer, self.rest)
+            self.writer.commit(sync_dir=sync_dir)
+        except OSError as exc:
+            if not self.writer.committed:
+                self.discard_now()
+            final = self.writer.final.name
+            raise StorageFailure(f"cannot write {final}: {exc.strerror or exc}") from exc
+        finally:
+            self.rest = b""
+
+    async def publish(self) -> int:
+        """`publish_now` in a worker thread (shielded: it runs to its end); returns the size."""
+        try:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.publish_now)
+        except BaseException:
+            await self.discard()
+            raise
+        return self.size
+
+    def discard_now(self) -> None:
+        """Blocking: remove the temporary file, if one was made and not published."""
+        self.rest = b""
+        if self.writer.created and not self.writer.committed:
+            _discard(self.writer)
+
+    async def discard(self) -> None:
+        """`discard_now` in a worker thread (bounded, shielded)."""
+        if self.writer.created and not self.writer.committed:
+            with trio.move_on_after(CLEANUP_S, shield=True):
+                await trio.to_thread.run_sync(self.discard_now)
+
+
+async def receive_to_file(
+    final: Path, response: httpx.Response, path: str, max_bytes: int, expected: int | None
+) -> Received:
+    """Receive the body for `final` (see `Received`). If this fails or is cancelled, whatever
+    was written is removed."""
     writer = AtomicWriter(final)
-    committed = False
+    sink = _FileSink(writer, path, max_bytes)
+    received = Received(writer, b"", 0)
     try:
-        await _disk(final, writer.__enter__)
-        sink = _FileSink(writer, path, max_bytes)
         await pump(response, path, sink)
         if expected is not None and sink.size != expected:
             problem = "truncated body" if sink.size < expected else "body longer than announced"
             raise DownloaderParseError(f"{problem}: {path} sent {sink.size} of {expected} bytes")
-        await _disk(final, _publish, writer, sink.take())
-        committed = True
-        return sink.size
-    finally:
-        if not committed:
-            with trio.move_on_after(CLEANUP_S, shield=True):
-                await trio.to_thread.run_sync(_discard, writer)
+    except BaseException:
+        await received.discard()
+        raise
+    received.rest, received.size = sink.take(), sink.size
+    return received
 
 
-def _publish(writer: AtomicWriter, last: bytes) -> None:
-    writer.write(last)
-    writer.commit()
+def _write(writer: AtomicWriter, data: bytes) -> None:
+    if not writer.opened:
+        writer.open()
+    writer.write(data)
 
 
 def _discard(writer: AtomicWriter) -> None:

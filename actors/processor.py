@@ -5,14 +5,24 @@ files, then reports ready. It works back to back while ready work exists: promot
 claim (new albums only while the global capacity allows), process, record. When idle it waits
 for a `WakeProcessor` or until the earliest retry is due, at most `process_interval_secs`.
 
-One item at a time: the downloader serves one audio download at a time (429 when busy), and a
-429 only parks the item in RETRY_WAITING without spending a retry. Per-item failures
-(`DownloaderError`) are recorded on the item; anything else is a bug and propagates to the
-supervisor, which restarts the actor (and the restart's recovery puts the item back).
+One download at a time: the downloader serves one audio download at a time (429 when busy),
+and a 429 only parks the item in RETRY_WAITING without spending a retry. But a file's
+bookkeeping overlaps the next downloads: once a file's body has been received, the loop hands it
+to a finisher task and claims the next item. The finisher takes every file waiting (up to
+`FINISH_BATCH`) and, in one worker call, publishes each (write, fsync, rename), fsyncs their
+folders once, records the tracks in one catalog transaction and the completions in one queue
+transaction. When the finisher keeps up, a batch is one file; when it falls behind, batches grow
+and the fsyncs and commits are shared, so it cannot stay behind. Albums are finished in the loop
+(their children must exist before the next claim), and the loop waits for the finisher before
+it decides it is idle. A crash before a batch's queue commit leaves its items IN_PROGRESS,
+which recovery puts back (publishing again is harmless). Per-item failures (`DownloaderError`)
+are recorded on the item; anything else is a bug and propagates to the supervisor, which
+restarts the actor (and the restart's recovery puts the items back).
 
-Shutdown: once `shutdown` is set nothing new is claimed; the item in flight gets up to
-`shutdown_timeout` seconds to finish, then is cancelled, its temporary file removed and the item
-released back to PENDING without spending a retry; then `run` returns.
+Shutdown: once `shutdown` is set nothing new is claimed; the items in flight (the one being
+fetched, those handed to the finisher) get up to `shutdown_timeout` seconds to finish, then are
+cancelled, their temporary files removed and the items released back to PENDING without
+spending a retry; then `run` returns.
 """
 
 from __future__ import annotations
@@ -20,19 +30,19 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
-from actors.download_steps import MAX_AUDIO_BYTES, MAX_IMAGE_BYTES, StepResult, Steps
+from actors.download_steps import MAX_AUDIO_BYTES, MAX_IMAGE_BYTES, Fetched, Steps
 from actors.downloader import DownloaderClient, DownloaderError
 from actors.messages import Hook, HookFired, WakeProcessor
 from daemon.config import DownloadManagerConfig
 from daemon.metrics import Metrics
 from storage.catalog import CatalogStore
 from storage.files import MediaLayout
-from storage.queue import QueueStore
-from storage.queue_schema import ContentType, Status, now
+from storage.queue import Completion, QueueStore
+from storage.queue_schema import Status, now
 
 log = logging.getLogger("pezzottify.processor")
 
@@ -40,6 +50,20 @@ CLEANUP_S = 5.0
 # The queue-size gauge costs a scan of the status index: refreshed at most this often while
 # busy and once on going idle (the stale detector refreshes it periodically as well).
 GAUGE_REFRESH_S = 1.0
+
+
+# Fetched files the loop may hand over before the finisher takes them (each body holds up to
+# `WRITE_BATCH_BYTES` in memory), and so the most files published and recorded together.
+FINISH_BATCH = 4
+
+
+class Handoff(NamedTuple):
+    """A fetched file on its way to the finisher; `done` is set once it has been recorded."""
+
+    item: sqlite3.Row
+    fetched: Fetched
+    started: float
+    done: trio.Event
 
 
 class Processor:
@@ -71,33 +95,43 @@ class Processor:
         self.clock = clock
         self.steps = Steps(client, catalog, media, max_audio_bytes, max_image_bytes)
         self._idle: trio.CancelScope | None = None
-        self._current: trio.CancelScope | None = None
+        self._current: trio.CancelScope | None = None  # the item being fetched
+        self._finishing: trio.CancelScope | None = None  # the item being finished
+        self._finished = trio.Event()  # set whenever the finisher is not busy
+        self._finished.set()
         self._gauges_at = -GAUGE_REFRESH_S
         self._dirty = True  # the queue changed since the gauges were last set
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Recover, report ready, process until shutdown.
 
-        If cancelled from outside, the item in flight is released back to PENDING and its
-        temporary file removed (bounded, shielded cleanup) before the cancellation goes on.
+        If cancelled from outside, the items in flight are released back to PENDING and their
+        temporary files removed (bounded, shielded cleanup) before the cancellation goes on.
         """
         await self._recover()
         task_status.started()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._limit_on_shutdown)
-            while not self.shutdown.is_set():
-                item = await self._claim()
-                if item is None:
-                    if self._dirty:  # settle the gauges once on going idle
-                        await self._refresh_gauges(force=True)
-                    await self._wait_for_work()
-                else:
-                    await self._handle(item)
-                    self._dirty = True
-                    await self._refresh_gauges()
+            async with trio.open_nursery() as finishing:
+                handoff, fetched = trio.open_memory_channel[Handoff](FINISH_BATCH - 1)
+                finishing.start_soon(self._finisher, fetched)
+                async with handoff:
+                    await self._work(handoff)
             nursery.cancel_scope.cancel()
         if self._dirty:
             await self._refresh_gauges(force=True)
+
+    async def _work(self, handoff: trio.MemorySendChannel[Handoff]) -> None:
+        while not self.shutdown.is_set():
+            item = await self._claim()
+            if item is not None:
+                await self._handle(item, handoff)
+            elif not self._finished.is_set():
+                await self._finished.wait()  # its outcome may be work (a retry) or a wake-up time
+            else:
+                if self._dirty:  # settle the gauges once on going idle
+                    await self._refresh_gauges(force=True)
+                await self._wait_for_work()
 
     async def _recover(self) -> None:
         recovery = await self.queue.db.run(self.queue.recover_after_restart, self.clock())
@@ -115,8 +149,9 @@ class Processor:
         await self.shutdown.wait()
         if self._idle is not None:
             self._idle.cancel()
-        if self._current is not None:
-            self._grant_shutdown_grace(self._current)
+        for scope in (self._current, self._finishing):
+            if scope is not None:
+                self._grant_shutdown_grace(scope)
 
     def _grant_shutdown_grace(self, scope: trio.CancelScope) -> None:
         scope.deadline = min(scope.deadline, trio.current_time() + self.shutdown_timeout)
@@ -157,55 +192,130 @@ class Processor:
             finally:
                 self._idle = None
 
-    async def _handle(self, item: sqlite3.Row) -> None:
-        """Process one claimed item under a scope that shutdown can put a deadline on."""
+    async def _handle(self, item: sqlite3.Row, handoff: trio.MemorySendChannel[Handoff]) -> None:
+        """Fetch one claimed item and hand it to the finisher (an album is finished here).
+
+        The item is released back to the queue (and its temporary file removed) if this is
+        cancelled before the finisher has taken it.
+        """
+        started = trio.current_time()
+        fetched: Fetched | None = None
         settled = False
         try:
             with trio.CancelScope() as scope:
                 self._current = scope
                 if self.shutdown.is_set():
                     self._grant_shutdown_grace(scope)
-                await self._process(item)
-                settled = True
+                try:
+                    fetched = await self.steps.fetch(item)
+                except DownloaderError as error:
+                    await self._record(item, started, await self._record_failure(item, error))
+                    settled = True
+                else:
+                    if fetched.body is None:  # an album: its children must exist first
+                        await self._finish_album(item, fetched, started)
+                    else:
+                        await self._hand_over(handoff, item, fetched, started)
+                    settled = True
         finally:
             self._current = None
             if not settled:
-                with trio.move_on_after(CLEANUP_S, shield=True):
-                    if await self.queue.db.run(self.queue.release, item["id"], self.clock()):
-                        log.info("released %s %s back to the queue", item["content_type"],
-                                 item["content_id"])  # fmt: skip
+                await self._abandon(item, fetched)
 
-    async def _process(self, item: sqlite3.Row) -> None:
-        kind = ContentType(item["content_type"])
-        started = trio.current_time()
+    async def _hand_over(
+        self, handoff: trio.MemorySendChannel[Handoff], item: sqlite3.Row, fetched: Fetched,
+        started: float,
+    ) -> None:  # fmt: skip
+        """Queue a fetched file for the finisher (waits while `FINISH_BATCH - 1` already wait).
+        `_finished` stays unset until the finisher has recorded it, and so all before it."""
+        previous, done = self._finished, trio.Event()
+        self._finished = done
         try:
-            result = await self.steps.run(item)
-        except DownloaderError as error:
-            outcome = await self._record_failure(item, error)
-        else:
-            elapsed_ms = int((trio.current_time() - started) * 1000)
-            await self._record_success(item, kind, result, elapsed_ms)
-            outcome = "success"
-        self.metrics.download_processed.labels(kind.value, outcome).inc()
-        self.metrics.download_seconds.labels(kind.value).observe(trio.current_time() - started)
+            await handoff.send(Handoff(item, fetched, started, done))
+        except BaseException:
+            self._finished = previous  # not handed over: the caller still owns the item
+            raise
 
-    async def _record_success(
-        self, item: sqlite3.Row, kind: ContentType, result: StepResult, elapsed_ms: int
-    ) -> None:
-        if kind is ContentType.ALBUM:
-            if result.catalog_changed:
-                self._hook(Hook.OnCatalogChange)
-            created = await self.queue.db.run(
-                self.queue.create_children, item["id"], list(result.children), self.clock()
-            )
-            album_completed = created.album_completed
-            log.info("album %s ingested, %d children", item["content_id"], created.total)
-        else:
-            album_completed = await self.queue.db.run(
-                self.queue.complete, item["id"], result.size, elapsed_ms, self.clock()
-            )
-        if album_completed:
+    async def _finisher(self, handoffs: trio.MemoryReceiveChannel[Handoff]) -> None:
+        """Publish and record fetched files while the loop fetches the next ones: everything
+        waiting when it is free, as one batch (see the module docstring)."""
+        async with handoffs:
+            try:
+                async for first in handoffs:
+                    await self._finish_batch([first, *_waiting(handoffs, FINISH_BATCH - 1)])
+            finally:  # cancelled: what was handed over but not taken goes back to the queue
+                for handoff in _waiting(handoffs, FINISH_BATCH):
+                    await self._abandon(handoff.item, handoff.fetched)
+                    handoff.done.set()
+
+    async def _finish_batch(self, batch: list[Handoff]) -> None:
+        settled = False
+        try:
+            with trio.CancelScope() as scope:
+                self._finishing = scope
+                if self.shutdown.is_set():
+                    self._grant_shutdown_grace(scope)
+                await self._finish(batch)
+                settled = True
+        finally:
+            self._finishing = None
+            if not settled:
+                for handoff in batch:
+                    await self._abandon(handoff.item, handoff.fetched)
+            for handoff in batch:
+                handoff.done.set()
+
+    async def _finish(self, batch: list[Handoff]) -> None:
+        """Publish the batch's files and record them in the catalog and the queue (one worker
+        call, run to its end); then record the failures, if any."""
+        now, at = self.clock(), trio.current_time()
+
+        def publish_and_record() -> tuple[list[DownloaderError | None], int]:
+            errors = self.steps.finish_now([h.fetched for h in batch])
+            done = [
+                Completion(h.item["id"], h.fetched.result.size, int((at - h.started) * 1000))
+                for h, error in zip(batch, errors, strict=True)
+                if error is None
+            ]
+            return errors, self.queue.complete_many(done, now)
+
+        with trio.CancelScope(shield=True):
+            errors, albums_completed = await trio.to_thread.run_sync(publish_and_record)
+        for _ in range(albums_completed):
             self._hook(Hook.OnDownloadComplete)
+        for handoff, error in zip(batch, errors, strict=True):
+            outcome = (
+                "success" if error is None else await self._record_failure(handoff.item, error)
+            )
+            await self._record(handoff.item, handoff.started, outcome)
+
+    async def _record(self, item: sqlite3.Row, started: float, outcome: str) -> None:
+        kind = item["content_type"]
+        self.metrics.download_processed.labels(kind, outcome).inc()
+        self.metrics.download_seconds.labels(kind).observe(trio.current_time() - started)
+        self._dirty = True
+        await self._refresh_gauges()
+
+    async def _abandon(self, item: sqlite3.Row, fetched: Fetched | None) -> None:
+        """Put an item that was interrupted back in the queue, without its temporary file."""
+        with trio.move_on_after(CLEANUP_S, shield=True):
+            if fetched is not None:
+                await fetched.discard()
+            if await self.queue.db.run(self.queue.release, item["id"], self.clock()):
+                log.info("released %s %s back to the queue", item["content_type"],
+                         item["content_id"])  # fmt: skip
+
+    async def _finish_album(self, item: sqlite3.Row, fetched: Fetched, started: float) -> None:
+        """An album was ingested: create its children (or complete it, if it has none)."""
+        if fetched.result.catalog_changed:
+            self._hook(Hook.OnCatalogChange)
+        created = await self.queue.db.run(
+            self.queue.create_children, item["id"], list(fetched.result.children), self.clock()
+        )
+        log.info("album %s ingested, %d children", item["content_id"], created.total)
+        if created.album_completed:
+            self._hook(Hook.OnDownloadComplete)
+        await self._record(item, started, "success")
 
     async def _record_failure(self, item: sqlite3.Row, error: DownloaderError) -> str:
         status = await self.queue.db.run(
@@ -240,3 +350,14 @@ class Processor:
         sizes = await self.queue.db.run(self.queue.status_counts)
         for (status, priority), size in sizes.items():
             self.metrics.queue_size.labels(status, str(priority)).set(size)
+
+
+def _waiting(handoffs: trio.MemoryReceiveChannel[Handoff], most: int) -> list[Handoff]:
+    """Up to `most` handoffs that can be taken without waiting."""
+    taken: list[Handoff] = []
+    while len(taken) < most:
+        try:
+            taken.append(handoffs.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            break
+    return taken

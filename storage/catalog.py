@@ -188,12 +188,19 @@ class CatalogStore:
     def set_track_audio(self, track_id: str, audio_format: str | None) -> None:
         """Record that a track's audio file exists in `audio_format` (an extension such as
         `flac`), or with None that it is gone. An unknown track is left alone."""
-        if audio_format is not None and audio_format not in AUDIO_MEDIA_TYPES:
-            raise ValueError(f"unsupported audio format {audio_format!r}")
+        self.set_tracks_audio([(track_id, audio_format)])
+
+    def set_tracks_audio(self, formats: Sequence[tuple[str, str | None]]) -> None:
+        """`set_track_audio` for several tracks, in one transaction."""
+        for _, audio_format in formats:
+            if audio_format is not None and audio_format not in AUDIO_MEDIA_TYPES:
+                raise ValueError(f"unsupported audio format {audio_format!r}")
+        if not formats:
+            return
         with self.db.write() as conn:
-            conn.execute(
+            conn.executemany(
                 "UPDATE tracks SET audio_format = ? WHERE id = ? AND audio_format IS NOT ?",
-                (audio_format, track_id, audio_format),
+                [(audio_format, track_id, audio_format) for track_id, audio_format in formats],
             )
 
     def get_artist(self, id: str) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -75,19 +75,35 @@ class AtomicWriter:
         self.final = final
         self.tmp = final.with_name(f"{final.name}.{secrets.token_hex(4)}{PART_SUFFIX}")
         self.size = 0
+        self.created = False  # the temporary file was made (it may remain until exit/unlink)
+        self.committed = False  # the file is under its final name
         self._file: BinaryIO | None = None
 
     def __enter__(self) -> AtomicWriter:
-        self._file = open(self.tmp, "xb")
+        self.open()
         return self
+
+    def open(self) -> None:
+        """Create the temporary file (the context manager does this on entry)."""
+        self._file = open(self.tmp, "xb")  # noqa: SIM115 - closed by commit() or __exit__
+        self.created = True
+
+    @property
+    def opened(self) -> bool:
+        """True while the temporary file is open (from `open` until commit or exit)."""
+        return self._file is not None
 
     def write(self, data: bytes) -> None:
         assert self._file is not None
         self._file.write(data)
         self.size += len(data)
 
-    def commit(self) -> None:
-        """Flush, fsync, rename into place, fsync the directory."""
+    def commit(self, *, sync_dir: bool = True) -> None:
+        """Flush, fsync, rename into place, fsync the directory.
+
+        With `sync_dir=False` the caller fsyncs the directory (`sync_dirs`) before it relies on
+        the file, so several files published together share one directory fsync.
+        """
         assert self._file is not None
         self._file.flush()
         fault_point("after_write")
@@ -96,9 +112,10 @@ class AtomicWriter:
         self._file.close()
         self._file = None
         os.replace(self.tmp, self.final)
+        self.committed = True
         fault_point("after_rename")
-        fsync_dir(self.final.parent)
-        fault_point("after_dirfsync")
+        if sync_dir:
+            sync_dirs([self.final.parent])
 
     def __exit__(self, *exc: object) -> None:
         if self._file is not None:
@@ -114,6 +131,13 @@ def write_atomic(final: Path, chunks: Iterator[bytes] | bytes) -> int:
             writer.write(chunk)
         writer.commit()
         return writer.size
+
+
+def sync_dirs(folders: Iterable[Path]) -> None:
+    """Make the renames into these folders durable."""
+    for folder in folders:
+        fsync_dir(folder)
+    fault_point("after_dirfsync")
 
 
 def fsync_dir(path: Path) -> None:

@@ -43,7 +43,23 @@ from storage.queue_transitions import (
     touch_parent,
 )
 
-__all__ = ["ChildSpec", "ChildrenCreated", "QueueStateError", "QueueStore", "Recovery"]
+__all__ = [
+    "ChildSpec",
+    "ChildrenCreated",
+    "Completion",
+    "QueueStateError",
+    "QueueStore",
+    "Recovery",
+]
+
+
+class Completion(NamedTuple):
+    """A download to record as COMPLETED."""
+
+    item_id: str
+    size: int
+    duration_ms: int
+
 
 # The claim order of SPEC §8.5. The second WHERE repeats the terms of its partial index verbatim,
 # which is what lets SQLite use that index.
@@ -185,30 +201,42 @@ class QueueStore(QueueStoreBase):
         """IN_PROGRESS → COMPLETED (DOWNLOAD_COMPLETED), counted in the hourly activity, and
         the parent album settled in the same transaction. True if a top-level album completed.
         """
+        return self.complete_many([Completion(item_id, size, duration_ms)], now) > 0
+
+    def complete_many(self, done: Sequence[Completion], now: int) -> int:
+        """`complete` for several items in one transaction (the processor's finisher records
+        the files it published together); returns how many top-level albums completed."""
+        events: list[AuditEvent] = []
+        albums_done = 0
         with self.db.write() as conn:
-            self._take_in_progress(conn, item_id)
-            row = conn.execute(
-                """UPDATE queue_items SET status = 'COMPLETED', completed_at = ?,
-                    last_activity_at = ?, bytes_downloaded = ?, processing_duration_ms = ?,
-                    error_type = NULL, error_message = NULL WHERE id = ? RETURNING *""",
-                (now, now, size, duration_ms, item_id),
-            ).fetchone()
-            count_completion(conn, row["content_type"], size, now)
-            details = {"bytes": size, "duration_ms": duration_ms}
-            events = [append_audit(conn, AuditEvent.DOWNLOAD_COMPLETED, row, details, at=now)]
-            album_done = False
-            if row["parent_id"] is not None:
-                touch_parent(conn, row["parent_id"], now)
-                status, settled = settle_parent(conn, row["parent_id"], now)
+            for item in done:
+                completed, settled = self._complete(conn, item, now)
+                albums_done += completed
                 events += settled
-                album_done = status is Status.COMPLETED
-            elif row["content_type"] == ContentType.ALBUM.value:
-                album_done = True
             # Crash-test points on each side of the commit (inert unless a test sets them).
             fault_point("before_commit")
         fault_point("after_commit")
         self._count(events)
-        return album_done
+        return albums_done
+
+    def _complete(
+        self, conn: sqlite3.Connection, item: Completion, now: int
+    ) -> tuple[bool, list[AuditEvent]]:
+        self._take_in_progress(conn, item.item_id)
+        row = conn.execute(
+            """UPDATE queue_items SET status = 'COMPLETED', completed_at = ?,
+                last_activity_at = ?, bytes_downloaded = ?, processing_duration_ms = ?,
+                error_type = NULL, error_message = NULL WHERE id = ? RETURNING *""",
+            (now, now, item.size, item.duration_ms, item.item_id),
+        ).fetchone()
+        count_completion(conn, row["content_type"], item.size, now)
+        details = {"bytes": item.size, "duration_ms": item.duration_ms}
+        events = [append_audit(conn, AuditEvent.DOWNLOAD_COMPLETED, row, details, at=now)]
+        if row["parent_id"] is not None:
+            touch_parent(conn, row["parent_id"], now)
+            status, settled = settle_parent(conn, row["parent_id"], now)
+            return status is Status.COMPLETED, events + settled
+        return row["content_type"] == ContentType.ALBUM.value, events
 
     def fail(
         self,

@@ -11,7 +11,9 @@ while SQLite and file writes run in worker threads, which would fire deadlines s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from actors.downloader import DownloaderClient
+from actors.downloader_stream import WRITE_BATCH_BYTES
 from actors.messages import Hook, HookFired, WakeProcessor
 from actors.processor import Processor
 from daemon.config import DownloadManagerConfig
@@ -137,9 +141,10 @@ async def rig(
     dm: DownloadManagerConfig = DM,
     shutdown_timeout: float = 30,
     before_start: Any = None,
+    spec: CatalogSpec = SPEC,
 ) -> AsyncIterator[Rig]:
     knobs = knobs if knobs is not None else Knobs()
-    fake = build_catalog(SPEC)
+    fake = build_catalog(spec)
     transport = None if base_url else httpx.ASGITransport(create_app(fake, knobs))  # type: ignore[arg-type]
     client = DownloaderClient(base_url or "http://fake", 30, transport=transport)
     queue = QueueStore(Database(tmp_path / "q.db", MIGRATIONS, synchronous="OFF"), dm)
@@ -229,6 +234,32 @@ async def test_an_album_is_fetched_ingested_and_completed_end_to_end(tmp_path: P
         assert sample("pezzottify_download_capacity_used", {"period": "day"}) == 1
         seconds = "pezzottify_download_processing_seconds_count"
         assert sample(seconds, {"content_type": "TRACK_AUDIO"}) == SPEC.tracks_per_album
+
+
+async def test_files_that_wait_for_a_slow_disk_are_recorded_together(tmp_path: Path) -> None:
+    batches: list[list[str]] = []
+
+    def slow_catalog(r: Rig) -> None:
+        record = r.catalog.set_tracks_audio
+
+        def slow(formats: list[tuple[str, str]]) -> None:
+            if formats:
+                batches.append([track for track, _ in formats])
+                time.sleep(0.2)  # the loop fetches the next files meanwhile
+            record(formats)
+
+        r.catalog.set_tracks_audio = slow  # type: ignore[method-assign]
+
+    async with rig(tmp_path, before_start=slow_catalog) as r:
+        album_item = await r.request_album()
+        await r.wait_hook(Hook.OnDownloadComplete, within=20)
+        assert r.item(album_item)["status"] == "COMPLETED"
+        tracks = [r.fake.track_ids[i] for i in r.fake.album_tracks(0)]
+        assert sorted(t for batch in batches for t in batch) == sorted(tracks)
+        assert len(batches) < len(tracks), "every file was recorded on its own"
+        for track in tracks:
+            assert r.media.audio_path(track, "flac").read_bytes() == audio_bytes(SPEC, track)
+        assert r.processed("TRACK_AUDIO", "success") == len(tracks)
 
 
 async def test_a_new_request_wakes_an_idle_processor_at_once(tmp_path: Path) -> None:
@@ -362,18 +393,30 @@ async def test_start_up_recovers_interrupted_items_and_sweeps_partial_files(
         assert r.item(item_id)["status"] == "COMPLETED"
 
 
+@pytest.mark.parametrize(
+    ("audio_bytes", "rate"),
+    [
+        (40_000, 20_000),  # about 2 s per track, the body is still in memory
+        (WRITE_BATCH_BYTES + 400_000, 1_000_000),  # a temporary file exists after 1 MiB
+    ],
+    ids=["in-memory", "on-disk"],
+)
 async def test_shutdown_mid_download_puts_the_item_back_and_leaves_no_file(
-    tmp_path: Path,
+    tmp_path: Path, audio_bytes: int, rate: int
 ) -> None:
-    knobs = Knobs(audio_bytes_per_sec=20_000)  # each 40 kB track takes about 2 s
+    spec = dataclasses.replace(SPEC, audio_bytes=audio_bytes)
+    knobs = Knobs(audio_bytes_per_sec=rate)
     async with (
-        open_fake_downloader(SPEC, knobs) as fake,
-        rig(tmp_path, base_url=fake.base_url, shutdown_timeout=0.2) as r,
+        open_fake_downloader(spec, knobs) as fake,
+        rig(tmp_path, base_url=fake.base_url, shutdown_timeout=0.2, spec=spec) as r,
     ):
         album_item = await r.request_album()
         await audio_streaming(knobs)
-        await trio.sleep(0.3)  # well into the body: a temporary file exists
-        assert any(name.endswith(".part") for name in r.media_files())
+        await trio.sleep(0.3)  # well into the body
+        if audio_bytes > WRITE_BATCH_BYTES:
+            with trio.fail_after(5):
+                while not any(n.endswith(".part") for n in r.media_files()):  # noqa: ASYNC110
+                    await trio.sleep(0.02)
         started = trio.current_time()
         r.shutdown.set()
         with trio.fail_after(5):
@@ -382,8 +425,6 @@ async def test_shutdown_mid_download_puts_the_item_back_and_leaves_no_file(
         tracks = [k for k in r.children(album_item) if k["content_type"] == "TRACK_AUDIO"]
         (running,) = [k for k in tracks if k["started_at"] is not None]
         assert (running["status"], running["retry_count"]) == ("PENDING", 0)
-        assert r.item(album_item)["status"] == "IN_PROGRESS"
-        assert [n for n in r.media_files() if not n.endswith(".jpg")] == []
         last = r.rows(
             "SELECT event_type, details FROM audit_log WHERE queue_item_id = ? "
             "ORDER BY id DESC LIMIT 1",
@@ -391,6 +432,8 @@ async def test_shutdown_mid_download_puts_the_item_back_and_leaves_no_file(
         )[0]
         assert last["event_type"] == "RECOVERED_AFTER_RESTART"
         assert "shutdown" in last["details"]
+        assert r.item(album_item)["status"] == "IN_PROGRESS"
+        assert [n for n in r.media_files() if not n.endswith(".jpg")] == []
 
 
 async def test_shutdown_lets_the_item_in_flight_finish_within_the_grace(tmp_path: Path) -> None:

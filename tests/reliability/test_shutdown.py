@@ -36,12 +36,14 @@ from tests.reliability.invariants import (
 )
 from tests.support.process import DaemonProcess, wait_until
 
+# Tracks of 2 MiB: the processor keeps the first MiB of a body in memory, so a temporary
+# file exists from then on (after 2 s with SLOW, 0.7 s with MEDIUM).
 SPEC = CatalogSpec(
-    seed=5, artists=2, albums_per_artist=1, tracks_per_album=2, audio_bytes=96 * 1024,
+    seed=5, artists=2, albums_per_artist=1, tracks_per_album=2, audio_bytes=2 * 1024 * 1024,
     image_bytes=4096,
 )  # fmt: skip
-SLOW = ("--audio-bytes-per-sec", str(12 * 1024))  # 8 s a track: never done within the grace
-MEDIUM = ("--audio-bytes-per-sec", str(64 * 1024))  # 1.5 s a track
+SLOW = ("--audio-bytes-per-sec", str(512 * 1024))  # 4 s a track: not done within the grace
+MEDIUM = ("--audio-bytes-per-sec", str(1536 * 1024))  # 1.3 s a track
 
 
 @pytest.fixture(scope="module")
@@ -56,20 +58,26 @@ def fast_fake() -> Iterator[FakeDownloaderProcess]:
         yield fake
 
 
-def wait_mid_download(r: Rig) -> dict[str, Any]:
-    """Wait until a track's audio is streaming into a temporary file; return its item."""
+def wait_mid_download(r: Rig) -> list[dict[str, Any]]:
+    """Wait until the first track's audio is streaming into a temporary file; return the tracks
+    in flight (IN_PROGRESS), in claim order: the one streaming first."""
     found: list[dict[str, Any]] = []
 
     def streaming() -> bool:
         parts = list((r.db_dir / "audio").glob("*.part"))
-        found[:] = [
-            i for i in r.items() if i["content_type"] == "TRACK_AUDIO"
-            and i["status"] == "IN_PROGRESS"
+        tracks = [i for i in r.items() if i["content_type"] == "TRACK_AUDIO"]
+        claimed = [
+            e["queue_item_id"] for e in audit_entries(r.db_dir)
+            if e["event_type"] == "DOWNLOAD_STARTED"
         ]  # fmt: skip
-        return bool(parts) and len(found) == 1
+        found[:] = sorted(
+            (t for t in tracks if t["status"] == "IN_PROGRESS"),
+            key=lambda t: claimed.index(t["id"]),
+        )
+        return bool(parts) and bool(found) and all(t["status"] != "COMPLETED" for t in tracks)
 
     r.wait_for(streaming, 20, "no download started")
-    return found[0]
+    return found
 
 
 def item(r: Rig, item_id: str) -> dict[str, Any]:
@@ -96,16 +104,17 @@ def test_a_signal_mid_download_releases_the_item_and_exits_0(
     with rig(tmp_path, slow_fake, top={"shutdown_timeout_sec": grace}) as r:
         r.start()
         r.request_albums([0])
-        track = wait_mid_download(r)
+        in_flight = wait_mid_download(r)
         r.signal(signum)
         started = time.monotonic()
         assert r.wait_exit(grace + 5) == 0, r.log_tail()
         assert time.monotonic() - started <= grace + 5
-        released = item(r, track["id"])
-        assert (released["status"], released["retry_count"]) == ("PENDING", 0)
-        events = [e for e in audit_entries(r.db_dir) if e["queue_item_id"] == track["id"]]
-        assert events[-1]["event_type"] == "RECOVERED_AFTER_RESTART"
-        assert '"shutdown"' in events[-1]["details"]
+        for track in in_flight:
+            released = item(r, track["id"])
+            assert (released["status"], released["retry_count"]) == ("PENDING", 0)
+            events = [e for e in audit_entries(r.db_dir) if e["queue_item_id"] == track["id"]]
+            assert events[-1]["event_type"] == "RECOVERED_AFTER_RESTART"
+            assert '"shutdown"' in events[-1]["details"]
         assert sorted((r.db_dir / "audio").iterdir()) == [], "a partial or cut file was left"
         check_safe(r.db_dir, SPEC, [track_album(r)])
         finish_elsewhere(r, fast_fake, [track_album(r)])
@@ -125,7 +134,7 @@ def test_the_file_in_flight_finishes_within_the_grace_and_nothing_new_starts(
     ):
         r.start()
         r.request_albums([0, 1])
-        track = wait_mid_download(r)
+        track, *_ = wait_mid_download(r)
         r.signal(signal.SIGTERM)
         started = time.monotonic()
         assert r.wait_exit(grace + 5) == 0, r.log_tail()

@@ -163,6 +163,15 @@ def test_set_track_audio_refuses_unknown_formats(store: CatalogStore) -> None:
     assert store.track_audio_format(TRACKS[0]) is None
 
 
+def test_several_tracks_are_recorded_together_or_not_at_all(store: CatalogStore) -> None:
+    ingest(store, sample())
+    with pytest.raises(ValueError, match="unsupported audio format"):
+        store.set_tracks_audio([(TRACKS[0], "flac"), (TRACKS[1], "exe")])
+    assert [store.track_audio_format(t) for t in TRACKS[:2]] == [None, None]
+    store.set_tracks_audio([(TRACKS[0], "flac"), (TRACKS[1], "mp3"), ("unknown", "ogg")])
+    assert [store.track_audio_format(t) for t in TRACKS[:2]] == ["flac", "mp3"]
+
+
 @pytest.mark.parametrize(
     "spoil",
     [

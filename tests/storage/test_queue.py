@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from daemon.config import DownloadManagerConfig
 from daemon.metrics import Metrics
 from storage.db import Database
-from storage.queue import ChildSpec, QueueStateError, QueueStore
+from storage.queue import ChildSpec, Completion, QueueStateError, QueueStore
 from storage.queue_schema import (
     MIGRATIONS,
     ContentType,
@@ -256,6 +256,29 @@ def test_an_album_completes_when_its_last_child_does(store: QueueStore) -> None:
     with store.db.read() as conn:
         hour = conn.execute("SELECT * FROM activity_hourly").fetchone()
     assert (hour["hour"], hour["albums"], hour["tracks"], hour["bytes"]) == (T0, 1, 3, 303)
+
+
+def test_completions_recorded_together_are_one_transaction(store: QueueStore) -> None:
+    first, first_kids = album_with_children(store, 2)
+    for kid in first_kids:
+        claim_child(store, kid, T0 + 10)
+    second, second_kids = album_with_children(store, 3, number=2000)
+    for kid in second_kids:
+        claim_child(store, kid, T0 + 10)
+    done = [Completion(kid, 100, 5) for kid in [*first_kids, *second_kids[:2]]]
+    assert store.complete_many(done, T0 + 20) == 1  # the first album, not the second
+    assert row(store, first)["status"] == "COMPLETED"
+    assert row(store, second)["status"] == "IN_PROGRESS"
+    assert [row(store, kid)["status"] for kid in second_kids] == [
+        "COMPLETED", "COMPLETED", "IN_PROGRESS",
+    ]  # fmt: skip
+    assert all(events(store, kid)[-1] == "DOWNLOAD_COMPLETED" for kid in first_kids)
+    # One item that is not IN_PROGRESS any more refuses the whole batch: nothing is recorded.
+    with pytest.raises(QueueStateError):
+        store.complete_many([Completion(second_kids[2], 1, 1), Completion(first_kids[0], 1, 1)],
+                            T0 + 30)  # fmt: skip
+    assert row(store, second_kids[2])["status"] == "IN_PROGRESS"
+    assert row(store, second)["status"] == "IN_PROGRESS"
 
 
 def test_an_album_with_nothing_to_fetch_completes_at_once(store: QueueStore) -> None:
