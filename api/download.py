@@ -223,10 +223,9 @@ async def request_discography(data: DiscographyRequestBody) -> tuple[dict[str, A
 async def my_requests(query_args: MyRequestsQuery) -> dict[str, Any]:
     store, user = _store(), current_user().handle
     limit = page_limit(query_args.limit)
-    requests = await store.db.run(
-        store.my_requests, user, query_args.status, limit, query_args.offset
+    requests, stats = await store.db.run(
+        store.my_requests_and_limits, user, query_args.status, limit, query_args.offset, now()
     )
-    stats = await store.db.run(store.user_limits, user, now())
     return {"requests": requests, "stats": stats.json()}
 
 
@@ -245,7 +244,6 @@ async def request_detail(item_id: str) -> dict[str, Any]:
 @requires(Permission.RequestContent)
 @download_enabled
 async def limits() -> dict[str, Any]:
-    store, moment = _store(), now()
-    user = await store.db.run(store.user_limits, current_user().handle, moment)
-    capacity = await store.db.run(store.global_capacity, moment)
+    store = _store()
+    user, capacity = await store.db.run(store.limits_and_capacity, current_user().handle, now())
     return {"user": user.json(), "global": capacity}

@@ -17,7 +17,7 @@ from typing import Any
 
 from daemon.config import DownloadManagerConfig
 from storage.queue_position import positions
-from storage.queue_schema import Priority, Status, item_json, progress
+from storage.queue_schema import Priority, Status, item_json, progress_many
 
 HOUR = 3600
 DAY = 86400
@@ -51,11 +51,12 @@ def shape(conn: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[dict[st
     Call inside one read transaction so positions and progress describe the same queue.
     """
     ranks = positions(conn, rows)
+    done = progress_many(conn, [row["id"] for row in rows if row["parent_id"] is None])
     items = []
     for row in rows:
         item = item_json(row)
         if row["parent_id"] is None:
-            item["progress"] = progress(conn, row["id"])
+            item["progress"] = done[row["id"]]
             item["queue_position"] = ranks.get(row["id"])
         items.append(item)
     return items

@@ -44,7 +44,7 @@ from storage.queue_schema import (
     Status,
     append_audit,
     item_json,
-    progress,
+    progress_many,
 )
 
 DAY = 86400
@@ -246,12 +246,17 @@ class RequestStore(QueueStoreBase):
         (null unless PENDING)."""
         with self.db.read() as conn:
             conn.execute("BEGIN")
-            if status is None:
-                rows = conn.execute(_MINE, (user, limit, offset)).fetchall()
-            else:
-                rows = conn.execute(_MINE_BY_STATUS, (user, status.value, limit, offset)).fetchall()
-            ranks = positions(conn, rows)
-            return [_top_level_json(conn, row, ranks) for row in rows]
+            return _mine(conn, user, status, limit, offset)
+
+    def my_requests_and_limits(
+        self, user: str, status: Status | None, limit: int, offset: int, now: int
+    ) -> tuple[list[dict[str, Any]], UserLimitStatus]:
+        """`my_requests` and `user_limits` from one snapshot, in one call (one worker-thread
+        round trip for the route that shows both)."""
+        with self.db.read() as conn:
+            conn.execute("BEGIN")
+            mine = _mine(conn, user, status, limit, offset)
+            return mine, _Budget(conn, self.dm, user, now).status()
 
     def item_for_user(self, item_id: str, user: str) -> dict[str, Any] | None:
         """The user's own top-level item with `progress`, `queue_position` and `children`
@@ -261,7 +266,7 @@ class RequestStore(QueueStoreBase):
             row = _get(conn, item_id)
             if row is None or row["parent_id"] is not None or row["requested_by"] != user:
                 return None
-            item = _top_level_json(conn, row, positions(conn, [row]))
+            (item,) = _top_level_json(conn, [row])
             children = conn.execute(
                 "SELECT * FROM queue_items WHERE parent_id = ? ORDER BY seq", (item_id,)
             )
@@ -272,10 +277,14 @@ class RequestStore(QueueStoreBase):
         with self.db.read() as conn:
             return _Budget(conn, self.dm, user, now).status()
 
-    def global_capacity(self, now: int) -> dict[str, Any]:
-        """CapacityStatus: ALBUM items whose processing started in this UTC hour / day."""
+    def limits_and_capacity(self, user: str, now: int) -> tuple[UserLimitStatus, dict[str, Any]]:
+        """`user_limits` and the global CapacityStatus (ALBUM items whose processing started
+        in this UTC hour / day) from one snapshot, in one call."""
         with self.db.read() as conn:
-            return queue_admin_read.capacity(conn, self.dm, now)
+            conn.execute("BEGIN")
+            return _Budget(conn, self.dm, user, now).status(), queue_admin_read.capacity(
+                conn, self.dm, now
+            )
 
     def in_queue_ids(self, content_ids: Sequence[str]) -> set[str]:
         """Which of these ids have a non-terminal item (for search results)."""
@@ -297,10 +306,24 @@ def _get(conn: sqlite3.Connection, item_id: str) -> sqlite3.Row | None:
     return row
 
 
-def _top_level_json(
-    conn: sqlite3.Connection, row: sqlite3.Row, ranks: dict[str, int]
-) -> dict[str, Any]:
-    item = item_json(row)
-    item["progress"] = progress(conn, row["id"])
-    item["queue_position"] = ranks.get(row["id"])
-    return item
+def _top_level_json(conn: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[dict[str, Any]]:
+    """QueueItem JSON of top-level rows with `progress` and `queue_position` (one snapshot)."""
+    ranks = positions(conn, rows)
+    done = progress_many(conn, [row["id"] for row in rows])
+    items = []
+    for row in rows:
+        item = item_json(row)
+        item["progress"] = done[row["id"]]
+        item["queue_position"] = ranks.get(row["id"])
+        items.append(item)
+    return items
+
+
+def _mine(
+    conn: sqlite3.Connection, user: str, status: Status | None, limit: int, offset: int
+) -> list[dict[str, Any]]:
+    if status is None:
+        rows = conn.execute(_MINE, (user, limit, offset)).fetchall()
+    else:
+        rows = conn.execute(_MINE_BY_STATUS, (user, status.value, limit, offset)).fetchall()
+    return _top_level_json(conn, rows)

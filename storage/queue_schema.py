@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from enum import IntEnum, StrEnum
 from typing import Any
 
@@ -323,14 +323,25 @@ def audit_json(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def progress(conn: sqlite3.Connection, parent_id: str) -> dict[str, int] | None:
-    """Children counts by state for a top-level item, or None before children exist."""
-    counts = dict(
-        conn.execute(
-            "SELECT status, COUNT(*) FROM queue_items WHERE parent_id = ? GROUP BY status",
-            (parent_id,),
-        ).fetchall()
+def progress_many(
+    conn: sqlite3.Connection, parent_ids: Sequence[str]
+) -> dict[str, dict[str, int] | None]:
+    """Children counts by state of several top-level items (a page of them), with one
+    statement; None for an item before its children exist."""
+    counts: dict[str, dict[str, int]] = {parent: {} for parent in parent_ids}
+    marks = ", ".join("?" * len(parent_ids))
+    rows = conn.execute(
+        # Placeholders only: the ids are bound as parameters.
+        f"SELECT parent_id, status, COUNT(*) FROM queue_items WHERE parent_id IN ({marks}) "  # noqa: S608
+        "GROUP BY parent_id, status",
+        list(parent_ids),
     )
+    for parent, status, count in rows:
+        counts[parent][status] = count
+    return {parent: _progress_json(by_status) for parent, by_status in counts.items()}
+
+
+def _progress_json(counts: dict[str, int]) -> dict[str, int] | None:
     total = sum(counts.values())
     if total == 0:
         return None

@@ -384,13 +384,14 @@ def test_global_capacity_counts_albums_started_this_hour_and_day(open_store: Any
         set_status(store, item, "COMPLETED", started_at=started)
     insert_raw(store, content_type="TRACK_AUDIO", status="COMPLETED", started_at=hour + 1,
                priority=1)  # fmt: skip
-    capacity = store.global_capacity(NOW)
+    limits, capacity = store.limits_and_capacity("alice", NOW)
+    assert limits == store.user_limits("alice", NOW)
     assert capacity == {
         "albums_this_hour": 1, "max_per_hour": 2, "albums_today": 2, "max_per_day": 3,
         "at_capacity": False, "resets_at": hour + 3600,
     }  # fmt: skip
     set_status(store, str(request(store, "alice", 4).request_id), "IN_PROGRESS", started_at=NOW)
-    capacity = store.global_capacity(NOW)
+    _, capacity = store.limits_and_capacity("alice", NOW)
     assert (capacity["albums_this_hour"], capacity["albums_today"]) == (2, 3)
     assert capacity["at_capacity"] is True
     assert capacity["resets_at"] == MIDNIGHT_NEXT
