@@ -9,7 +9,7 @@ album's discs are small JSON arrays in their row, since nothing queries inside t
 audio state (`audio_format`, NULL until its file is written) belongs to the download side and is
 never touched by a metadata upsert. Links to artists and images are not foreign keys: an album may
 name an artist whose details the downloader could not supply, and the album is still worth having.
-Reads (the JSON shapes of SPEC §5, the watchdog's keyset scans) live in `storage.catalog_read`.
+Reads (the JSON shapes of SPEC §5, the integrity scan's comparisons) live in `storage.catalog_read`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,20 +234,16 @@ class CatalogStore:
         with self.db.read() as conn:
             return read.existing_ids(conn, "artists", ids)
 
-    def track_audio_page(self, after_id: str, limit: int) -> list[tuple[str, str | None, str]]:
-        """Tracks with id > after_id, by id: (track_id, audio_format, album_id). Start at ""."""
+    def missing_files(
+        self, kind: str, names: str, stop: Callable[[], bool]
+    ) -> list[tuple[str, str | None]]:
+        """The integrity scan's comparison for one kind (`track_audio`, `album_images`,
+        `artist_images`): (content id, album id or None) of each row whose file is not among
+        `names`, a JSON array of the folder's file names, in one statement. `stop` is polled
+        every few milliseconds of SQLite work; True interrupts the statement
+        (sqlite3.OperationalError 'interrupted')."""
         with self.db.read() as conn:
-            return read.track_audio_page(conn, after_id, limit)
-
-    def album_image_page(self, after: tuple[str, str], limit: int) -> list[tuple[str, str]]:
-        """(album_id, image_id) links after `after`, in order. Start at ("", "")."""
-        with self.db.read() as conn:
-            return read.link_page(conn, "album_images", after, limit)
-
-    def artist_image_page(self, after: tuple[str, str], limit: int) -> list[tuple[str, str]]:
-        """(artist_id, image_id) links after `after`, in order. Start at ("", "")."""
-        with self.db.read() as conn:
-            return read.link_page(conn, "artist_images", after, limit)
+            return read.missing_files(conn, kind, names, stop)
 
     def counts(self) -> dict[str, int]:
         """Rows per kind: artists, albums, tracks, images."""

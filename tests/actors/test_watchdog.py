@@ -7,8 +7,7 @@ jump past every timeout while a thread runs.
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,6 +25,7 @@ from actors.jobs.download_jobs import (
 from actors.messages import Hook, ScanRequest, WakeProcessor
 from actors.watchdog import IntegrityWatchdog
 from daemon.config import Config, DownloadManagerConfig, JobSettings
+from storage import catalog_read
 from storage.catalog import AlbumBundle, CatalogStore, synthetic_bundles
 from storage.files import MediaLayout
 from storage.queue_admin import QueueAdminStore
@@ -84,11 +84,11 @@ class Running(SimpleNamespace):
 async def watchdog(
     catalog: CatalogStore, admin: QueueAdminStore, media: MediaLayout
 ) -> AsyncIterator[Running]:
-    """A running watchdog actor with page size 2, so every listing spans several pages."""
+    """A running watchdog actor queueing 2 repairs per transaction, so most kinds take several."""
     send, recv = trio.open_memory_channel[ScanRequest](1)
     wake_send, wake_recv = trio.open_memory_channel[WakeProcessor](1)
     actor = IntegrityWatchdog(
-        recv, catalog, admin, media, wake=wake_send, page_size=2, clock=lambda: BASE
+        recv, catalog, admin, media, wake=wake_send, batch_size=2, clock=lambda: BASE
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(actor.run)
@@ -207,33 +207,94 @@ async def test_scans_run_one_at_a_time(
     assert sorted(r["items_queued"] for r in reports) == [0, 6]
 
 
-class GatedCatalog:
-    """A catalog whose first track page waits until the test lets it go."""
+def missing_keys(admin: QueueAdminStore) -> set[tuple[str, str]]:
+    return {(i["content_type"], i["content_id"]) for i in queued(admin)}
+
+
+async def test_a_missing_audio_folder_fails_the_run_too(
+    watchdog: Running, admin: QueueAdminStore, media: MediaLayout, bundles: list[AlbumBundle]
+) -> None:
+    for entry in media.audio_dir.iterdir():
+        entry.unlink()
+    media.audio_dir.rmdir()
+    with pytest.raises(ScanFailed, match="audio"):
+        await run_job(watchdog.send)
+    assert queued(admin) == []
+
+
+async def test_a_file_with_another_extension_than_the_catalogs_is_missing(
+    watchdog: Running, admin: QueueAdminStore, catalog: CatalogStore, media: MediaLayout
+) -> None:
+    bundle = next(iter(synthetic_bundles(1, 3, artists=1)))
+    catalog.ingest_many([bundle])
+    first, second, third = (t.id for t in bundle.tracks)
+    for track in (first, second, third):
+        catalog.set_track_audio(track, "flac")
+    media.audio_path(first, "flac").write_bytes(b"audio")
+    media.audio_path(second, "mp3").write_bytes(b"audio")
+    media.audio_path(third, "flac").write_bytes(b"audio")
+    media.audio_path(third, "mp3").write_bytes(b"audio")  # a stray second copy is harmless
+    report = await run_job(watchdog.send)
+    assert report["missing_track_audio"] == 1
+    assert ("TRACK_AUDIO", second) in missing_keys(admin)
+
+
+async def test_part_leftovers_never_count_as_present(
+    watchdog: Running, admin: QueueAdminStore, catalog: CatalogStore, media: MediaLayout
+) -> None:
+    bundle = next(iter(synthetic_bundles(1, 1, artists=1)))
+    catalog.ingest_many([bundle])
+    track, cover = bundle.tracks[0].id, bundle.album.image_ids[0]
+    portrait = bundle.artists[0].image_ids[0]
+    catalog.set_track_audio(track, "flac")
+    (media.audio_dir / f"{track}.flac.1234abcd.part").write_bytes(b"partial")
+    (media.images_dir / f"{cover}.jpg.1234abcd.part").write_bytes(b"partial")
+    media.image_path(portrait).write_bytes(b"jpeg")
+    report = await run_job(watchdog.send)
+    assert (report["missing_track_audio"], report["missing_album_images"]) == (1, 1)
+    assert report["missing_artist_images"] == 0
+    assert missing_keys(admin) == {("TRACK_AUDIO", track), ("ALBUM_IMAGE", cover)}
+
+
+# Counts to 30 million (about 10 s here) before returning the usual columns: a scan's statement
+# that is still running when the job is cancelled.
+SLOW_TRACK_AUDIO = """WITH RECURSIVE n(i) AS (
+        SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 30000000)
+    SELECT id, album_id FROM tracks WHERE (SELECT max(i) FROM n) >= 0 AND ? IS NOT NULL"""
+
+
+class WatchedCatalog:
+    """The real catalog, telling the test when a statement first checks whether to stop."""
 
     def __init__(self, inner: CatalogStore, token: trio.lowlevel.TrioToken) -> None:
         self.inner = inner
         self.db = inner.db
         self.token = token
-        self.reached = trio.Event()
-        self.release = threading.Event()
-        self.track_pages = 0
-        self.album_image_page = inner.album_image_page
-        self.artist_image_page = inner.artist_image_page
+        self.polled = trio.Event()
 
-    def track_audio_page(self, after: str, limit: int) -> list[tuple[str, str | None, str]]:
-        self.track_pages += 1
-        if self.track_pages == 1:
-            trio.from_thread.run_sync(self.reached.set, trio_token=self.token)
-            self.release.wait(TIMEOUT)
-        return self.inner.track_audio_page(after, limit)
+    def missing_files(
+        self, kind: str, names: str, stop: Callable[[], bool]
+    ) -> list[tuple[str, str | None]]:
+        def watched() -> bool:
+            if not self.polled.is_set():
+                trio.from_thread.run_sync(self.polled.set, trio_token=self.token)
+            return stop()
+
+        return self.inner.missing_files(kind, names, watched)
 
 
-async def test_cancelling_the_job_cancels_the_scan(
-    catalog: CatalogStore, admin: QueueAdminStore, media: MediaLayout, bundles: list[AlbumBundle]
+async def test_cancelling_the_job_stops_the_statement_promptly(
+    catalog: CatalogStore,
+    admin: QueueAdminStore,
+    media: MediaLayout,
+    bundles: list[AlbumBundle],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    gated = GatedCatalog(catalog, trio.lowlevel.current_trio_token())
+    monkeypatch.setitem(catalog_read.MISSING_FILES, "track_audio", SLOW_TRACK_AUDIO)
+    watched = WatchedCatalog(catalog, trio.lowlevel.current_trio_token())
     send, recv = trio.open_memory_channel[ScanRequest](1)
-    actor = IntegrityWatchdog(recv, gated, admin, media, page_size=2)
+    actor = IntegrityWatchdog(recv, watched, admin, media, batch_size=2)
     job = integrity_watchdog_job(send)
     assert job.shutdown is ShutdownBehavior.CANCELLABLE
     assert job.schedule.interval_secs == 86400 and job.schedule.hooks == (Hook.OnStartup,)
@@ -243,17 +304,23 @@ async def test_cancelling_the_job_cancels_the_scan(
             with trio.CancelScope() as job_scope:
                 async with trio.open_nursery() as inner:
                     inner.start_soon(job.run)
-                    await gated.reached.wait()
+                    await watched.polled.wait()
+                    cancelled_at = trio.current_time()
                     job_scope.cancel()
-            gated.release.set()
-            # The actor stays serial: this scan starts only after the abandoned one stopped.
+            # The actor stays serial: the next request waits for the abandoned scan to stop.
+            monkeypatch.undo()
             report = await run_job(send)
+            stopped_after = trio.current_time() - cancelled_at
             nursery.cancel_scope.cancel()
+    assert stopped_after < 1.0, f"the cancelled scan took {stopped_after:.2f} s to stop"
     assert report["items_queued"] == 6
     events = [e["event_type"] for e in audit_rows(admin.db) if "SCAN" in e["event_type"]]
     assert events == ["WATCHDOG_SCAN_STARTED", "WATCHDOG_SCAN_STARTED", "WATCHDOG_SCAN_COMPLETED"]
-    # 6 tracks in pages of 2: the cancelled scan stopped after its first page.
-    assert gated.track_pages == 1 + 4
+    assert "integrity scan failed" not in caplog.text  # a cancel is not a failure
+    # The interrupted reader went back to the pool as it came: no progress handler, no pragma.
+    for conn in catalog.db._all_readers:
+        assert conn.execute("PRAGMA temp_store").fetchone()[0] == 0
+        assert conn.execute(SLOW_TRACK_AUDIO.replace("30000000", "300000"), ("[]",)).fetchall()
 
 
 async def test_a_request_cancelled_before_it_is_served_is_skipped(
