@@ -2,10 +2,9 @@
 
 Scan cost. Sides, on a catalog of 10,000 albums (100,000 tracks, 10,100 images) with every file
 in place: the watchdog's own `scan()` (in this process, on a trio event loop, as the daemon runs
-it: folder listings in slices, keyset pages of the catalog compared in worker threads, the scan
-audited) against a floor that does the least a scan must: list both media folders and read
-every track id with its audio format in one query, in one thread. Figure: seconds, scan /
-floor.
+it: both folders listed, one comparison statement per kind of file, the scan audited) against a
+floor that does the least a scan must: list both media folders and read every track id with its
+audio format in one query, in one thread. Figure: seconds, scan / floor.
 
 API during a scan. A real daemon on the same catalog answers `GET /v1/download/limits` and
 `GET /v1/content/album/{id}` in turn over one keep-alive connection from `bench.load` (its own
