@@ -209,7 +209,8 @@ class Processor:
                 try:
                     fetched = await self.steps.fetch(item)
                 except DownloaderError as error:
-                    await self._record(item, started, await self._record_failure(item, error))
+                    self._count(item, started, await self._record_failure(item, error))
+                    await self._refresh_gauges()
                     settled = True
                 else:
                     if fetched.body is None:  # an album: its children must exist first
@@ -281,20 +282,22 @@ class Processor:
 
         with trio.CancelScope(shield=True):
             errors, albums_completed = await trio.to_thread.run_sync(publish_and_record)
+        outcomes = [
+            "success" if error is None else await self._record_failure(handoff.item, error)
+            for handoff, error in zip(batch, errors, strict=True)
+        ]
+        # Every item counted before the hooks fire: whoever a hook wakes sees the whole batch.
+        for handoff, outcome in zip(batch, outcomes, strict=True):
+            self._count(handoff.item, handoff.started, outcome)
         for _ in range(albums_completed):
             self._hook(Hook.OnDownloadComplete)
-        for handoff, error in zip(batch, errors, strict=True):
-            outcome = (
-                "success" if error is None else await self._record_failure(handoff.item, error)
-            )
-            await self._record(handoff.item, handoff.started, outcome)
+        await self._refresh_gauges()
 
-    async def _record(self, item: sqlite3.Row, started: float, outcome: str) -> None:
+    def _count(self, item: sqlite3.Row, started: float, outcome: str) -> None:
         kind = item["content_type"]
         self.metrics.download_processed.labels(kind, outcome).inc()
         self.metrics.download_seconds.labels(kind).observe(trio.current_time() - started)
         self._dirty = True
-        await self._refresh_gauges()
 
     async def _abandon(self, item: sqlite3.Row, fetched: Fetched | None) -> None:
         """Put an item that was interrupted back in the queue, without its temporary file."""
@@ -313,9 +316,10 @@ class Processor:
             self.queue.create_children, item["id"], list(fetched.result.children), self.clock()
         )
         log.info("album %s ingested, %d children", item["content_id"], created.total)
+        self._count(item, started, "success")
         if created.album_completed:
             self._hook(Hook.OnDownloadComplete)
-        await self._record(item, started, "success")
+        await self._refresh_gauges()
 
     async def _record_failure(self, item: sqlite3.Row, error: DownloaderError) -> str:
         status = await self.queue.db.run(

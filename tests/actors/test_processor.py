@@ -245,7 +245,7 @@ async def test_files_that_wait_for_a_slow_disk_are_recorded_together(tmp_path: P
         def slow(formats: list[tuple[str, str]]) -> None:
             if formats:
                 batches.append([track for track, _ in formats])
-                time.sleep(0.2)  # the loop fetches the next files meanwhile
+                time.sleep(0.5)  # the loop fetches the next files meanwhile
             record(formats)
 
         r.catalog.set_tracks_audio = slow  # type: ignore[method-assign]
