@@ -1,4 +1,4 @@
-"""The catalog store (SPEC §3, §5): idempotent ingestion, JSON shapes, keyset scans, schema."""
+"""The catalog store (SPEC §3, §5): idempotent ingestion, JSON shapes, scan reads, schema."""
 
 from __future__ import annotations
 
