@@ -12,7 +12,7 @@ to a finisher task and claims the next item. The finisher takes every file waiti
 `FINISH_BATCH`) and, in one worker call, publishes each (write, fsync, rename), fsyncs their
 folders once, records the tracks in one catalog transaction and the completions in one queue
 transaction. When the finisher keeps up, a batch is one file; when it falls behind, batches grow
-and the fsyncs and commits are shared, so it cannot stay behind. Albums are finished in the loop
+and share their fsyncs and commits, which lets it catch up. Albums are finished in the loop
 (their children must exist before the next claim), and the loop waits for the finisher before
 it decides it is idle. A crash before a batch's queue commit leaves its items IN_PROGRESS,
 which recovery puts back (publishing again is harmless). Per-item failures (`DownloaderError`)
@@ -96,8 +96,8 @@ class Processor:
         self.steps = Steps(client, catalog, media, max_audio_bytes, max_image_bytes)
         self._idle: trio.CancelScope | None = None
         self._current: trio.CancelScope | None = None  # the item being fetched
-        self._finishing: trio.CancelScope | None = None  # the item being finished
-        self._finished = trio.Event()  # set whenever the finisher is not busy
+        self._finishing: trio.CancelScope | None = None  # the batch being finished
+        self._finished = trio.Event()  # set once all that was handed over is recorded
         self._finished.set()
         self._gauges_at = -GAUGE_REFRESH_S
         self._dirty = True  # the queue changed since the gauges were last set
