@@ -390,6 +390,9 @@ async def test_scan_of_100k_tracks_keeps_api_p99_within_target(
     assert reports[0]["missing_track_audio"] == 1000
     assert reports[0]["items_queued"] == 1000 + 100 + 1
     assert reports[1]["items_queued"] == 0
-    # The 2x target is reported above and by `make bench`; this bound catches a scan that
-    # blocks the event loop (tens of x) without failing on a noisy shared machine.
-    assert ratio <= 4
+    # The 2x target is reported above and measured by `make bench` (a real daemon and a client
+    # in its own process: 1.7-2.3 there). Here the client shares the daemon's interpreter, and
+    # since the scan compares in SQLite and queues 1,101 repairs this ratio reads 2.6-3.6, once
+    # 4.25 on a busy machine. The bound catches a scan that blocks the event loop (tens of x)
+    # without failing on noise.
+    assert ratio <= 6
