@@ -147,26 +147,23 @@ class Received:
 
     def publish_now(self, *, sync_dir: bool = True) -> None:
         """Blocking: write the rest and publish the file (see `AtomicWriter.commit`). Raises
-        `StorageFailure` if it cannot, after removing the temporary file."""
+        `StorageFailure` if it cannot; whatever stops it, the temporary file is removed."""
         try:
             _write(self.writer, self.rest)
             self.writer.commit(sync_dir=sync_dir)
-        except OSError as exc:
-            if not self.writer.committed:
-                self.discard_now()
-            final = self.writer.final.name
-            raise StorageFailure(f"cannot write {final}: {exc.strerror or exc}") from exc
+        except BaseException as exc:
+            self.discard_now()  # nothing to do once the file is under its final name
+            if isinstance(exc, OSError):
+                final = self.writer.final.name
+                raise StorageFailure(f"cannot write {final}: {exc.strerror or exc}") from exc
+            raise
         finally:
             self.rest = b""
 
     async def publish(self) -> int:
         """`publish_now` in a worker thread (shielded: it runs to its end); returns the size."""
-        try:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self.publish_now)
-        except BaseException:
-            await self.discard()
-            raise
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(self.publish_now)
         return self.size
 
     def discard_now(self) -> None:

@@ -44,7 +44,6 @@ from storage.queue_schema import (
     Status,
     append_audit,
     item_json,
-    progress_many,
 )
 
 DAY = 86400
@@ -266,7 +265,7 @@ class RequestStore(QueueStoreBase):
             row = _get(conn, item_id)
             if row is None or row["parent_id"] is not None or row["requested_by"] != user:
                 return None
-            (item,) = _top_level_json(conn, [row])
+            (item,) = queue_admin_read.shape(conn, [row])
             children = conn.execute(
                 "SELECT * FROM queue_items WHERE parent_id = ? ORDER BY seq", (item_id,)
             )
@@ -306,19 +305,6 @@ def _get(conn: sqlite3.Connection, item_id: str) -> sqlite3.Row | None:
     return row
 
 
-def _top_level_json(conn: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[dict[str, Any]]:
-    """QueueItem JSON of top-level rows with `progress` and `queue_position` (one snapshot)."""
-    ranks = positions(conn, rows)
-    done = progress_many(conn, [row["id"] for row in rows])
-    items = []
-    for row in rows:
-        item = item_json(row)
-        item["progress"] = done[row["id"]]
-        item["queue_position"] = ranks.get(row["id"])
-        items.append(item)
-    return items
-
-
 def _mine(
     conn: sqlite3.Connection, user: str, status: Status | None, limit: int, offset: int
 ) -> list[dict[str, Any]]:
@@ -326,4 +312,4 @@ def _mine(
         rows = conn.execute(_MINE, (user, limit, offset)).fetchall()
     else:
         rows = conn.execute(_MINE_BY_STATUS, (user, status.value, limit, offset)).fetchall()
-    return _top_level_json(conn, rows)
+    return queue_admin_read.shape(conn, rows)
