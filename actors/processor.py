@@ -1,8 +1,10 @@
 """The download-queue processor actor (SPEC §8.5 to §8.7, §10).
 
 At start it puts work left IN_PROGRESS by a dead process back in the queue and sweeps `.part`
-files, then reports ready. It works back to back while ready work exists: promote due retries,
-claim (new albums only while the global capacity allows), process, record. When idle it waits
+files, then reports ready. It works back to back while ready work exists: promote due retries
+and claim (new albums only while the global capacity allows), process, record. A claim takes an
+album alone, or a run of up to `CLAIM_BATCH` files in one transaction (so IN_PROGRESS covers the
+few files claimed and waiting their turn); they are fetched in claim order. When idle it waits
 for a `WakeProcessor` or until the earliest retry is due, at most `process_interval_secs`.
 
 One download at a time: the downloader serves one audio download at a time (429 when busy),
@@ -19,16 +21,17 @@ which recovery puts back (publishing again is harmless). Per-item failures (`Dow
 are recorded on the item; anything else is a bug and propagates to the supervisor, which
 restarts the actor (and the restart's recovery puts the items back).
 
-Shutdown: once `shutdown` is set nothing new is claimed; the items in flight (the one being
-fetched, those handed to the finisher) get up to `shutdown_timeout` seconds to finish, then are
-cancelled, their temporary files removed and the items released back to PENDING without
-spending a retry; then `run` returns.
+Shutdown: once `shutdown` is set nothing new is claimed and claimed files not begun yet are
+released; the items in flight (the one being fetched, those handed to the finisher) get up to
+`shutdown_timeout` seconds to finish, then are cancelled, their temporary files removed and the
+items released back to PENDING without spending a retry; then `run` returns.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -51,6 +54,10 @@ CLEANUP_S = 5.0
 # busy and once on going idle (the stale detector refreshes it periodically as well).
 GAUGE_REFRESH_S = 1.0
 
+
+# Items claimed in one transaction: a run of files (never an album, see `QueueStore.claim`) is
+# taken together and fetched one after the other, which saves a commit per file.
+CLAIM_BATCH = 4
 
 # Fetched files the loop may hand over before the finisher takes them (each body holds up to
 # `WRITE_BATCH_BYTES` in memory), and so the most files published and recorded together.
@@ -123,9 +130,9 @@ class Processor:
 
     async def _work(self, handoff: trio.MemorySendChannel[Handoff]) -> None:
         while not self.shutdown.is_set():
-            item = await self._claim()
-            if item is not None:
-                await self._handle(item, handoff)
+            items = await self._claim()
+            if items:
+                await self._handle_in_turn(items, handoff)
             elif not self._finished.is_set():
                 await self._finished.wait()  # its outcome may be work (a retry) or a wake-up time
             else:
@@ -156,24 +163,11 @@ class Processor:
     def _grant_shutdown_grace(self, scope: trio.CancelScope) -> None:
         scope.deadline = min(scope.deadline, trio.current_time() + self.shutdown_timeout)
 
-    def _claim_now(self, at: int) -> tuple[sqlite3.Row | None, dict[str, Any]]:
-        """Blocking: promote due retries, check the global capacity, claim one item."""
-        self.queue.promote_due_retries(at)
-        capacity = self.queue.capacity(at)
-        allowed = (
-            capacity["albums_this_hour"] < self.config.max_albums_per_hour
-            and capacity["albums_today"] < self.config.max_albums_per_day
-        )
-        item = self.queue.claim_next(at, albums_allowed=allowed)
-        if item is not None and item["parent_id"] is None and item["started_at"] == at:
-            capacity = self.queue.capacity(at)  # this album may just have started
-        return item, capacity
-
-    async def _claim(self) -> sqlite3.Row | None:
-        item, capacity = await self.queue.db.run(self._claim_now, self.clock())
-        self.metrics.capacity_used.labels("hour").set(capacity["albums_this_hour"])
-        self.metrics.capacity_used.labels("day").set(capacity["albums_today"])
-        return item
+    async def _claim(self, most: int = CLAIM_BATCH) -> list[sqlite3.Row]:
+        claimed = await self.queue.db.run(self.queue.claim, self.clock(), most=most)
+        self.metrics.capacity_used.labels("hour").set(claimed.capacity["albums_this_hour"])
+        self.metrics.capacity_used.labels("day").set(claimed.capacity["albums_today"])
+        return claimed.items
 
     async def _wait_for_work(self) -> None:
         """Sleep until woken, the earliest retry is due, or `process_interval_secs`."""
@@ -191,6 +185,19 @@ class Processor:
                 await trio.sleep_forever()  # nobody can wake us any more: only the timer does
             finally:
                 self._idle = None
+
+    async def _handle_in_turn(
+        self, items: list[sqlite3.Row], handoff: trio.MemorySendChannel[Handoff]
+    ) -> None:
+        """Handle claimed items one after the other; those not begun when shutdown comes (or
+        when this is cancelled) are released back to the queue."""
+        waiting = deque(items)
+        try:
+            while waiting and not self.shutdown.is_set():
+                await self._handle(waiting.popleft(), handoff)
+        finally:
+            for item in waiting:
+                await self._abandon(item, None)
 
     async def _handle(self, item: sqlite3.Row, handoff: trio.MemorySendChannel[Handoff]) -> None:
         """Fetch one claimed item and hand it to the finisher (an album is finished here).

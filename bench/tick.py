@@ -38,17 +38,17 @@ DEFAULT_TICK_S = 5.0
 
 
 class FixedTickProcessor(Processor):
-    """The original design, for this comparison only: one claim per tick, never sooner."""
+    """The original design, for this comparison only: one item claimed per tick, never sooner."""
 
     _next_tick: float | None = None
 
-    async def _claim(self) -> sqlite3.Row | None:
+    async def _claim(self, most: int = 1) -> list[sqlite3.Row]:
         interval = self.config.process_interval_secs
         if self._next_tick is None:
             self._next_tick = trio.current_time()
         await trio.sleep_until(self._next_tick)
         self._next_tick += interval
-        return await super()._claim()
+        return await super()._claim(most=1)
 
     async def _wait_for_work(self) -> None:
         """The next tick is the only wake-up."""

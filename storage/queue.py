@@ -46,6 +46,7 @@ from storage.queue_transitions import (
 __all__ = [
     "ChildSpec",
     "ChildrenCreated",
+    "Claimed",
     "Completion",
     "QueueStateError",
     "QueueStore",
@@ -73,6 +74,53 @@ _CLAIM_NO_NEW_ALBUM = """UPDATE queue_items SET status = 'IN_PROGRESS',
     WHERE seq = (SELECT seq FROM queue_items INDEXED BY queue_claim_no_new_album
         WHERE status = 'PENDING' AND (parent_id IS NOT NULL OR content_type <> 'ALBUM')
         ORDER BY priority, parent_id IS NULL, created_at, seq LIMIT 1) RETURNING *"""
+
+
+# The next item in claim order, unless it is an album: what a run of files claims after its first.
+_CLAIM_FILE = """UPDATE queue_items SET status = 'IN_PROGRESS',
+    started_at = COALESCE(started_at, ?), last_attempt_at = ?, last_activity_at = ?,
+    next_retry_at = NULL
+    WHERE seq = (SELECT seq FROM queue_items INDEXED BY queue_claim WHERE status = 'PENDING'
+        ORDER BY priority, parent_id IS NULL, created_at, seq LIMIT 1)
+        AND content_type <> 'ALBUM' RETURNING *"""
+
+
+def _promote_due_retries(conn: sqlite3.Connection, now: int) -> int:
+    cursor = conn.execute(
+        """UPDATE queue_items INDEXED BY queue_retry_due SET status = 'PENDING',
+            next_retry_at = NULL WHERE status = 'RETRY_WAITING' AND next_retry_at <= ?""",
+        (now,),
+    )
+    return cursor.rowcount
+
+
+def _take(
+    conn: sqlite3.Connection, now: int, *, albums_allowed: bool, most: int
+) -> tuple[list[sqlite3.Row], list[AuditEvent]]:
+    """Claim up to `most` items in claim order; see `QueueStore.claim`."""
+    rows: list[sqlite3.Row] = []
+    events: list[AuditEvent] = []
+    while len(rows) < most:
+        if not albums_allowed:
+            statement = _CLAIM_NO_NEW_ALBUM
+        else:
+            statement = _CLAIM_FILE if rows else _CLAIM_ANY
+        row: sqlite3.Row | None = conn.execute(statement, (now, now, now)).fetchone()
+        if row is None:
+            break
+        rows.append(row)
+        attempt = {"attempt": row["retry_count"] + 1}
+        events.append(append_audit(conn, AuditEvent.DOWNLOAD_STARTED, row, attempt, at=now))
+        if row["parent_id"] is not None:
+            touch_parent(conn, row["parent_id"], now)
+        if row["content_type"] == ContentType.ALBUM.value:
+            break
+    return rows, events
+
+
+class Claimed(NamedTuple):
+    items: list[sqlite3.Row]  # in claim order; empty when nothing is ready
+    capacity: dict[str, Any]  # CapacityStatus after the claim
 
 
 class QueueStateError(Exception):
@@ -128,12 +176,7 @@ class QueueStore(QueueStoreBase):
     def promote_due_retries(self, now: int) -> int:
         """RETRY_WAITING items whose time has come go back to PENDING; return how many."""
         with self.db.write() as conn:
-            cursor = conn.execute(
-                """UPDATE queue_items INDEXED BY queue_retry_due SET status = 'PENDING',
-                    next_retry_at = NULL WHERE status = 'RETRY_WAITING' AND next_retry_at <= ?""",
-                (now,),
-            )
-            return cursor.rowcount
+            return _promote_due_retries(conn, now)
 
     def claim_next(self, now: int, *, albums_allowed: bool) -> sqlite3.Row | None:
         """Atomically take the next PENDING item in SPEC §8.5 order (DOWNLOAD_STARTED).
@@ -143,21 +186,27 @@ class QueueStore(QueueStoreBase):
         only, so an album counts against the capacity once.
         """
         with self.db.write() as conn:
-            row: sqlite3.Row | None = conn.execute(
-                _CLAIM_ANY if albums_allowed else _CLAIM_NO_NEW_ALBUM, (now, now, now)
-            ).fetchone()
-            if row is None:
-                return None
-            events = [
-                append_audit(
-                    conn, AuditEvent.DOWNLOAD_STARTED, row, {"attempt": row["retry_count"] + 1},
-                    at=now,
-                )
-            ]  # fmt: skip
-            if row["parent_id"] is not None:
-                touch_parent(conn, row["parent_id"], now)
+            rows, events = _take(conn, now, albums_allowed=albums_allowed, most=1)
         self._count(events)
-        return row
+        return rows[0] if rows else None
+
+    def claim(self, now: int, *, most: int) -> Claimed:
+        """The processor's claim, as one transaction: promote the retries that are due, then
+        take up to `most` items in claim order (as `claim_next`), new albums only while the
+        global capacity allows.
+
+        An album is taken alone, and a run of files stops before the next album in the order:
+        an album's children must exist before anything queued after it is claimed. Returns the
+        items and the capacity after the claim (an album started now counts).
+        """
+        with self.db.write() as conn:
+            _promote_due_retries(conn, now)
+            room = capacity(conn, self.dm, now)
+            rows, events = _take(conn, now, albums_allowed=not room["at_capacity"], most=most)
+            if rows and rows[0]["content_type"] == ContentType.ALBUM.value:
+                room = capacity(conn, self.dm, now)
+        self._count(events)
+        return Claimed(rows, room)
 
     def capacity(self, now: int) -> dict[str, Any]:
         """CapacityStatus (SPEC §8.3): albums started this UTC hour / day against the limits."""

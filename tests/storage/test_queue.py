@@ -107,14 +107,18 @@ top_level = st.tuples(
 children = st.tuples(st.just("children"), st.integers(0, 30), st.integers(1, 3), st.integers(0, 5))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(ops=st.lists(st.one_of(top_level, children), min_size=1, max_size=25),
-       albums_allowed=st.booleans())  # fmt: skip
+       albums_allowed=st.booleans(), most=st.integers(0, 4))  # fmt: skip
 def test_claims_follow_a_stable_sort_of_priority_children_age_and_insertion(
-    ops: list[tuple[Any, ...]], albums_allowed: bool
+    ops: list[tuple[Any, ...]], albums_allowed: bool, most: int
 ) -> None:
+    """One by one (`most` 0: `claim_next`) or in runs (`claim`, albums allowed or not by the
+    capacity): the same order, and a run is one album alone or files only."""
+    limit = 1_000 if albums_allowed else 0
+    dm = DownloadManagerConfig(max_albums_per_hour=limit, max_albums_per_day=limit)
     with tempfile.TemporaryDirectory() as folder:
-        store = open_store(Path(folder) / "q.db")
+        store = open_store(Path(folder) / "q.db", dm)
         expected: list[tuple[tuple[int, int, int, int], str]] = []
         parents: list[tuple[str, int]] = []
         serial = 0
@@ -144,8 +148,14 @@ def test_claims_follow_a_stable_sort_of_priority_children_age_and_insertion(
                 for (child_id,) in reversed(new):
                     expected.append(((priority, 0, T0 + created, len(expected)), child_id))
         claimed = []
-        while (next_item := store.claim_next(T0 + 10, albums_allowed=albums_allowed)) is not None:
-            claimed.append(next_item["id"])
+        if most == 0:
+            while (one := store.claim_next(T0 + 10, albums_allowed=albums_allowed)) is not None:
+                claimed.append(one["id"])
+        else:
+            while run := store.claim(T0 + 10, most=most).items:
+                kinds = [r["content_type"] for r in run]
+                assert len(run) <= most and (kinds == ["ALBUM"] or "ALBUM" not in kinds)
+                claimed += [r["id"] for r in run]
         store.db.close()
     assert claimed == [item_id for _, item_id in sorted(expected)]
 
@@ -164,6 +174,29 @@ def test_claim_marks_the_item_started_once_and_audits(store: QueueStore) -> None
         "REQUEST_CREATED", "DOWNLOAD_STARTED", "RETRY_SCHEDULED", "DOWNLOAD_STARTED",
     ]  # fmt: skip
     assert store.claim_next(T0 + 100, albums_allowed=True) is None
+
+
+def test_a_claim_takes_a_run_of_files_in_one_transaction(store: QueueStore) -> None:
+    album_id, kids = album_with_children(store, 6)
+    store.enqueue(ContentType.ALBUM, cid(7), T0)  # next in line once the children are taken
+    retry = store.enqueue(
+        ContentType.TRACK_AUDIO, cid(8), T0, priority=Priority.WATCHDOG, source=Source.WATCHDOG
+    )
+    assert store.claim_next(T0, albums_allowed=False)["id"] == retry["id"]  # type: ignore[index]
+    store.fail(retry["id"], ErrorType.CONNECTION, "refused", T0)  # due at T0 + 60
+    first = store.claim(T0 + 60, most=4)
+    # The due retry was promoted in the same claim and comes first (its priority is higher).
+    assert [r["id"] for r in first.items] == [retry["id"], *kids[:3]]
+    assert all(row(store, i)["status"] == "IN_PROGRESS" for i in (retry["id"], *kids[:3]))
+    assert events(store, kids[0]) == ["DOWNLOAD_STARTED"]
+    assert first.capacity["albums_this_hour"] == 1
+    second = store.claim(T0 + 61, most=4)
+    assert [r["id"] for r in second.items] == kids[3:]  # stops before the album
+    third = store.claim(T0 + 62, most=4)
+    assert [r["content_type"] for r in third.items] == ["ALBUM"]
+    assert third.capacity["albums_this_hour"] == 2  # the album it just started counts
+    assert store.claim(T0 + 63, most=4).items == []
+    assert row(store, album_id)["last_activity_at"] == T0 + 61
 
 
 # -- capacity ----------------------------------------------------------------------------------
