@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from quart import Blueprint, Response, current_app, jsonify, request
+from quart import Blueprint, Response, current_app, request
 
+from api.answers import cached_json
 from api.auth import requires
 from api.context import ctx
 from api.errors import ApiError
@@ -81,10 +82,15 @@ async def _metadata(
     raw: str,
     kind: str,
 ) -> Response:
-    found = await _catalog().db.run(method, _valid(check, raw))
-    if found is None:
-        raise ApiError(404, f"unknown {kind}", "NOT_FOUND")
-    return _cached(jsonify(found))
+    ident = _valid(check, raw)
+
+    def read() -> dict[str, Any]:
+        found = method(ident)
+        if found is None:
+            raise ApiError(404, f"unknown {kind}", "NOT_FOUND")
+        return found
+
+    return _cached(await cached_json(_catalog().db, (kind, ident), read))
 
 
 def _open_media(body_class: Any, path: Path, root: Path) -> Any:

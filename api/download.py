@@ -18,11 +18,12 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, StringConstraints
-from quart import Blueprint
+from quart import Blueprint, Response
 from quart_schema import validate_querystring
 
 from actors.downloader_errors import DownloaderError, DownloaderNotFound
 from actors.messages import WakeProcessor, offer
+from api.answers import cached_json
 from api.auth import current_user, requires
 from api.context import ctx
 from api.errors import ApiError
@@ -30,7 +31,7 @@ from api.schemas import Query, StrictBody, json_body, page_limit
 from storage.catalog import CatalogStore
 from storage.ids import InvalidId, content_id
 from storage.queue_requests import Rejection, RequestStore, UserLimitStatus
-from storage.queue_schema import Status, now
+from storage.queue_schema import HOUR, Status, now
 from storage.users import Permission
 
 blueprint = Blueprint("download", __name__, url_prefix="/v1/download")
@@ -220,13 +221,18 @@ async def request_discography(data: DiscographyRequestBody) -> tuple[dict[str, A
 @requires(Permission.RequestContent)
 @download_enabled
 @validate_querystring(MyRequestsQuery)
-async def my_requests(query_args: MyRequestsQuery) -> dict[str, Any]:
+async def my_requests(query_args: MyRequestsQuery) -> Response:
     store, user = _store(), current_user().handle
     limit = page_limit(query_args.limit)
-    requests, stats = await store.db.run(
-        store.my_requests_and_limits, user, query_args.status, limit, query_args.offset, now()
-    )
-    return {"requests": requests, "stats": stats.json()}
+    at, status, offset = now(), query_args.status, query_args.offset
+
+    def read() -> dict[str, Any]:
+        requests, stats = store.my_requests_and_limits(user, status, limit, offset, at)
+        return {"requests": requests, "stats": stats.json()}
+
+    # The day's count and its reset move by the hour.
+    key = ("my-requests", user, status, limit, offset, at // HOUR)
+    return await cached_json(store.db, key, read)
 
 
 @blueprint.get("/request/<path:item_id>")
@@ -243,7 +249,12 @@ async def request_detail(item_id: str) -> dict[str, Any]:
 @blueprint.get("/limits")
 @requires(Permission.RequestContent)
 @download_enabled
-async def limits() -> dict[str, Any]:
-    store = _store()
-    user, capacity = await store.db.run(store.limits_and_capacity, current_user().handle, now())
-    return {"user": user.json(), "global": capacity}
+async def limits() -> Response:
+    store, handle, at = _store(), current_user().handle, now()
+
+    def read() -> dict[str, Any]:
+        user, capacity = store.limits_and_capacity(handle, at)
+        return {"user": user.json(), "global": capacity}
+
+    # The windows counted and their resets move by the hour.
+    return await cached_json(store.db, ("limits", handle, at // HOUR), read)

@@ -17,10 +17,7 @@ from typing import Any
 
 from daemon.config import DownloadManagerConfig
 from storage.queue_position import positions
-from storage.queue_schema import Priority, Status, item_json, progress_many
-
-HOUR = 3600
-DAY = 86400
+from storage.queue_schema import DAY, HOUR, Priority, Status, item_json, progress_many
 
 # The latest sign of life of an item, and for a parent the latest of its children.
 _STALE = """

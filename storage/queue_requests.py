@@ -35,6 +35,7 @@ from storage import queue_admin_read
 from storage.ids import content_id
 from storage.queue_position import positions
 from storage.queue_schema import (
+    DAY,
     TERMINAL,
     AuditEvent,
     ContentType,
@@ -45,8 +46,6 @@ from storage.queue_schema import (
     append_audit,
     item_json,
 )
-
-DAY = 86400
 
 _USER_COUNTS = """SELECT COALESCE(SUM(created_at >= ?), 0), COALESCE(SUM(status NOT IN (?, ?)), 0)
     FROM queue_items WHERE parent_id IS NULL AND requested_by = ?"""

@@ -19,6 +19,9 @@ from daemon.config import DownloadManagerConfig
 from daemon.metrics import Metrics
 from storage.db import Database
 
+HOUR = 3600  # the queue's time windows are UTC hours and days (unix seconds)
+DAY = 86400
+
 
 class Status(StrEnum):
     PENDING = "PENDING"

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.config import DownloadManagerConfig
-from storage.queue_schema import AuditEvent, ContentType, ErrorType, Status, append_audit
+from storage.queue_schema import HOUR, AuditEvent, ContentType, ErrorType, Status, append_audit
 
-HOUR = 3600
 # SPEC §8.6: a 429 without a usable Retry-After waits this long.
 DEFAULT_RETRY_AFTER_S = 5.0
 # Never retry sooner than this after a 429, so "Retry-After: 0" cannot become a busy loop.

@@ -75,6 +75,22 @@ async def test_metadata_routes_answer_the_spec_shapes(
     }  # fmt: skip
 
 
+async def test_metadata_read_again_follows_every_catalog_change(
+    client: Any, user_headers: dict[str, str], seeded: dict[str, str], context: AppContext
+) -> None:
+    """Answers are kept between requests while the catalog is unchanged (`cached_json`)."""
+    path = f"/v1/content/album/{seeded['album']}"
+    first = await (await get(client, path, user_headers)).get_json()
+    assert await (await get(client, path, user_headers)).get_json() == first
+    assert [t["audio_format"] for t in first["tracks"]] == ["flac", "mp3", None]
+    context.catalog.set_track_audio(seeded["track_without_audio"], "ogg")  # a download landed
+    again = await (await get(client, path, user_headers)).get_json()
+    assert [t["audio_format"] for t in again["tracks"]] == ["flac", "mp3", "ogg"]
+    unknown = f"/v1/content/album/{UNKNOWN}"
+    assert (await get(client, unknown, user_headers)).status_code == 404
+    assert (await get(client, unknown, user_headers)).status_code == 404
+
+
 async def test_image_route_serves_the_file(
     client: Any, user_headers: dict[str, str], seeded: dict[str, str]
 ) -> None:

@@ -468,6 +468,35 @@ async def test_limits(client: Any, alice: dict[str, str]) -> None:
     assert (body["global"]["albums_today"], body["global"]["max_per_day"]) == (0, 60)
 
 
+async def test_limits_and_requests_read_again_follow_every_change(
+    client: Any, alice: dict[str, str], context: AppContext
+) -> None:
+    """Answers are kept between requests while the queue is unchanged (see `cached_json`):
+    each change shows at once, and one user's answer is never another's."""
+
+    async def read(path: str, headers: dict[str, str]) -> Any:
+        r = await client.get(path, headers=headers)
+        assert r.status_code == 200
+        return await r.get_json()
+
+    assert (await read("/v1/download/limits", alice))["user"]["in_queue"] == 0
+    assert (await read("/v1/download/my-requests", alice))["requests"] == []
+    mine = (await (await request_album(client, alice, ALBUMS[0])).get_json())["request_id"]
+    assert (await read("/v1/download/limits", alice))["user"]["in_queue"] == 1
+    (item,) = (await read("/v1/download/my-requests", alice))["requests"]
+    assert (item["id"], item["status"], item["progress"]) == (mine, "PENDING", None)
+    assert await read("/v1/download/my-requests", alice) == {
+        "requests": [item], "stats": (await read("/v1/download/limits", alice))["user"]
+    }  # fmt: skip
+    add_child(context, mine)  # the processor's work, written through the same store
+    (item,) = (await read("/v1/download/my-requests", alice))["requests"]
+    assert item["status"] == "IN_PROGRESS" and item["progress"]["pending"] == 1
+    make_user(context, "bob", (Role.Admin,))
+    bob = await login(client, "bob")
+    assert (await read("/v1/download/limits", bob))["user"]["in_queue"] == 0
+    assert (await read("/v1/download/my-requests", bob))["requests"] == []
+
+
 # -- authentication, permissions, disabled download manager ------------------------------------
 
 
