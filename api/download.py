@@ -19,7 +19,6 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, StringConstraints
 from quart import Blueprint, Response
-from quart_schema import validate_querystring
 
 from actors.downloader_errors import DownloaderError, DownloaderNotFound
 from actors.messages import WakeProcessor, offer
@@ -27,7 +26,7 @@ from api.answers import cached_json
 from api.auth import current_user, requires
 from api.context import ctx
 from api.errors import ApiError
-from api.schemas import Query, StrictBody, json_body, page_limit
+from api.schemas import Query, StrictBody, json_body, page_limit, querystring
 from storage.catalog import CatalogStore
 from storage.ids import InvalidId, content_id
 from storage.queue_requests import Rejection, RequestStore, UserLimitStatus
@@ -149,7 +148,7 @@ def _accepted(kind: str) -> None:
 @blueprint.get("/search")
 @requires(Permission.RequestContent)
 @download_enabled
-@validate_querystring(SearchQuery)
+@querystring(SearchQuery)
 async def search(query_args: SearchQuery) -> dict[str, Any]:
     downloader = ctx().downloader
     found = await _from_downloader(downloader.search(query_args.q, query_args.type, SEARCH_LIMIT))
@@ -220,7 +219,7 @@ async def request_discography(data: DiscographyRequestBody) -> tuple[dict[str, A
 @blueprint.get("/my-requests")
 @requires(Permission.RequestContent)
 @download_enabled
-@validate_querystring(MyRequestsQuery)
+@querystring(MyRequestsQuery)
 async def my_requests(query_args: MyRequestsQuery) -> Response:
     store, user = _store(), current_user().handle
     limit = page_limit(query_args.limit)

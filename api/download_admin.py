@@ -15,13 +15,12 @@ from typing import Any, TypeVar
 
 from pydantic import Field
 from quart import Blueprint
-from quart_schema import validate_querystring
 
 from actors.messages import WakeProcessor, offer
 from api.auth import current_user, requires
 from api.context import ctx
 from api.errors import ApiError
-from api.schemas import Query, page_limit
+from api.schemas import Query, page_limit, querystring
 from storage.queue_admin import QueueAdminStore, RetryRefused
 from storage.queue_audit import AuditFilter
 from storage.queue_schema import AuditEvent, ContentType, Status, now
@@ -92,7 +91,7 @@ async def stats() -> dict[str, Any]:
 @blueprint.get("/failed")
 @requires(Permission.ViewAnalytics)
 @download_enabled
-@validate_querystring(PageQuery)
+@querystring(PageQuery)
 async def failed(query_args: PageQuery) -> dict[str, Any]:
     store = _store()
     items, total = await store.db.run(store.failed, page_limit(query_args.limit), query_args.offset)
@@ -117,7 +116,7 @@ async def retry(item_id: str) -> dict[str, Any]:
 @blueprint.get("/activity")
 @requires(Permission.ViewAnalytics)
 @download_enabled
-@validate_querystring(ActivityQuery)
+@querystring(ActivityQuery)
 async def activity(query_args: ActivityQuery) -> dict[str, Any]:
     store = _store()
     return await store.db.run(store.activity, min(query_args.hours, MAX_HOURS), now())
@@ -126,7 +125,7 @@ async def activity(query_args: ActivityQuery) -> dict[str, Any]:
 @blueprint.get("/requests")
 @requires(Permission.ViewAnalytics)
 @download_enabled
-@validate_querystring(RequestsQuery)
+@querystring(RequestsQuery)
 async def requests(query_args: RequestsQuery) -> dict[str, Any]:
     store = _store()
     items, total = await store.db.run(
@@ -145,7 +144,7 @@ async def requests(query_args: RequestsQuery) -> dict[str, Any]:
 @blueprint.get("/audit")
 @requires(Permission.ViewAnalytics)
 @download_enabled
-@validate_querystring(AuditQuery)
+@querystring(AuditQuery)
 async def audit(query_args: AuditQuery) -> dict[str, Any]:
     q = query_args
     where = AuditFilter(
@@ -176,7 +175,7 @@ async def audit_item(item_id: str) -> dict[str, Any]:
 @blueprint.get("/audit/user/<handle>")
 @requires(Permission.ViewAnalytics)
 @download_enabled
-@validate_querystring(TimeRangeQuery)
+@querystring(TimeRangeQuery)
 async def audit_user(handle: str, query_args: TimeRangeQuery) -> dict[str, Any]:
     q = query_args
     store = _store()
