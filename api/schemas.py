@@ -3,7 +3,8 @@
 Bodies are pydantic models that forbid unknown fields and coerce nothing (`"1"` is not an int):
 an explicit allow-list per write endpoint. `json_body` adds a 415 for non-JSON bodies in front
 of quart-schema's validation (which also feeds `/openapi.json`); `querystring` is quart-schema's
-`validate_querystring` with the model validating itself.
+`validate_querystring`. Both let the model validate itself: quart-schema builds a pydantic
+TypeAdapter for every request.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict
 from quart import request
 from quart_schema import validate_querystring, validate_request
-from quart_schema.validation import QuerystringValidationError
+from quart_schema.validation import QuerystringValidationError, RequestSchemaValidationError
 from werkzeug.datastructures import MultiDict
 
 from api.errors import ApiError
@@ -34,22 +35,30 @@ class Query(BaseModel):
 
 
 def json_body(model: type[BaseModel]) -> Callable[[F], F]:
-    def decorate(view: F) -> F:
-        validated = validate_request(model)(view)
+    """quart-schema's `validate_request(model)` (the same `data`, errors and `/openapi.json`
+    entry) behind a 415 for bodies that are not JSON, validated by the model itself (see
+    `querystring`)."""
 
-        @functools.wraps(validated)
+    def decorate(view: F) -> F:
+        declared = validate_request(model)(view)  # for the declaration `/openapi.json` reads
+
+        @functools.wraps(declared)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
             if request.mimetype != "application/json":
                 raise ApiError(415, "request body must be application/json")
-            # Parse once here (the result is cached for the validator): the framework lets a
-            # body that is not UTF-8, or nested deeper than the parser recurses, escape as a 500.
+            # The framework lets a body that is not UTF-8, or nested deeper than the parser
+            # recurses, escape as a 500.
             try:
-                await request.get_json()
+                body = await request.get_json()
             except UnicodeDecodeError:
                 raise ApiError(400, "request body is not valid UTF-8", "BAD_REQUEST") from None
             except RecursionError:
                 raise ApiError(400, "request body is nested too deeply", "BAD_REQUEST") from None
-            return await validated(*args, **kwargs)
+            try:
+                data = model.model_validate(body)
+            except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+                raise RequestSchemaValidationError(exc) from None
+            return await view(*args, data=data, **kwargs)
 
         return wrapper  # type: ignore[return-value]
 
