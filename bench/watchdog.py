@@ -6,9 +6,10 @@ it: both folders listed, one comparison statement per kind of file, the scan aud
 floor that does the least a scan must: list both media folders and read every track id with its
 audio format in one query, in one thread. Figure: seconds, scan / floor.
 
-API during a scan. A real daemon on the same catalog answers `GET /v1/download/limits` and
-`GET /v1/content/album/{id}` in turn over one keep-alive connection from `bench.load` (its own
-process) while this process triggers the `integrity_watchdog` job over the admin API and waits
+API during a scan. A real daemon on the same catalog answers `GET /v1/download/limits`,
+`GET /v1/content/album/{id}` and `GET /v1/content/popular` in turn over one keep-alive
+connection from `bench.load` (its own process; the first two are answered from memory while
+their database is unchanged, the third reads SQLite in a worker thread every time) while this process triggers the `integrity_watchdog` job over the admin API and waits
 for its run to end; an idle window of the same length follows (or precedes: the order flips
 every round), with the same polling of the job's state. Figure: p99 latency of the requests
 started during the scan / during the idle window.
@@ -158,7 +159,11 @@ def api_during_scan(db_dir: Path, params: Params) -> Row:
         scan_s = jobs.scan_window()
         # A bound only: the load is stopped (SIGTERM) as soon as the windows are measured.
         budget = 4 * params.api_rounds * (scan_s[1] - scan_s[0]) + 30
-        paths = ["/v1/download/limits", f"/v1/content/album/{synthetic_id('L', 7)}"]
+        paths = [
+            "/v1/download/limits",
+            f"/v1/content/album/{synthetic_id('L', 7)}",
+            "/v1/content/popular",
+        ]
         load = subprocess.Popen(
             [sys.executable, "-m", "bench.load", "--port", str(services.port_of(proc.url)),
              *(f"--path={p}" for p in paths), f"--header=Authorization: Bearer {token}",
