@@ -13,7 +13,6 @@ import os
 import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from storage.ids import content_id, image_id
 
@@ -77,7 +76,7 @@ class AtomicWriter:
         self.size = 0
         self.created = False  # the temporary file was made (it may remain until exit/unlink)
         self.committed = False  # the file is under its final name
-        self._file: BinaryIO | None = None
+        self._fd: int | None = None  # a bare descriptor: one system call per step, no buffer
 
     def __enter__(self) -> AtomicWriter:
         self.open()
@@ -85,32 +84,33 @@ class AtomicWriter:
 
     def open(self) -> None:
         """Create the temporary file (the context manager does this on entry)."""
-        self._file = open(self.tmp, "xb")  # noqa: SIM115 - closed by commit() or __exit__
+        self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         self.created = True
 
     @property
     def opened(self) -> bool:
         """True while the temporary file is open (from `open` until commit or exit)."""
-        return self._file is not None
+        return self._fd is not None
 
     def write(self, data: bytes) -> None:
-        assert self._file is not None
-        self._file.write(data)
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:  # a regular file takes it all at once unless interrupted
+            view = view[os.write(self._fd, view) :]
         self.size += len(data)
 
     def commit(self, *, sync_dir: bool = True) -> None:
-        """Flush, fsync, rename into place, fsync the directory.
+        """Fsync, rename into place, fsync the directory.
 
         With `sync_dir=False` the caller fsyncs the directory (`sync_dirs`) before it relies on
         the file, so several files published together share one directory fsync.
         """
-        assert self._file is not None
-        self._file.flush()
+        assert self._fd is not None
         fault_point("after_write")
-        os.fsync(self._file.fileno())
+        os.fsync(self._fd)
         fault_point("after_fsync")
-        self._file.close()
-        self._file = None
+        fd, self._fd = self._fd, None
+        os.close(fd)
         os.replace(self.tmp, self.final)
         self.committed = True
         fault_point("after_rename")
@@ -118,9 +118,9 @@ class AtomicWriter:
             sync_dirs([self.final.parent])
 
     def __exit__(self, *exc: object) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
             self.tmp.unlink(missing_ok=True)
 
 

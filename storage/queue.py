@@ -35,7 +35,7 @@ from storage.queue_schema import (
 )
 from storage.queue_transitions import (
     ChildSpec,
-    count_completion,
+    bump_activity,
     get_item,
     insert_children,
     record_failure,
@@ -125,6 +125,11 @@ class Claimed(NamedTuple):
 
 class QueueStateError(Exception):
     """A transition was asked of an item that is not in the state it requires (a bug)."""
+
+
+def _not_in_progress(item_id: str, row: sqlite3.Row | None) -> QueueStateError:
+    state = "missing" if row is None else row["status"]
+    return QueueStateError(f"queue item {item_id} is {state}, not IN_PROGRESS")
 
 
 class ChildrenCreated(NamedTuple):
@@ -242,8 +247,7 @@ class QueueStore(QueueStoreBase):
     def _take_in_progress(self, conn: sqlite3.Connection, item_id: str) -> sqlite3.Row:
         row = get_item(conn, item_id)
         if row is None or row["status"] != Status.IN_PROGRESS.value:
-            state = "missing" if row is None else row["status"]
-            raise QueueStateError(f"queue item {item_id} is {state}, not IN_PROGRESS")
+            raise _not_in_progress(item_id, row)
         return row
 
     def complete(self, item_id: str, size: int, duration_ms: int, now: int) -> bool:
@@ -254,13 +258,41 @@ class QueueStore(QueueStoreBase):
 
     def complete_many(self, done: Sequence[Completion], now: int) -> int:
         """`complete` for several items in one transaction (the processor's finisher records
-        the files it published together); returns how many top-level albums completed."""
+        the files it published together); returns how many top-level albums completed.
+
+        The hour's activity is counted once, and each album touched and settled once, for the
+        whole batch: the same end state as completing the items one by one.
+        """
+        if not done:
+            return 0
         events: list[AuditEvent] = []
         albums_done = 0
+        parents: dict[str, None] = {}  # in order of first appearance
+        counts = {kind: [0, 0] for kind in ContentType}  # items, bytes
         with self.db.write() as conn:
             for item in done:
-                completed, settled = self._complete(conn, item, now)
-                albums_done += completed
+                row = self._mark_completed(conn, item, now)
+                counts[ContentType(row["content_type"])][0] += 1
+                counts[ContentType(row["content_type"])][1] += item.size
+                details = {"bytes": item.size, "duration_ms": item.duration_ms}
+                events.append(
+                    append_audit(conn, AuditEvent.DOWNLOAD_COMPLETED, row, details, at=now)
+                )
+                if row["parent_id"] is not None:
+                    parents[row["parent_id"]] = None
+                else:
+                    albums_done += row["content_type"] == ContentType.ALBUM.value
+            tracks, track_bytes = counts[ContentType.TRACK_AUDIO]
+            images = counts[ContentType.ALBUM_IMAGE][0] + counts[ContentType.ARTIST_IMAGE][0]
+            image_bytes = counts[ContentType.ALBUM_IMAGE][1] + counts[ContentType.ARTIST_IMAGE][1]
+            bump_activity(
+                conn, now, albums=counts[ContentType.ALBUM][0], tracks=tracks, images=images,
+                size=track_bytes + image_bytes,
+            )  # fmt: skip
+            for parent_id in parents:
+                touch_parent(conn, parent_id, now)
+                status, settled = settle_parent(conn, parent_id, now)
+                albums_done += status is Status.COMPLETED
                 events += settled
             # Crash-test points on each side of the commit (inert unless a test sets them).
             fault_point("before_commit")
@@ -268,24 +300,17 @@ class QueueStore(QueueStoreBase):
         self._count(events)
         return albums_done
 
-    def _complete(
-        self, conn: sqlite3.Connection, item: Completion, now: int
-    ) -> tuple[bool, list[AuditEvent]]:
-        self._take_in_progress(conn, item.item_id)
-        row = conn.execute(
+    def _mark_completed(self, conn: sqlite3.Connection, item: Completion, now: int) -> sqlite3.Row:
+        row: sqlite3.Row | None = conn.execute(
             """UPDATE queue_items SET status = 'COMPLETED', completed_at = ?,
                 last_activity_at = ?, bytes_downloaded = ?, processing_duration_ms = ?,
-                error_type = NULL, error_message = NULL WHERE id = ? RETURNING *""",
+                error_type = NULL, error_message = NULL
+                WHERE id = ? AND status = 'IN_PROGRESS' RETURNING *""",
             (now, now, item.size, item.duration_ms, item.item_id),
         ).fetchone()
-        count_completion(conn, row["content_type"], item.size, now)
-        details = {"bytes": item.size, "duration_ms": item.duration_ms}
-        events = [append_audit(conn, AuditEvent.DOWNLOAD_COMPLETED, row, details, at=now)]
-        if row["parent_id"] is not None:
-            touch_parent(conn, row["parent_id"], now)
-            status, settled = settle_parent(conn, row["parent_id"], now)
-            return status is Status.COMPLETED, events + settled
-        return row["content_type"] == ContentType.ALBUM.value, events
+        if row is None:
+            raise _not_in_progress(item.item_id, get_item(conn, item.item_id))
+        return row
 
     def fail(
         self,

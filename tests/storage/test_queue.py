@@ -306,6 +306,13 @@ def test_completions_recorded_together_are_one_transaction(store: QueueStore) ->
         "COMPLETED", "COMPLETED", "IN_PROGRESS",
     ]  # fmt: skip
     assert all(events(store, kid)[-1] == "DOWNLOAD_COMPLETED" for kid in first_kids)
+    # As if completed one by one: the album's sum, both albums touched, the hour's counts.
+    assert row(store, first)["bytes_downloaded"] == 200
+    assert row(store, second)["last_activity_at"] == T0 + 20
+    assert events(store, first)[-1] == "DOWNLOAD_COMPLETED"
+    with store.db.read() as conn:
+        hour = conn.execute("SELECT albums, tracks, images, bytes FROM activity_hourly").fetchone()
+    assert tuple(hour) == (1, 4, 0, 400)
     # One item that is not IN_PROGRESS any more refuses the whole batch: nothing is recorded.
     with pytest.raises(QueueStateError):
         store.complete_many([Completion(second_kids[2], 1, 1), Completion(first_kids[0], 1, 1)],
