@@ -198,18 +198,17 @@ class Database:
             functools.partial(fn, *args, **kwargs), limiter=self.limiter
         )
 
-    async def run_cached(
-        self, key: Hashable, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        """`run`, or the answer of an earlier call filed under `key` if no write has committed
-        since that call began. Called on the event loop only.
+    async def run_cached(self, key: Hashable, keep: Callable[[T], bool], fn: Callable[[], T]) -> T:
+        """`run(fn)`, or the answer of an earlier call filed under `key` if no write has
+        committed since that call began. Called on the event loop only.
 
         `key` must name everything the answer depends on besides the database's contents (the
         read, its arguments, the hour of a time window). An answer is filed under the generation
         seen before its read, so it is never older than that generation (a write committed
-        during the read may be in it: newer is harmless). Only for a database no other process
-        writes while the daemon runs (not user.db, which `pezzottify-auth` changes). Answers are
-        shared between callers and must not be changed.
+        during the read may be in it: newer is harmless), and only if `keep(answer)` (a bound
+        on its size, say). Only for a database no other process writes while the daemon runs
+        (not user.db, which `pezzottify-auth` changes). Answers are shared between callers and
+        must not be changed.
         """
         generation = self.generation
         kept = self._answers.get(key)
@@ -217,11 +216,12 @@ class Database:
             self._answers.move_to_end(key)
             answer: T = kept[1]
             return answer
-        answer = await self.run(fn, *args, **kwargs)
-        self._answers[key] = (generation, answer)
-        self._answers.move_to_end(key)
-        if len(self._answers) > CACHED_ANSWERS:
-            self._answers.popitem(last=False)
+        answer = await self.run(fn)
+        if keep(answer):
+            self._answers[key] = (generation, answer)
+            self._answers.move_to_end(key)
+            if len(self._answers) > CACHED_ANSWERS:
+                self._answers.popitem(last=False)
         return answer
 
     def close(self) -> None:

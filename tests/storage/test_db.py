@@ -7,6 +7,7 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -119,16 +120,22 @@ async def test_a_kept_answer_is_reused_until_the_next_write(tmp_path: Path) -> N
         with db.write() as conn:
             conn.execute("INSERT INTO t (v) VALUES (?)", (v,))
 
-    assert [await db.run_cached("count", count) for _ in range(3)] == [0, 0, 0]
+    def cached(key: str) -> Any:
+        return db.run_cached(key, lambda n: True, count)
+
+    assert [await cached("count") for _ in range(3)] == [0, 0, 0]
     assert reads == [0]  # read once, then kept
     insert("a")
-    assert await db.run_cached("count", count) == 1
-    assert await db.run_cached("other", count) == 1  # another key is another answer
+    assert await cached("count") == 1
+    assert await cached("other") == 1  # another key is another answer
     assert reads == [0, 1, 1]
     with pytest.raises(sqlite3.IntegrityError), db.write() as conn:  # rolled back: no change,
         conn.execute("INSERT INTO t (id, v) VALUES (1, 'dup')")  # read again all the same
-    assert await db.run_cached("count", count) == 1
+    assert await cached("count") == 1
     assert reads == [0, 1, 1, 1]
+    assert await db.run_cached("big", lambda n: n < 1, count) == 1  # not kept: read each time
+    assert await db.run_cached("big", lambda n: n < 1, count) == 1
+    assert reads == [0, 1, 1, 1, 1, 1]
     db.close()
 
 
@@ -140,13 +147,16 @@ async def test_kept_answers_are_bounded_least_recently_used_first(tmp_path: Path
         reads.append(n)
         return n
 
+    async def cached(key: Any, n: int) -> int:
+        return await db.run_cached(key, lambda n: True, lambda: answer(n))
+
     for n in range(CACHED_ANSWERS):
-        await db.run_cached(n, answer, n)
-    await db.run_cached(0, answer, 0)  # 0 is now the most recently used
-    await db.run_cached("new", answer, -1)  # drops 1, the least recently used
+        await cached(n, n)
+    await cached(0, 0)  # 0 is now the most recently used
+    await cached("new", -1)  # drops 1, the least recently used
     reads.clear()
-    await db.run_cached(0, answer, 0)
-    await db.run_cached(1, answer, 1)
+    await cached(0, 0)
+    await cached(1, 1)
     assert reads == [1]
     db.close()
 
