@@ -21,7 +21,7 @@ from api.auth import requires
 from api.context import ctx
 from api.errors import ApiError
 from api.schemas import Query, page_limit, querystring
-from storage.jobs import JobRun, JobStore
+from storage.jobs import JobRun, JobStore, RunStatus
 from storage.users import Permission
 
 blueprint = Blueprint("jobs", __name__)
@@ -66,14 +66,20 @@ def schedule_info(schedule: Schedule) -> dict[str, Any]:
 
 
 def job_info(job: JobSpec, last_run: JobRun | None) -> dict[str, Any]:
+    """JobInfo from the last run read from the store and the scheduler's state now. A run that
+    ends between the two reads still shows as running (its end shows on the next read): a job is
+    never reported idle while the run shown is still `running`."""
     view = ctx().scheduler_view
+    running = view.running_run_id(job.id) is not None
+    if last_run is not None and last_run.status is RunStatus.RUNNING:
+        running = True
     return {
         "id": job.id,
         "name": job.name,
         "description": job.description,
         "schedule": schedule_info(job.schedule),
         "shutdown_behavior": job.shutdown.value,
-        "is_running": view.running_run_id(job.id) is not None,
+        "is_running": running,
         "last_run": run_info(last_run) if last_run is not None else None,
         "next_run_at": rfc3339(view.next_run_at(job.id)),
     }

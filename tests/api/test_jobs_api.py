@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from actors.jobs.base import JobSpec, Schedule, ShutdownBehavior
 from actors.messages import Hook, SchedulerMessage
 from actors.scheduler import Scheduler, SchedulerView
 from api.context import AppContext
+from storage.jobs import RunStatus
 
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 RUN_KEYS = {"run_id", "started_at", "finished_at", "status", "error_message", "triggered_by",
@@ -197,3 +199,24 @@ async def test_503_when_the_scheduler_is_not_running(
     response = await client.post("/v1/admin/jobs/zeta/trigger", headers=admin_headers)
     assert response.status_code == 503
     assert (await response.get_json())["code"] == "SCHEDULER_UNAVAILABLE"
+
+
+async def test_a_job_is_never_idle_while_its_last_run_is_still_running(
+    context: AppContext, client: Any, admin_headers: dict[str, str]
+) -> None:
+    """The route reads the last run, then the scheduler's state: a run that ends in between
+    shows as running until the next read, never as an idle job with a running last run."""
+    context.scheduler_view = SchedulerView(gated_jobs(Gate()))  # nothing running by its account
+    run_id = context.jobs.start_run("zeta", "manual", datetime.now(UTC), None)
+
+    async def zeta() -> dict[str, Any]:
+        listed = await (await client.get("/v1/admin/jobs", headers=admin_headers)).get_json()
+        one = await (await client.get("/v1/admin/jobs/zeta", headers=admin_headers)).get_json()
+        assert [j for j in listed["jobs"] if j["id"] == "zeta"] == [one]
+        return one  # type: ignore[no-any-return]
+
+    job = await zeta()
+    assert (job["is_running"], job["last_run"]["status"]) == (True, "running")
+    context.jobs.finish_run(run_id, RunStatus.COMPLETED, datetime.now(UTC))
+    job = await zeta()
+    assert (job["is_running"], job["last_run"]["status"]) == (False, "completed")
