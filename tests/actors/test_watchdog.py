@@ -7,14 +7,19 @@ jump past every timeout while a thread runs.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from actors import integrity_scan
 from actors.jobs.base import ShutdownBehavior
 from actors.jobs.download_jobs import (
     ScanFailed,
@@ -281,6 +286,16 @@ class WatchedCatalog:
             return stop()
 
         return self.inner.missing_files(kind, names, watched)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.binary(min_size=1, max_size=12).filter(lambda b: b"/" not in b and b"\0" not in b))
+)
+def test_a_listing_becomes_the_json_array_of_its_names(names: list[bytes]) -> None:
+    """Any names, in slices: the fast path for plain ASCII names and the encoder for the rest."""
+    with patch.object(integrity_scan, "ENCODE_SLICE", 3):
+        assert json.loads(integrity_scan.json_array(names)) == [os.fsdecode(n) for n in names]
 
 
 async def test_cancelling_the_job_stops_the_statement_promptly(
