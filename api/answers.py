@@ -5,7 +5,7 @@
 neither a thread hop, nor a query, nor a serialisation: the same bytes are sent again. The body
 is what `jsonify` makes of the same value (the app's JSON provider, compact, a trailing newline).
 A read that raises (an `ApiError` 404, say) is not kept, nor an answer over `KEPT_BYTES`: at
-most 256 answers of 64 KiB per database stay in memory (a page of 50 requests is about 35 KiB).
+most 256 answers of 64 KiB each per database stay in memory.
 """
 
 from __future__ import annotations
