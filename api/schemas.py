@@ -22,6 +22,7 @@ from werkzeug.datastructures import MultiDict
 from api.errors import ApiError
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+M = TypeVar("M", bound=BaseModel)
 
 
 class StrictBody(BaseModel):
@@ -54,10 +55,7 @@ def json_body(model: type[BaseModel]) -> Callable[[F], F]:
                 raise ApiError(400, "request body is not valid UTF-8", "BAD_REQUEST") from None
             except RecursionError:
                 raise ApiError(400, "request body is nested too deeply", "BAD_REQUEST") from None
-            try:
-                data = model.model_validate(body)
-            except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
-                raise RequestSchemaValidationError(exc) from None
+            data = _validated(model, body, RequestSchemaValidationError)
             return await view(*args, data=data, **kwargs)
 
         return wrapper  # type: ignore[return-value]
@@ -75,15 +73,20 @@ def querystring(model: type[Query]) -> Callable[[F], F]:
 
         @functools.wraps(declared)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                parsed = model.model_validate(_query_values(request.args))
-            except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
-                raise QuerystringValidationError(exc) from None
+            parsed = _validated(model, _query_values(request.args), QuerystringValidationError)
             return await view(*args, query_args=parsed, **kwargs)
 
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _validated(model: type[M], data: Any, error: type[Exception]) -> M:
+    """`model.model_validate(data)`, failing as quart-schema does: `error` around the cause."""
+    try:
+        return model.model_validate(data)
+    except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise error(exc) from None
 
 
 def _query_values(args: MultiDict[str, str]) -> dict[str, Any]:

@@ -272,8 +272,9 @@ class QueueStore(QueueStoreBase):
         with self.db.write() as conn:
             for item in done:
                 row = self._mark_completed(conn, item, now)
-                counts[ContentType(row["content_type"])][0] += 1
-                counts[ContentType(row["content_type"])][1] += item.size
+                kind = ContentType(row["content_type"])
+                counts[kind][0] += 1
+                counts[kind][1] += item.size
                 details = {"bytes": item.size, "duration_ms": item.duration_ms}
                 events.append(
                     append_audit(conn, AuditEvent.DOWNLOAD_COMPLETED, row, details, at=now)
