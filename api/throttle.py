@@ -1,8 +1,10 @@
 """Login throttling: too many failed logins from one address, or for one handle, answer 429.
 
 A sliding window per key (client address, handle) held in memory: a restart forgets it, which is
-acceptable for a single-process server. Keys whose failures have all aged out are dropped so the
-table stays bounded by recent attackers, not by history.
+acceptable for a single-process server. Keys whose failures have all aged out are dropped, when
+they are next looked at and by a sweep of the whole table each time it has doubled since the
+last one, so the table stays bounded by recent attackers, not by history: guesses spread over
+ever new addresses and handles cannot grow it without end.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+
+SWEEP_FLOOR = 1024  # keys held before the first sweep of aged-out keys
 
 
 class LoginThrottle:
@@ -24,6 +28,11 @@ class LoginThrottle:
         self.window_secs = window_secs
         self._clock = clock
         self._failures: dict[str, deque[float]] = {}
+        self._sweep_above = SWEEP_FLOOR
+
+    def __len__(self) -> int:
+        """Keys held: those with a failure in the window, and aged-out ones not yet dropped."""
+        return len(self._failures)
 
     def retry_after(self, *keys: str) -> int | None:
         """Seconds until a login may be tried again for these keys, or None if allowed now."""
@@ -40,6 +49,15 @@ class LoginThrottle:
         for key in keys:
             self._failures.setdefault(key, deque()).append(now)
             self._recent(key, now)
+        if len(self._failures) > self._sweep_above:
+            self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        """Drop every aged-out key; the next sweep waits until the table has doubled, so a
+        failure costs amortised constant time."""
+        for key in list(self._failures):
+            self._recent(key, now)
+        self._sweep_above = max(SWEEP_FLOOR, 2 * len(self._failures))
 
     def _recent(self, key: str, now: float) -> deque[float]:
         times = self._failures.get(key)

@@ -192,6 +192,23 @@ async def test_repeated_failures_on_one_handle_are_throttled(
     assert (await login_from(client, "10.0.2.1", "bob", "secret-password")).status_code == 201
 
 
+def test_failures_spread_over_new_keys_do_not_pile_up() -> None:
+    # Guesses from ever new addresses on ever new handles, a minute apart: only the keys that
+    # failed within the window are worth keeping, whatever came before.
+    clock = [0.0]
+    throttle = LoginThrottle(max_failures=10, window_secs=60, clock=lambda: clock[0])
+    for minute in range(40):
+        clock[0] = minute * 61.0
+        for n in range(500):
+            throttle.failed(f"10.{minute}.{n // 256}.{n % 256}", f"handle-{minute}-{n}")
+        assert len(throttle) <= 4 * 1000  # 1,000 keys fail within any one window
+    # The keys of the last minute still count, and an old one no longer does.
+    for _ in range(9):
+        throttle.failed("10.39.0.7")
+    assert throttle.retry_after("10.39.0.7") == 60
+    assert throttle.retry_after("10.0.0.7", "handle-0-7") is None
+
+
 def argon2_parameters(encoded: str) -> tuple[int, int, int]:
     match = ARGON2.match(encoded)
     assert match is not None, encoded
