@@ -32,6 +32,9 @@ BLUEPRINT_MODULES: list[Any] = [
     download_admin,
 ]
 REDACTED = {"authorization", "cookie", "set-cookie"}
+# The methods a metric label may name; any other (a client may send any token) counts as OTHER,
+# so that made-up methods cannot add time series without end.
+METHOD_LABELS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 SECRET_BODIES = ("/v1/auth", "/v1/admin/users")
 LOGGED_BODY = 2048
 
@@ -108,7 +111,8 @@ def _observe_requests(app: QuartTrio, context: AppContext) -> None:
     async def record(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        metrics.http_requests.labels(request.method, route, str(response.status_code)).inc()
+        method = request.method if request.method in METHOD_LABELS else "OTHER"
+        metrics.http_requests.labels(method, route, str(response.status_code)).inc()
         metrics.http_duration.labels(route).observe(elapsed)
         if level != "none":
             await _log_request(level, response, elapsed)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import trio
+from prometheus_client import generate_latest
 from pydantic import BaseModel
 
 from actors.jobs.base import utc_now
@@ -296,3 +297,22 @@ async def test_login_with_injection_payloads_is_401(client: Any, root: dict[str,
                      {"user_handle": SUPERUSER, "password": payload}):  # fmt: skip
             response = await client.post("/v1/auth/login", json=body)
             assert response.status_code == 401, (body, response.status_code)
+
+
+async def test_made_up_methods_share_one_metrics_label(
+    context: AppContext, client: Any, root: dict[str, str]
+) -> None:
+    """A client may send any token as a method: each must not become a time series of its own,
+    or anyone could grow the daemon's memory and its /metrics page without end."""
+    for n in range(20):
+        response = await client.open("/v1/download/limits", method=f"BREW{n}", headers=root)
+        assert 400 <= response.status_code < 500
+        assert (await response.get_json(force=True))["code"]
+    await client.get("/v1/download/limits", headers=root)
+    registry = context.metrics.registry
+    exposition = generate_latest(registry).decode()
+    assert "BREW" not in exposition
+    counter = "pezzottify_http_requests_total{"
+    series = [line for line in exposition.splitlines() if line.startswith(counter)]
+    assert any('method="OTHER"' in line and line.endswith(" 20.0") for line in series), series
+    assert any('method="GET",route="/v1/download/limits",status="200"' in line for line in series)
