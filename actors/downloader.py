@@ -72,13 +72,13 @@ class DownloadResult:
 
 
 def _retry_after(value: str | None) -> float:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date); 5 s if absent or bad."""
+    """Seconds from a Retry-After header (delta-seconds or HTTP date); 5 s if absent or bad.
+    Delta-seconds are ASCII digits only: `float` would also take "inf", "nan" or "1e300". How
+    long the queue actually waits is bounded where it is recorded (`rate_limit_wait`)."""
     if value is None:
         return DEFAULT_RETRY_AFTER_S
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    if value.isascii() and value.isdigit():
+        return float(value)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -42,9 +42,12 @@ def backoff_secs(dm: DownloadManagerConfig, retries_so_far: int) -> int:
     return math.ceil(delay)
 
 
-def rate_limit_wait(retry_after: float | None) -> int:
-    wait = DEFAULT_RETRY_AFTER_S if retry_after is None else retry_after
-    return max(MIN_RETRY_AFTER_S, math.ceil(wait))
+def rate_limit_wait(retry_after: float | None, longest: float) -> int:
+    """Seconds to wait after a 429: its Retry-After (default 5 s), at least 1 s and at most
+    `longest` (`max_backoff_secs`), so that no answer of the downloader can park an item for
+    years, or overflow the queue's timestamps."""
+    wait = DEFAULT_RETRY_AFTER_S if retry_after is None or math.isnan(retry_after) else retry_after
+    return max(MIN_RETRY_AFTER_S, math.ceil(min(wait, longest)))
 
 
 def bump_activity(
@@ -179,7 +182,7 @@ def record_failure(
     """Apply SPEC §8.6 to a failed attempt of the IN_PROGRESS item `row`."""
     retries = row["retry_count"]
     if error is ErrorType.RATE_LIMITED:
-        status, wait = Status.RETRY_WAITING, rate_limit_wait(retry_after)
+        status, wait = Status.RETRY_WAITING, rate_limit_wait(retry_after, dm.max_backoff_secs)
     elif error in PERMANENT_ERRORS or retries >= row["max_retries"]:
         status, wait = Status.FAILED, 0
     else:

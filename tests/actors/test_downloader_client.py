@@ -118,7 +118,11 @@ async def test_error_messages_carry_the_status_and_the_downloaders_words() -> No
     assert "404" in caught.value.message and "unknown album X" in caught.value.message
 
 
-@pytest.mark.parametrize(("header", "expected"), [(None, 5.0), ("30", 30.0), ("soon", 5.0)])
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [(None, 5.0), ("30", 30.0), ("soon", 5.0), ("inf", 5.0), ("nan", 5.0), ("1e300", 5.0),
+     ("-3", 5.0)],
+)  # fmt: skip
 async def test_rate_limited_honours_retry_after(header: str | None, expected: float) -> None:
     headers = {"retry-after": header} if header is not None else {}
     client = client_for(answer(429, headers=headers, json={"code": "TOO_MANY_REQUESTS"}))

@@ -4,6 +4,7 @@ retries, recovery, and a claim that stays fast however much waits."""
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -388,7 +389,7 @@ def test_backoff_grows_then_caps_and_the_item_fails_after_max_retries(store: Que
     assert store.next_retry_at() is None
 
 
-@pytest.mark.parametrize(("retry_after", "wait"), [(None, 5), (30.0, 30), (0.2, 1)])
+@pytest.mark.parametrize(("retry_after", "wait"), [(None, 5), (30.0, 30), (0.2, 1), (math.nan, 5)])
 def test_rate_limited_waits_without_spending_a_retry(
     store: QueueStore, retry_after: float | None, wait: int
 ) -> None:
@@ -406,6 +407,19 @@ def test_rate_limited_waits_without_spending_a_retry(
             "SELECT details FROM audit_log WHERE event_type = 'RETRY_SCHEDULED' LIMIT 1"
         ).fetchone()[0]
     assert json.loads(details)["error_type"] == "rate_limited"
+
+
+@pytest.mark.parametrize("retry_after", [1e7, 1e300, math.inf])
+def test_a_rate_limit_waits_no_longer_than_the_longest_backoff(
+    store: QueueStore, retry_after: float
+) -> None:
+    # Whatever the downloader answers, the item comes back within max_backoff_secs.
+    item = store.enqueue(ContentType.ALBUM, cid(1), T0)
+    store.claim_next(T0, albums_allowed=True)
+    status = store.fail(item["id"], ErrorType.RATE_LIMITED, "busy", T0, retry_after)
+    assert status is Status.RETRY_WAITING
+    assert row(store, item["id"])["next_retry_at"] == T0 + DM.max_backoff_secs
+    assert store.next_retry_at() == T0 + DM.max_backoff_secs
 
 
 def test_transitions_refuse_items_that_are_not_in_progress(store: QueueStore) -> None:
