@@ -37,6 +37,10 @@ class ArtistMeta:
     portraits: tuple[ImageRecord, ...]
 
 
+# SQLite's INTEGER: every number read here may be stored in the catalog.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _fail(what: str, problem: str) -> DownloaderParseError:
     return DownloaderParseError(f"downloader sent an invalid {what}: {problem}")
 
@@ -81,6 +85,8 @@ def _int(
     value = _field(doc, key, what)
     if isinstance(value, bool) or not isinstance(value, int) or (value < 0 and not signed):
         raise _fail(what, f"{key} must be {'an' if signed else 'a non-negative'} integer")
+    if not INT64_MIN <= value <= INT64_MAX:  # beyond what SQLite can store
+        raise _fail(what, f"{key} is out of range")
     return value
 
 

@@ -91,6 +91,10 @@ ERROR_ROWS = [
     (answer(200, json={**ALBUM_DOC, "artists_ids": ["../../etc"]}), DownloaderParseError,
      ErrorType.PARSE),
     (answer(200, json={**ALBUM_DOC, "id": ARTIST}), DownloaderParseError, ErrorType.PARSE),
+    # Numbers SQLite cannot store: the catalog's transaction would raise, and the processor.
+    (answer(200, json={**ALBUM_DOC, "date": 2**63}), DownloaderParseError, ErrorType.PARSE),
+    (answer(200, json={**ALBUM_DOC, "covers": [{**image(COVER), "size": 2**64}]}),
+     DownloaderParseError, ErrorType.PARSE),
     (answer(200, json={**ALBUM_DOC, "covers": [image("XYZ")]}), DownloaderParseError,
      ErrorType.PARSE),
     (answer(302, headers={"location": "/elsewhere"}), DownloaderError, ErrorType.UNKNOWN),
