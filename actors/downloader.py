@@ -187,6 +187,8 @@ class DownloaderClient:
             return json.loads(body)
         except ValueError as exc:
             raise DownloaderParseError(f"invalid JSON from {path}: {exc}") from exc
+        except RecursionError:  # a per-item failure like any bad answer, not a bug
+            raise DownloaderParseError(f"JSON from {path} is nested too deeply") from None
 
     async def search(self, q: str, type: str, limit: int = 20) -> list[dict[str, Any]]:
         """`[{id, type, name, artist_name, image_url, year}]` (absent optionals are null)."""

@@ -88,6 +88,7 @@ ERROR_ROWS = [
     (raising(httpx.ReadTimeout("slow")), DownloaderTimeout, ErrorType.TIMEOUT),
     (answer(200, content=b"{not json"), DownloaderParseError, ErrorType.PARSE),
     (answer(200, json={"id": ALBUM}), DownloaderParseError, ErrorType.PARSE),
+    (answer(200, content=b"[" * 100_000 + b"]" * 100_000), DownloaderParseError, ErrorType.PARSE),
     (answer(200, json={**ALBUM_DOC, "artists_ids": ["../../etc"]}), DownloaderParseError,
      ErrorType.PARSE),
     (answer(200, json={**ALBUM_DOC, "id": ARTIST}), DownloaderParseError, ErrorType.PARSE),
