@@ -35,6 +35,7 @@ from actors.downloader import (
 from actors.downloader_errors import StorageFailure
 from actors.downloader_stream import Received
 from storage.catalog import CatalogStore
+from storage.db import disk_trouble
 from storage.files import AUDIO_TYPES, MediaLayout, sync_dirs
 from storage.ids import InvalidId, content_id, image_id
 from storage.queue import ChildSpec
@@ -90,7 +91,8 @@ class Steps:
         Each file is written and fsynced on its own, then their folders are fsynced once and
         the tracks recorded in one catalog transaction: a batch costs less than its files one
         by one. Returns, per file, None or the `StorageFailure` that kept it from being
-        published (a file whose folder could not be synced counts as not published).
+        published (a file whose folder could not be synced counts as not published) or, for a
+        track, recorded (the catalog's disk is full or failing).
         """
         errors: list[DownloaderError | None] = []
         for fetched in batch:
@@ -106,7 +108,17 @@ class Steps:
         except OSError as exc:
             failure = StorageFailure(f"cannot sync the media folder: {exc.strerror or exc}")
             return [error or failure for error in errors]
-        self.catalog.set_tracks_audio([f.track for f in published if f.track is not None])
+        try:
+            self.catalog.set_tracks_audio([f.track for f in published if f.track is not None])
+        except sqlite3.Error as exc:
+            if not disk_trouble(exc):
+                raise
+            # Published but not recorded: the retry publishes the file again, then records it.
+            failure = StorageFailure(f"cannot write the catalog: {exc}")
+            return [
+                error or (failure if f.track is not None else None)
+                for f, error in zip(batch, errors, strict=True)
+            ]
         return errors
 
     async def album(self, album_id: str) -> StepResult:
@@ -128,6 +140,10 @@ class Steps:
             )
         except ValueError as exc:  # the catalog's own validation of ids and ownership
             raise DownloaderParseError(f"album {album_id} is inconsistent: {exc}") from exc
+        except sqlite3.Error as exc:  # a full or failing disk is the item's storage failure
+            if not disk_trouble(exc):
+                raise
+            raise StorageFailure(f"cannot write the catalog: {exc}") from exc
         artist_name = artists[0].artist.name if artists else None
         children = [
             *(ChildSpec(ContentType.TRACK_AUDIO, t.id, t.name, artist_name) for t in tracks),

@@ -38,12 +38,23 @@ CACHED_ANSWERS = 256  # per database, least recently used dropped first
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
+# Result codes of a write that failed for want of a working disk (extended codes included).
+DISK_TROUBLE = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
+
+
 log = logging.getLogger("pezzottify.storage")
 # WAL needs shared memory between connections on one host; these filesystems do not give it.
 NETWORK_FILESYSTEMS = frozenset(
     {"nfs", "nfs4", "cifs", "smb", "smb3", "smbfs", "fuse.sshfs", "9p", "afs", "ceph", "glusterfs"}
 )
 MOUNTS = Path("/proc/mounts")
+
+
+def disk_trouble(exc: BaseException) -> bool:
+    """True for an SQLite error that says the disk is full or failing ("database or disk is
+    full", "disk I/O error"): a condition of the machine, not of the data or the code."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in DISK_TROUBLE
 
 
 def filesystem_type(path: Path, mounts: Path = MOUNTS) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -34,6 +35,7 @@ from daemon.services import build_context
 from daemon.wiring import run_daemon
 from fake_downloader import CatalogSpec, Knobs, build_catalog, serve
 from storage import files
+from storage.catalog import CatalogStore
 from storage.users import Role
 from tests.conftest import FAST_HASHER, make_user
 from tests.reliability.harness import ADMIN, ADMIN_PASSWORD, DM_DEFAULTS, TERMINAL
@@ -245,6 +247,54 @@ async def test_disk_errors_at_write_fsync_and_rename_are_retried_storage_failure
         )  # fmt: skip
         assert messages == {"full": 3, "eio": 3}
         assert sum(i["retry_count"] for i in items) == 6
+        assert live.restarts() == 0
+
+
+def database_full() -> sqlite3.OperationalError:
+    """A genuine "database or disk is full" from SQLite: a database given no room to grow."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("PRAGMA max_page_count = 1")
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("INSERT INTO t VALUES (zeroblob(10000))")
+    except sqlite3.OperationalError as exc:
+        return exc
+    finally:
+        conn.close()
+    raise AssertionError("SQLite found room")
+
+
+def failing_first(times: int, real: Callable[..., Any]) -> Any:
+    left = [times]
+
+    def call(*args: Any) -> Any:
+        if left[0] > 0:
+            left[0] -= 1
+            raise database_full()
+        return real(*args)
+
+    return call
+
+
+async def test_a_full_catalog_database_is_a_retried_storage_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catalog's disk is full when an album is ingested, then when its first tracks are
+    recorded: each attempt fails as a storage failure and is retried, no actor is restarted, and
+    the album completes once there is room, every track recorded with its file."""
+    monkeypatch.setattr(CatalogStore, "ingest_album", failing_first(1, CatalogStore.ingest_album))
+    monkeypatch.setattr(
+        CatalogStore, "set_tracks_audio", failing_first(1, CatalogStore.set_tracks_audio)
+    )
+    async with fake(Knobs()) as (url, _), daemon(tmp_path, url) as live:
+        albums = [await live.request(0)]
+        await live.wait_idle()
+        items = await live.settled(albums)
+        failures = live.retries("storage")
+        kinds = {e["content_type"] for e in failures}
+        assert "ALBUM" in kinds and "TRACK_AUDIO" in kinds, failures
+        assert all("database or disk is full" in e["details"] for e in failures)
+        assert sum(i["retry_count"] for i in items) == len(failures)
         assert live.restarts() == 0
 
 
