@@ -3,8 +3,12 @@
 Each actor is declared by an `ActorSpec`: a factory that builds a fresh actor for every (re)start
 and its shutdown style. An actor that fails after it started is logged with its traceback,
 counted in `pezzottify_actor_restarts_total` and restarted with exponential backoff; a crash loop
-(`max_crashes` within `crash_window` seconds) stops the daemon with `CrashLoop`. A failure before
-an actor's first `task_status.started()` is fatal at once: the daemon cannot come up.
+(`max_crashes` within `crash_window` seconds) stops the daemon with `CrashLoop`. An actor stopped
+only by a full or failing disk (SQLite's "database or disk is full", "disk I/O error") is not a
+bug: it is counted too, but restarted every `backoff_max` seconds for as long as it takes, and
+never stops the daemon, whose API keeps serving what it can. A failure before an actor's first
+`task_status.started()` is fatal at once: the daemon cannot come up. A shutdown ends the wait
+before a restart.
 
 Shutdown (SIGTERM/SIGINT, or `shutdown.set()`): every actor sees the shared `shutdown` event and
 stops taking work. The supervisor then cancels *cancellable* actors at once and gives *graceful*
@@ -25,6 +29,7 @@ from typing import Any, Protocol
 import trio
 
 from daemon.metrics import Metrics
+from storage.db import disk_trouble
 
 log = logging.getLogger("pezzottify.supervisor")
 # Time granted beyond shutdown_timeout for an actor's own shielded cleanup to finish.
@@ -121,7 +126,7 @@ class Supervisor:
         backoff = self.backoff_initial
         started = False
         while not (started and self.shutdown.is_set()):
-            failure: BaseException | None = None
+            failure: ExceptionGroup[Exception] | None = None
             try:
                 with trio.CancelScope() as scope:
                     self._scopes[spec.name] = (spec.shutdown, scope)
@@ -138,8 +143,16 @@ class Supervisor:
                 return
             if not started:
                 raise failure
-            log.error("actor %s failed; restarting", spec.name, exc_info=failure)
             self.metrics.actor_restarts.labels(spec.name).inc()
+            trouble, bugs = failure.split(disk_trouble)
+            if trouble is not None and bugs is None:
+                log.error(
+                    "actor %s stopped: the disk is full or failing (%s); trying again in %g s",
+                    spec.name, _first_leaf(trouble), self.backoff_max,
+                )  # fmt: skip
+                await self._wait_before_restart(self.backoff_max)
+                continue
+            log.error("actor %s failed; restarting", spec.name, exc_info=failure)
             now = trio.current_time()
             crashes.append(now)
             while crashes and crashes[0] < now - self.crash_window:
@@ -148,5 +161,17 @@ class Supervisor:
                 raise CrashLoop(
                     f"actor {spec.name} failed {len(crashes)} times in {self.crash_window:g} s"
                 ) from failure
-            await trio.sleep(backoff)
+            await self._wait_before_restart(backoff)
             backoff = min(backoff * 2, self.backoff_max)
+
+    async def _wait_before_restart(self, seconds: float) -> None:
+        """Sleep before a restart; a shutdown ends the sleep (and so the supervision)."""
+        with trio.move_on_after(seconds):
+            await self.shutdown.wait()
+
+
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf

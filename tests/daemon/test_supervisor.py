@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 from typing import Any
 
 import pytest
@@ -27,6 +28,34 @@ class Flaky:
             self.failures[0] -= 1
             await trio.sleep(0.1)
             raise RuntimeError("deliberate bug")
+        await self.shutdown.wait()
+        self.log.append("stopped")
+
+
+def disk_full() -> sqlite3.OperationalError:
+    """A genuine "database or disk is full" from SQLite: a database given no room to grow."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("PRAGMA max_page_count = 1")
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("INSERT INTO t VALUES (zeroblob(10000))")
+    except sqlite3.OperationalError as exc:
+        return exc
+    finally:
+        conn.close()
+    raise AssertionError("SQLite found room")
+
+
+class DiskBound(Flaky):
+    """Fails like `Flaky`, but because its database's disk is full."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        self.log.append("started")
+        if self.failures[0] > 0:
+            self.failures[0] -= 1
+            await trio.sleep(0.1)
+            raise disk_full()
         await self.shutdown.wait()
         self.log.append("stopped")
 
@@ -94,6 +123,51 @@ async def test_crash_loop_stops_the_supervisor(autojump_clock: Any) -> None:
     ):
         await supervisor.run()
     assert sample(metrics, "doomed") == 5
+
+
+async def test_a_full_disk_never_makes_a_crash_loop(autojump_clock: Any) -> None:
+    # Ten failures in a row, twice the crash-loop limit: the actor is tried again every
+    # backoff_max seconds until the disk has room, and the daemon never stops for it.
+    shutdown, metrics = trio.Event(), Metrics()
+    log: list[str] = []
+    failures = [10]
+    supervisor = Supervisor(
+        [ActorSpec("disk-bound", lambda: DiskBound(failures, log, shutdown))],
+        shutdown=shutdown,
+        shutdown_timeout=1,
+        metrics=metrics,
+        max_crashes=5,
+        crash_window=600,
+        backoff_max=30,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        await trio.sleep(10 * 30 - 5)  # a start every 30 s and a tenth of a second
+        assert log.count("started") == 10
+        await trio.sleep(10)
+        assert log.count("started") == 11
+        assert sample(metrics, "disk-bound") == 10
+        shutdown.set()
+    assert log[-1] == "stopped"
+
+
+async def test_a_shutdown_ends_the_wait_before_a_restart(autojump_clock: Any) -> None:
+    shutdown, metrics = trio.Event(), Metrics()
+    supervisor = Supervisor(
+        [ActorSpec("doomed", lambda: Flaky([10**6], [], shutdown))],
+        shutdown=shutdown,
+        shutdown_timeout=1,
+        metrics=metrics,
+        backoff_initial=60,
+        backoff_max=600,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        await trio.sleep(1)  # the first failure: a minute's wait before the restart begins
+        assert sample(metrics, "doomed") == 1
+        stopping = trio.current_time()
+        shutdown.set()
+    assert trio.current_time() - stopping < 1
 
 
 async def test_startup_failure_is_fatal_at_once() -> None:
