@@ -1,8 +1,9 @@
 """JSON errors: one exception for handlers to raise and the handlers that shape every error.
 
 Every error response is `{"error": <human message>, "code": <MACHINE_CODE>, ...extra}`, including
-the framework's own 404/405/413 and validation failures. An unexpected exception is logged and
-answered 500 in the same shape; the test suite treats any 500 as a bug.
+the framework's own 404/405/413 and validation failures. A write refused because the disk is
+full or failing answers 503 `STORAGE_UNAVAILABLE` with `Retry-After`. Any other unexpected
+exception is logged and answered 500 in the same shape; the test suite treats any 500 as a bug.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from quart import Quart, Response, jsonify
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
+from storage.db import disk_trouble
+
 log = logging.getLogger(__name__)
+STORAGE_RETRY_AFTER_S = 30
 
 HTTP_CODES = {
     400: "BAD_REQUEST",
@@ -98,5 +102,11 @@ def register_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
+        if disk_trouble(exc):  # the machine's condition, not a bug: say so, and retry later
+            log.error("a request could not write: the disk is full or failing (%s)", exc)
+            return error_response(
+                503, "the server's disk is full or failing; try again later",
+                "STORAGE_UNAVAILABLE", {"Retry-After": str(STORAGE_RETRY_AFTER_S)},
+            )  # fmt: skip
         log.exception("unhandled error in request", exc_info=exc)
         return error_response(500, "internal server error", "INTERNAL_ERROR")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sqlite3
 from typing import Any
 
 import pytest
@@ -11,6 +10,7 @@ import trio
 
 from daemon.metrics import Metrics
 from daemon.supervisor import ActorSpec, CrashLoop, Shutdown, Supervisor
+from tests.support.disk import database_full
 
 
 class Flaky:
@@ -32,20 +32,6 @@ class Flaky:
         self.log.append("stopped")
 
 
-def disk_full() -> sqlite3.OperationalError:
-    """A genuine "database or disk is full" from SQLite: a database given no room to grow."""
-    conn = sqlite3.connect(":memory:")
-    try:
-        conn.execute("PRAGMA max_page_count = 1")
-        conn.execute("CREATE TABLE t (x)")
-        conn.execute("INSERT INTO t VALUES (zeroblob(10000))")
-    except sqlite3.OperationalError as exc:
-        return exc
-    finally:
-        conn.close()
-    raise AssertionError("SQLite found room")
-
-
 class DiskBound(Flaky):
     """Fails like `Flaky`, but because its database's disk is full."""
 
@@ -55,7 +41,7 @@ class DiskBound(Flaky):
         if self.failures[0] > 0:
             self.failures[0] -= 1
             await trio.sleep(0.1)
-            raise disk_full()
+            raise database_full()
         await self.shutdown.wait()
         self.log.append("stopped")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -40,6 +39,7 @@ from storage.users import Role
 from tests.conftest import FAST_HASHER, make_user
 from tests.reliability.harness import ADMIN, ADMIN_PASSWORD, DM_DEFAULTS, TERMINAL
 from tests.reliability.invariants import audit_entries, check_settled, queue_items
+from tests.support.disk import full_for
 
 SPEC = CatalogSpec(
     seed=21, artists=2, albums_per_artist=2, tracks_per_album=3, audio_bytes=48 * 1024,
@@ -250,41 +250,15 @@ async def test_disk_errors_at_write_fsync_and_rename_are_retried_storage_failure
         assert live.restarts() == 0
 
 
-def database_full() -> sqlite3.OperationalError:
-    """A genuine "database or disk is full" from SQLite: a database given no room to grow."""
-    conn = sqlite3.connect(":memory:")
-    try:
-        conn.execute("PRAGMA max_page_count = 1")
-        conn.execute("CREATE TABLE t (x)")
-        conn.execute("INSERT INTO t VALUES (zeroblob(10000))")
-    except sqlite3.OperationalError as exc:
-        return exc
-    finally:
-        conn.close()
-    raise AssertionError("SQLite found room")
-
-
-def failing_first(times: int, real: Callable[..., Any]) -> Any:
-    left = [times]
-
-    def call(*args: Any) -> Any:
-        if left[0] > 0:
-            left[0] -= 1
-            raise database_full()
-        return real(*args)
-
-    return call
-
-
 async def test_a_full_catalog_database_is_a_retried_storage_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The catalog's disk is full when an album is ingested, then when its first tracks are
     recorded: each attempt fails as a storage failure and is retried, no actor is restarted, and
     the album completes once there is room, every track recorded with its file."""
-    monkeypatch.setattr(CatalogStore, "ingest_album", failing_first(1, CatalogStore.ingest_album))
+    monkeypatch.setattr(CatalogStore, "ingest_album", full_for(1, CatalogStore.ingest_album))
     monkeypatch.setattr(
-        CatalogStore, "set_tracks_audio", failing_first(1, CatalogStore.set_tracks_audio)
+        CatalogStore, "set_tracks_audio", full_for(1, CatalogStore.set_tracks_audio)
     )
     async with fake(Knobs()) as (url, _), daemon(tmp_path, url) as live:
         albums = [await live.request(0)]

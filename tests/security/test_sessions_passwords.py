@@ -24,8 +24,9 @@ from api.context import AppContext
 from api.throttle import LoginThrottle
 from daemon.config import Config
 from daemon.services import build_context, close_context
-from storage.users import SESSION_ABSOLUTE_SECS, SESSION_IDLE_SECS, Role, hash_token
+from storage.users import SESSION_ABSOLUTE_SECS, SESSION_IDLE_SECS, Role, UserStore, hash_token
 from tests.conftest import FAST_HASHER, login, make_user
+from tests.support.disk import full_for
 
 ARGON2 = re.compile(r"^\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$")
 OWASP_MIN_MEMORY_KIB, OWASP_MIN_TIME = 19456, 2
@@ -149,6 +150,23 @@ async def test_login_failures_look_the_same(context: AppContext, client: Any) ->
         answers.append((response.status_code, await response.get_json(), cookie))
     assert answers[0][0] == 401
     assert all(answer == answers[0] for answer in answers), answers
+
+
+async def test_a_login_on_a_full_disk_answers_503_and_creates_nothing(
+    context: AppContext, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_user(context, "alice")
+    monkeypatch.setattr(UserStore, "create_session", full_for(1, UserStore.create_session))
+    body = {"user_handle": "alice", "password": "secret-password"}
+    refused = await client.post("/v1/auth/login", json=body)
+    assert refused.status_code == 503
+    assert (await refused.get_json())["code"] == "STORAGE_UNAVAILABLE"
+    assert refused.headers["Retry-After"] == "30"
+    assert "Set-Cookie" not in refused.headers
+    with context.users.db.read() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 0
+    # Once there is room again, the same login works.
+    assert (await client.post("/v1/auth/login", json=body)).status_code == 201
 
 
 async def login_from(client: Any, address: str, handle: str, password: str) -> Any:
