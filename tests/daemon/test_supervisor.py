@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,12 +15,20 @@ from tests.support.disk import database_full
 
 
 class Flaky:
-    """Fails `failures[0]` times after starting, then serves until cancelled or shutdown."""
+    """Fails `failures[0]` times after starting (raising what `error` makes: a bug by default),
+    then serves until cancelled or shutdown."""
 
-    def __init__(self, failures: list[int], log: list[str], shutdown: trio.Event) -> None:
+    def __init__(
+        self,
+        failures: list[int],
+        log: list[str],
+        shutdown: trio.Event,
+        error: Callable[[], Exception] = lambda: RuntimeError("deliberate bug"),
+    ) -> None:
         self.failures = failures
         self.log = log
         self.shutdown = shutdown
+        self.error = error
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -27,21 +36,7 @@ class Flaky:
         if self.failures[0] > 0:
             self.failures[0] -= 1
             await trio.sleep(0.1)
-            raise RuntimeError("deliberate bug")
-        await self.shutdown.wait()
-        self.log.append("stopped")
-
-
-class DiskBound(Flaky):
-    """Fails like `Flaky`, but because its database's disk is full."""
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        self.log.append("started")
-        if self.failures[0] > 0:
-            self.failures[0] -= 1
-            await trio.sleep(0.1)
-            raise database_full()
+            raise self.error()
         await self.shutdown.wait()
         self.log.append("stopped")
 
@@ -118,7 +113,7 @@ async def test_a_full_disk_never_makes_a_crash_loop(autojump_clock: Any) -> None
     log: list[str] = []
     failures = [10]
     supervisor = Supervisor(
-        [ActorSpec("disk-bound", lambda: DiskBound(failures, log, shutdown))],
+        [ActorSpec("disk-bound", lambda: Flaky(failures, log, shutdown, database_full))],
         shutdown=shutdown,
         shutdown_timeout=1,
         metrics=metrics,
