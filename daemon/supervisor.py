@@ -3,12 +3,12 @@
 Each actor is declared by an `ActorSpec`: a factory that builds a fresh actor for every (re)start
 and its shutdown style. An actor that fails after it started is logged with its traceback,
 counted in `pezzottify_actor_restarts_total` and restarted with exponential backoff; a crash loop
-(`max_crashes` within `crash_window` seconds) stops the daemon with `CrashLoop`. An actor stopped
-only by a full or failing disk (SQLite's "database or disk is full", "disk I/O error") is not a
-bug: it is counted too, but restarted every `backoff_max` seconds for as long as it takes, and
-never stops the daemon, whose API keeps serving what it can. A failure before an actor's first
-`task_status.started()` is fatal at once: the daemon cannot come up. A shutdown ends the wait
-before a restart.
+(`max_crashes` within `crash_window` seconds) stops the daemon with `CrashLoop`. A failure before
+an actor's first `task_status.started()` is fatal at once: the daemon cannot come up. An actor
+stopped only by a full or failing disk (SQLite's "database or disk is full", "disk I/O error") is
+not a bug: it is counted too, but tried again every `backoff_max` seconds for as long as it
+takes, whether it had started or not; it never stops the daemon (nor keeps it from coming up),
+whose API keeps serving what it can. A shutdown ends the wait before a restart.
 
 Shutdown (SIGTERM/SIGINT, or `shutdown.set()`): every actor sees the shared `shutdown` event and
 stops taking work. The supervisor then cancels *cancellable* actors at once and gives *graceful*
@@ -141,8 +141,6 @@ class Supervisor:
                 failure = group
             if failure is None:
                 return
-            if not started:
-                raise failure
             self.metrics.actor_restarts.labels(spec.name).inc()
             trouble, bugs = failure.split(disk_trouble)
             if trouble is not None and bugs is None:
@@ -150,8 +148,13 @@ class Supervisor:
                     "actor %s stopped: the disk is full or failing (%s); trying again in %g s",
                     spec.name, _first_leaf(trouble), self.backoff_max,
                 )  # fmt: skip
+                if not started:  # the daemon comes up without it, and it follows when it can
+                    started = True
+                    task_status.started()
                 await self._wait_before_restart(self.backoff_max)
                 continue
+            if not started:
+                raise failure
             log.error("actor %s failed; restarting", spec.name, exc_info=failure)
             now = trio.current_time()
             crashes.append(now)

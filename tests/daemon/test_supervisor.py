@@ -132,6 +132,41 @@ async def test_a_full_disk_never_makes_a_crash_loop(autojump_clock: Any) -> None
     assert log[-1] == "stopped"
 
 
+async def test_a_full_disk_at_startup_does_not_keep_the_daemon_down(autojump_clock: Any) -> None:
+    # The first actor cannot even start (its recovery must write); the next ones come up at
+    # once, and the first follows once the disk has room.
+    shutdown, metrics = trio.Event(), Metrics()
+    log: list[str] = []
+    steady_log: list[str] = []
+    attempts = [0]
+
+    class FullAtStart:
+        async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            attempts[0] += 1
+            if attempts[0] <= 3:
+                raise database_full()
+            await Flaky([0], log, shutdown).run(task_status=task_status)
+
+    supervisor = Supervisor(
+        [
+            ActorSpec("disk-bound", FullAtStart),
+            ActorSpec("steady", lambda: Flaky([0], steady_log, shutdown)),
+        ],
+        shutdown=shutdown,
+        shutdown_timeout=1,
+        metrics=metrics,
+        backoff_max=30,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        assert steady_log == ["started"] and log == []
+        await trio.sleep(3 * 30 + 1)
+        assert log == ["started"] and attempts[0] == 4
+        assert sample(metrics, "disk-bound") == 3
+        shutdown.set()
+    assert log[-1] == "stopped" and steady_log[-1] == "stopped"
+
+
 async def test_a_shutdown_ends_the_wait_before_a_restart(autojump_clock: Any) -> None:
     shutdown, metrics = trio.Event(), Metrics()
     supervisor = Supervisor(
