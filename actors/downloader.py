@@ -1,24 +1,27 @@
 """The client of the external downloader service (SPEC §12) and the boundary of its errors.
 
-One `httpx.AsyncClient` with explicit connect/read/write/pool timeouts and connection limits,
-built from config (`transport` is the test seam: `httpx.MockTransport` or a real transport).
-Every failure leaves as a `DownloaderError` subclass whose `error_type` follows SPEC §8.6; the
-JSON answers are validated into catalog records by `actors.downloader_json`.
+Two httpx clients with the same explicit connect/read/write/pool timeouts and connection limits,
+built from config: an `httpx.AsyncClient` for the JSON calls, on the event loop, and a blocking
+`httpx.Client` that receives media bodies in worker threads (see `actors.downloader_stream` for
+why). `transport` and `media_transport` are the test seams (`httpx.MockTransport`, or an async
+transport bridged to the worker threads). Every failure leaves as a `DownloaderError` subclass
+whose `error_type` follows SPEC §8.6; the JSON answers are validated into catalog records by
+`actors.downloader_json`.
 
 Metadata calls read at most `MAX_JSON_BYTES` and are bounded as a whole by the configured
-timeout. Downloads stream: the body goes through `storage.files.AtomicWriter` in batches
-written from a worker thread (the event loop never does file I/O), its size is checked against
-`max_bytes` while it arrives and against Content-Length at the end, and only a complete body is
-published under its final name. The read timeout applies per chunk, so a stalled download fails
-within it while a long healthy one is never cut off.
+timeout. Downloads stream: the body's size is checked against `max_bytes` while it arrives and
+against Content-Length at the end, a large body goes to a temporary file batch by batch, and
+only a complete body is published under its final name. The read timeout applies per chunk, so a
+stalled download fails within it while a long healthy one is never cut off.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -39,7 +42,14 @@ from actors.downloader_errors import (
     StorageFailure,
 )
 from actors.downloader_json import AlbumMeta, ArtistMeta
-from actors.downloader_stream import Received, content_length, read_capped, receive_to_file
+from actors.downloader_stream import (
+    Received,
+    body_chunks,
+    content_length,
+    in_worker,
+    read_capped,
+    receive_now,
+)
 from storage.catalog import TrackRecord
 from storage.ids import is_content_id
 
@@ -135,25 +145,33 @@ class DownloaderClient:
         timeout: float,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        media_transport: httpx.BaseTransport | None = None,
         max_connections: int = 4,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(
+        options: dict[str, Any] = {
+            "base_url": self.base_url,
+            "timeout": httpx.Timeout(
                 connect=min(CONNECT_TIMEOUT_S, timeout), read=timeout, write=timeout, pool=timeout
             ),
-            limits=httpx.Limits(
+            "limits": httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
-            transport=transport,
-            follow_redirects=False,
-            trust_env=False,  # configuration comes from the config file only
-        )
+            "follow_redirects": False,
+            "trust_env": False,  # configuration comes from the config file only
+        }
+        self._client = httpx.AsyncClient(transport=transport, **options)
+        # Media bodies: the same settings, used from worker threads (see `receive`).
+        self._media = httpx.Client(transport=media_transport, **options)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        """Close both clients. A worker still blocked on a download abandoned by a cancellation
+        (see `receive`) sees its connection fail and cleans up after itself."""
+        try:
+            await self._client.aclose()
+        finally:
+            self._media.close()
 
     @asynccontextmanager
     async def _open(
@@ -170,11 +188,23 @@ class DownloaderClient:
                     raise _status_error(response, body, path)
                 yield response
         except httpx.TimeoutException as exc:
-            raise DownloaderTimeout(f"downloader timed out on {path}") from exc
+            raise _timeout(path) from exc
         except httpx.TransportError as exc:
-            raise DownloaderConnectionError(
-                f"cannot reach the downloader for {path}: {exc}"
-            ) from exc
+            raise _unreachable(path, exc) from exc
+
+    @contextmanager
+    def _open_now(self, path: str, stopped: Callable[[], bool]) -> Iterator[httpx.Response]:
+        """Blocking `_open` of a media body (no content coding: sizes are counted as sent)."""
+        try:
+            with self._media.stream("GET", path, headers={"accept-encoding": "identity"}) as r:
+                if not 200 <= r.status_code < 300:
+                    body = b"".join(_capped(body_chunks(r, path, stopped), MAX_ERROR_BODY_BYTES))
+                    raise _status_error(r, body, path)
+                yield r
+        except httpx.TimeoutException as exc:
+            raise _timeout(path) from exc
+        except httpx.TransportError as exc:
+            raise _unreachable(path, exc) from exc
 
     async def _get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """The JSON answer of one GET, bounded in size and, as a whole, by the timeout."""
@@ -230,23 +260,48 @@ class DownloaderClient:
 
         `path_for` gets the Content-Type without parameters and raises `DownloaderParseError`
         (or ValueError) for a type it does not accept. The caller must `publish` or `discard`
-        the result; if this fails or is cancelled, the temporary file is removed.
+        the result. The body is received in a worker thread; if this fails or is cancelled,
+        the temporary file is removed (see `downloader_stream.in_worker` for a cancellation
+        while the downloader is silent).
         """
-        body: Received | None = None
-        try:
-            async with self._open(url_path, headers={"accept-encoding": "identity"}) as response:
-                media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-                try:
-                    final = path_for(media_type)
-                except ValueError as exc:
-                    raise DownloaderParseError(f"cannot store {url_path}: {exc}") from exc
-                expected = content_length(response, url_path)
-                if expected is not None and expected > max_bytes:
-                    raise DownloaderParseError(f"too large: {url_path} is {expected} bytes")
-                body = await receive_to_file(final, response, url_path, max_bytes, expected)
-                body.media_type = media_type
-        except BaseException:
-            if body is not None:  # closing the response failed or was cancelled
-                await body.discard()
-            raise
-        return body
+        return await in_worker(functools.partial(self._receive_now, path_for, url_path, max_bytes))
+
+    def _receive_now(
+        self,
+        path_for: Callable[[str], Path],
+        url_path: str,
+        max_bytes: int,
+        stopped: Callable[[], bool],
+    ) -> Received:
+        """Blocking `receive`; stops with `downloader_stream.Stopped` once `stopped()`."""
+        with self._open_now(url_path, stopped) as response:
+            media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            try:
+                final = path_for(media_type)
+            except ValueError as exc:
+                raise DownloaderParseError(f"cannot store {url_path}: {exc}") from exc
+            expected = content_length(response, url_path)
+            if expected is not None and expected > max_bytes:
+                raise DownloaderParseError(f"too large: {url_path} is {expected} bytes")
+            chunks = body_chunks(response, url_path, stopped)
+            body = receive_now(final, chunks, url_path, max_bytes, expected)
+            body.media_type = media_type
+            return body
+
+
+def _capped(chunks: Iterator[bytes], cap: int) -> Iterator[bytes]:
+    """The chunks up to `cap` bytes in all: an error body is only read for its message."""
+    size = 0
+    for chunk in chunks:
+        yield chunk[: max(0, cap - size)]
+        size += len(chunk)
+        if size >= cap:
+            return
+
+
+def _timeout(path: str) -> DownloaderTimeout:
+    return DownloaderTimeout(f"downloader timed out on {path}")
+
+
+def _unreachable(path: str, exc: Exception) -> DownloaderConnectionError:
+    return DownloaderConnectionError(f"cannot reach the downloader for {path}: {exc}")

@@ -1,25 +1,31 @@
-"""Streaming a downloader response body: into memory (bounded) or atomically into a file.
+"""Downloader response bodies: JSON and error bodies into memory (bounded), media atomically
+into a file.
 
-httpx's body iterators are nested async generators; a consumer that stops iterating early
-leaves them suspended, and trio warns when they are collected. `pump` therefore never leaves
-the loop by raising: a failure of its sink is kept aside and the read is stopped by cancelling
-it, which raises inside the generators and closes them, then the failure is raised.
+JSON and error bodies arrive on the event loop (`pump`, `read_capped`). httpx's body iterators
+are nested async generators; a consumer that stops iterating early leaves them suspended, and
+trio warns when they are collected. `pump` therefore never leaves the loop by raising: a failure
+of its sink is kept aside and the read is stopped by cancelling it, which raises inside the
+generators and closes them, then the failure is raised.
 
-Files are written through `storage.files.AtomicWriter` in batches from a worker thread (the
-event loop never does file I/O); the size cap is enforced while the body arrives and the
-Content-Length is checked once it has. Receiving and publishing are two steps (`receive_to_file`
+Media bodies are received by a blocking client in a worker thread (`in_worker`,
+`receive_now`): one hop per file instead of two scheduler passes per 64 KiB chunk, and the
+thread lets the interpreter lock go while it waits on the socket, so the event loop keeps the
+lock for the rest of the work (see `docs/decisions.md`). A body smaller than one batch stays in
+memory until it is published; a larger one is written through `storage.files.AtomicWriter`
+batch by batch from the same thread. The size cap is enforced while the body arrives and the
+Content-Length is checked once it has. Receiving and publishing are two steps (`receive_now`,
 then `Received.publish`), so that the processor can publish one file while it receives the
-next; a body smaller than one batch costs a single worker call, at publish. Whatever happens
-short of a publish (an error, a cancellation, a discard) removes the temporary file.
+next. Whatever happens short of a publish (an error, a cancellation, a discard) removes the
+temporary file.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import trio
@@ -94,44 +100,6 @@ def content_length(response: httpx.Response, path: str) -> int | None:
     return int(raw)
 
 
-async def _disk(final: Path, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run one bounded file operation in a thread. Shielded: the thread cannot be interrupted
-    anyway, and a cancellation must land inside the body iterator (see `pump`)."""
-    try:
-        with trio.CancelScope(shield=True):
-            return await trio.to_thread.run_sync(fn, *args)
-    except OSError as exc:
-        raise StorageFailure(f"cannot write {final.name}: {exc.strerror or exc}") from exc
-
-
-class _FileSink:
-    """Batches body chunks, enforcing the size cap as they arrive. The temporary file is opened
-    by the first full batch only: a body smaller than one batch stays in memory until publish."""
-
-    def __init__(self, writer: AtomicWriter, path: str, max_bytes: int) -> None:
-        self.writer = writer
-        self.path = path
-        self.max_bytes = max_bytes
-        self.size = 0
-        self.batch: list[bytes] = []
-        self.batched = 0
-
-    async def __call__(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size > self.max_bytes:
-            raise DownloaderParseError(
-                f"too large: {self.path} sent more than {self.max_bytes} bytes"
-            )
-        self.batch.append(chunk)
-        self.batched += len(chunk)
-        if self.batched >= WRITE_BATCH_BYTES:
-            await _disk(self.writer.final, _write, self.writer, self.take())
-
-    def take(self) -> bytes:
-        data, self.batch, self.batched = b"".join(self.batch), [], 0
-        return data
-
-
 @dataclass
 class Received:
     """A body received whole and checked against its announced length, not yet published.
@@ -179,30 +147,103 @@ class Received:
                 await trio.to_thread.run_sync(self.discard_now)
 
 
-async def receive_to_file(
-    final: Path, response: httpx.Response, path: str, max_bytes: int, expected: int | None
+def receive_now(
+    final: Path, chunks: Iterator[bytes], path: str, max_bytes: int, expected: int | None
 ) -> Received:
-    """Receive the body for `final` (see `Received`). If this fails or is cancelled, whatever
+    """Blocking: receive the body for `final` from `chunks` (see `Received`), enforcing the size
+    cap as it arrives and the announced length at its end. A body smaller than one batch stays
+    in memory; a larger one goes to the temporary file batch by batch. If this fails, whatever
     was written is removed."""
-    writer = AtomicWriter(final)
-    sink = _FileSink(writer, path, max_bytes)
-    received = Received(writer, b"", 0)
+    received = Received(AtomicWriter(final), b"", 0)
+    batch: list[bytes] = []
+    batched = 0
     try:
-        await pump(response, path, sink)
-        if expected is not None and sink.size != expected:
-            problem = "truncated body" if sink.size < expected else "body longer than announced"
-            raise DownloaderParseError(f"{problem}: {path} sent {sink.size} of {expected} bytes")
+        for chunk in chunks:
+            received.size += len(chunk)
+            if received.size > max_bytes:
+                raise DownloaderParseError(f"too large: {path} sent more than {max_bytes} bytes")
+            batch.append(chunk)
+            batched += len(chunk)
+            if batched >= WRITE_BATCH_BYTES:
+                _write_or_fail(received.writer, b"".join(batch))
+                batch, batched = [], 0
+        if expected is not None and received.size != expected:
+            size = received.size
+            problem = "truncated body" if size < expected else "body longer than announced"
+            raise DownloaderParseError(f"{problem}: {path} sent {size} of {expected} bytes")
     except BaseException:
-        await received.discard()
+        received.discard_now()
         raise
-    received.rest, received.size = sink.take(), sink.size
+    received.rest = b"".join(batch)
     return received
+
+
+def body_chunks(
+    response: httpx.Response, path: str, stopped: Callable[[], bool]
+) -> Iterator[bytes]:
+    """Blocking: the body's chunks, transport failures mid-body translated; ends with `Stopped`
+    at the first chunk after `stopped()` turns True."""
+    try:
+        for chunk in response.iter_bytes():
+            if stopped():
+                raise Stopped
+            yield chunk
+    except httpx.TimeoutException as exc:
+        raise DownloaderTimeout(f"downloader stalled while sending {path}") from exc
+    except httpx.RemoteProtocolError as exc:
+        raise DownloaderParseError(f"truncated body from {path}: {exc}") from exc
+    except httpx.TransportError as exc:
+        raise DownloaderConnectionError(f"connection lost while reading {path}: {exc}") from exc
+
+
+class Stopped(Exception):
+    """Raised in a worker thread whose caller was cancelled (see `in_worker`)."""
+
+
+async def in_worker(receive: Callable[[Callable[[], bool]], Received]) -> Received:
+    """`receive(stopped)` in a worker thread; its result.
+
+    If cancelled: `stopped()` turns True, which `receive` checks between chunks, and this waits
+    (shielded) up to `CLEANUP_S` for it to end and discards what it received; then the
+    cancellation goes on. Nothing is left behind, unless the thread is blocked on a silent
+    downloader for longer: it is then abandoned, and removes its temporary file itself when its
+    read timeout ends it (or, should the daemon exit first, the startup sweep does).
+    """
+    stop, ended = threading.Event(), threading.Event()
+    outcome: list[Received] = []
+
+    def work() -> Received:
+        try:
+            body = receive(stop.is_set)
+            outcome.append(body)
+            if stop.is_set():  # cancelled meanwhile: nobody will take it
+                body.discard_now()
+            return body
+        finally:
+            ended.set()
+
+    try:
+        return await trio.to_thread.run_sync(work, abandon_on_cancel=True)
+    except trio.Cancelled:
+        stop.set()
+        with trio.move_on_after(CLEANUP_S, shield=True):
+            await trio.to_thread.run_sync(ended.wait, CLEANUP_S)
+            for body in outcome:
+                await body.discard()
+        raise
 
 
 def _write(writer: AtomicWriter, data: bytes) -> None:
     if not writer.opened:
         writer.open()
     writer.write(data)
+
+
+def _write_or_fail(writer: AtomicWriter, data: bytes) -> None:
+    try:
+        _write(writer, data)
+    except OSError as exc:
+        raise StorageFailure(f"cannot write {writer.final.name}: {exc.strerror or exc}") from exc
 
 
 def _discard(writer: AtomicWriter) -> None:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import trio
 
+from actors import downloader_stream
 from actors.downloader import (
     DownloaderBadRequest,
     DownloaderClient,
@@ -27,6 +28,7 @@ from actors.downloader import (
 from fake_downloader import CatalogSpec, Knobs, audio_bytes, open_fake_downloader
 from storage import files
 from storage.queue_schema import ErrorType
+from tests.support.bridge import TrioBridge
 
 BASE = "http://downloader.test"
 ALBUM = "A" * 22
@@ -38,7 +40,8 @@ Handler = Callable[[httpx.Request], Any]
 
 
 def client_for(handler: Handler, timeout: float = 5.0) -> DownloaderClient:
-    return DownloaderClient(BASE, timeout, transport=httpx.MockTransport(handler))
+    mock = httpx.MockTransport(handler)
+    return DownloaderClient(BASE, timeout, transport=mock, media_transport=TrioBridge(mock))
 
 
 def answer(*args: Any, **kwargs: Any) -> Handler:
@@ -296,16 +299,20 @@ async def test_disk_errors_are_storage_failures(
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    ("size", "chunk"),
+    [(50_000, 1000), (4 * 2**20, 2**18)],  # in memory; partly written to a temporary file
+)
 async def test_a_cancelled_download_leaves_no_file(
-    tmp_path: Path, autojump_clock: trio.abc.Clock
+    tmp_path: Path, autojump_clock: trio.abc.Clock, size: int, chunk: int
 ) -> None:
-    body = b"y" * 50_000
+    body = b"y" * size
     headers = {"content-type": "audio/wav", "content-length": str(len(body))}
     client = client_for(
-        lambda request: httpx.Response(200, headers=headers, content=drip(body, 1000, 1.0))
+        lambda request: httpx.Response(200, headers=headers, content=drip(body, chunk, 1.0))
     )
-    with trio.move_on_after(10) as scope:
-        await client.download(audio_path(tmp_path), f"/track/{TRACK}/audio", 10**6)
+    with trio.move_on_after(10.5) as scope:
+        await client.download(audio_path(tmp_path), f"/track/{TRACK}/audio", 10**8)
     assert scope.cancelled_caught
     assert leftovers(tmp_path) == []
 
@@ -323,6 +330,37 @@ async def test_a_stalled_download_times_out_within_the_read_timeout(tmp_path: Pa
         assert trio.current_time() - start < 1.5
         await client.aclose()
     assert leftovers(tmp_path) == []
+
+
+async def test_a_download_cancelled_mid_body_over_http_leaves_no_file(tmp_path: Path) -> None:
+    # 3 MiB at 4 MiB/s: cancelled with its first MiB already in a temporary file.
+    spec = CatalogSpec(artists=1, albums_per_artist=1, tracks_per_album=1, audio_bytes=3 * 2**20)
+    async with open_fake_downloader(spec, Knobs(audio_bytes_per_sec=4 * 2**20)) as fake:
+        client = DownloaderClient(fake.base_url, 5)
+        track = fake.catalog.track_ids[0]
+        with trio.move_on_after(0.5) as scope:
+            await client.download(audio_path(tmp_path), f"/track/{track}/audio", 10**8)
+        assert scope.cancelled_caught
+        assert leftovers(tmp_path) == []
+        await client.aclose()
+
+
+async def test_a_download_cancelled_while_the_downloader_is_silent_returns_promptly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(downloader_stream, "CLEANUP_S", 0.5)
+    spec = CatalogSpec(artists=1, albums_per_artist=1, tracks_per_album=1, audio_bytes=10_000)
+    knobs = Knobs()
+    knobs.fault("stall", "audio", stall_seconds=3600)
+    async with open_fake_downloader(spec, knobs) as fake:
+        client = DownloaderClient(fake.base_url, 30)  # the read timeout would end it in 30 s
+        track = fake.catalog.track_ids[0]
+        start = trio.current_time()
+        with trio.move_on_after(0.3):
+            await client.download(audio_path(tmp_path), f"/track/{track}/audio", 10**6)
+        assert trio.current_time() - start < 1.5
+        assert leftovers(tmp_path) == []
+        await client.aclose()
 
 
 @pytest.mark.parametrize(

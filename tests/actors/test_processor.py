@@ -45,6 +45,7 @@ from storage.db import Database
 from storage.files import MediaLayout
 from storage.queue import QueueStore
 from storage.queue_schema import MIGRATIONS, ContentType
+from tests.support.bridge import TrioBridge
 
 SPEC = CatalogSpec(
     seed=3, artists=2, albums_per_artist=2, tracks_per_album=3, audio_bytes=40_000,
@@ -146,7 +147,10 @@ async def rig(
     knobs = knobs if knobs is not None else Knobs()
     fake = build_catalog(spec)
     transport = None if base_url else httpx.ASGITransport(create_app(fake, knobs))  # type: ignore[arg-type]
-    client = DownloaderClient(base_url or "http://fake", 30, transport=transport)
+    bridge = None if transport is None else TrioBridge(transport)
+    client = DownloaderClient(
+        base_url or "http://fake", 30, transport=transport, media_transport=bridge
+    )
     queue = QueueStore(Database(tmp_path / "q.db", MIGRATIONS, synchronous="OFF"), dm)
     catalog = CatalogStore.open(tmp_path / "catalog.db")
     media = MediaLayout(tmp_path / "media")
