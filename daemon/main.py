@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import trio
 
 from daemon.config import Config, ConfigError, describe, load_config
-from daemon.logs import setup_logging
+from daemon.logs import flush_logging, setup_logging
 from daemon.supervisor import CrashLoop
 from daemon.wiring import run_daemon
 from storage.db import StorageError
@@ -55,7 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         trio.run(run_daemon, config)
     except BaseException as exc:
+        flush_logging()  # the daemon's last lines before the reason it stopped
         return exit_status(exc)
+    finally:
+        flush_logging()
     return 0
 
 

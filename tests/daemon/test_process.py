@@ -44,6 +44,25 @@ def test_server_auth_cli_login_metrics_and_sigterm(tmp_path: Path) -> None:
         assert (tmp_path / name).exists() or name != "user.db"
 
 
+def test_the_api_keeps_answering_while_nobody_reads_its_stderr(tmp_path: Path) -> None:
+    """Its stderr is a pipe nobody drains for a while (a stalled log collector): far more
+    request lines than the pipe holds, every request answered at once, every line written out
+    once the pipe drains again."""
+    requests = 1500  # about 120 KB of log lines; a pipe holds 64 KiB
+    daemon = DaemonProcess(tmp_path, "--shutdown-timeout-sec", "5")
+    try:
+        daemon.pause_reading()
+        with httpx.Client(base_url=daemon.url, timeout=5) as client:
+            for _ in range(requests):
+                assert client.get("/v1/auth/session").status_code == 401
+        daemon.resume_reading()
+        assert daemon.stop() == 0
+    finally:
+        daemon.resume_reading()
+        daemon.kill()
+    assert daemon.log.count("GET /v1/auth/session -> 401") == requests
+
+
 def test_in_flight_request_finishes_on_sigterm(tmp_path: Path) -> None:
     """A slow login (Argon2) that is in flight when SIGTERM arrives still gets its answer."""
     daemon = DaemonProcess(tmp_path, "--shutdown-timeout-sec", "10")

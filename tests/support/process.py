@@ -63,6 +63,8 @@ class DaemonProcess:
         )
         self.lines: list[str] = []
         self._ready = threading.Event()
+        self._reading = threading.Event()  # cleared: stderr is left to fill up, as a stalled
+        self._reading.set()  # log collector would leave it
         self.url = ""
         self.metrics_url = ""
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -74,6 +76,7 @@ class DaemonProcess:
     def _read(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
+            self._reading.wait()
             self.lines.append(line.rstrip("\n"))
             if m := re.match(r"metrics on (http://\S+)", line):
                 self.metrics_url = m.group(1)
@@ -81,6 +84,12 @@ class DaemonProcess:
                 self.url = m.group(1)
                 self._ready.set()
         self._ready.set()
+
+    def pause_reading(self) -> None:
+        self._reading.clear()
+
+    def resume_reading(self) -> None:
+        self._reading.set()
 
     @property
     def log(self) -> str:
