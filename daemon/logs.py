@@ -1,45 +1,50 @@
-"""Logging setup: one stderr handler, a compact format, the configured level.
+"""Logging setup: stderr, a compact format, the configured level, written by a thread.
 
-Records are written to stderr by a thread of their own: the code that logs, the event loop above
-all, only puts them in a bounded queue (`logging.handlers.QueueHandler`). A write to stderr
-blocks while its reader does not keep up (a full pipe to a stalled log collector, a terminal on
-pause), and it must not stop the API and the queue with it. When the queue is full, records are
-dropped and counted, and a warning says how many once there is room again.
+The code that logs, the event loop above all, only appends the record to a bounded buffer; a
+writer thread formats what has gathered and writes it to stderr every `WRITE_INTERVAL_S`, in
+one write. A write to stderr blocks while its reader does not keep up (a full pipe to a stalled
+log collector, a terminal on pause), and that must not stop the API and the queue with it. When
+the buffer is full, records are dropped and counted, and a warning says how many once there is
+room again.
+
+Batches, not a record at a time (`logging.handlers.QueueListener`): waking a thread for each
+record made every API request cost 13% more CPU, in interpreter-lock handoffs; one write per
+batch costs less than the one write per record of a plain `StreamHandler`.
 """
 
 from __future__ import annotations
 
 import logging
-import logging.handlers
-import queue
 import sys
 import threading
+from collections import deque
+from typing import TextIO
 
-QUEUE_RECORDS = 10_000
+BUFFER_RECORDS = 10_000
+WRITE_INTERVAL_S = 0.05
 FLUSH_TIMEOUT_S = 5.0
+FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
 
 
-class _Enqueue(logging.handlers.QueueHandler):
-    """Puts records in the writer's queue without ever waiting; counts those it drops."""
+class BufferHandler(logging.Handler):
+    """Appends records to `pending` without ever waiting; counts those it drops."""
 
-    def __init__(self, records: queue.Queue[logging.LogRecord | None]) -> None:
-        super().__init__(records)
+    def __init__(self, pending: deque[logging.LogRecord]) -> None:
+        super().__init__()
+        self.pending = pending
         self.dropped = 0
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        # Only the message is merged now (its arguments may change later); the time, level and
-        # any traceback are formatted by the writer's thread.
-        record.msg, record.args = record.getMessage(), None
-        return record
-
-    def enqueue(self, record: logging.LogRecord) -> None:
-        try:
-            if self.dropped:
-                self.queue.put_nowait(self._drop_notice())
-                self.dropped = 0
-            self.queue.put_nowait(record)
-        except queue.Full:
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.pending) >= BUFFER_RECORDS:
             self.dropped += 1
+            return
+        if self.dropped:
+            self.pending.append(self._drop_notice())
+            self.dropped = 0
+        # Only the message is merged now (its arguments may change later); the time, level and
+        # any traceback are formatted by the writer.
+        record.msg, record.args = record.getMessage(), None
+        self.pending.append(record)
 
     def _drop_notice(self) -> logging.LogRecord:
         return logging.LogRecord(
@@ -48,50 +53,69 @@ class _Enqueue(logging.handlers.QueueHandler):
         )  # fmt: skip
 
 
-_writer: tuple[queue.Queue[logging.LogRecord | None], threading.Thread] | None = None
+class Writer:
+    """The thread that writes the pending records to `stream`, a batch at a time."""
+
+    def __init__(self, pending: deque[logging.LogRecord], stream: TextIO) -> None:
+        self.pending = pending
+        self.stream = stream
+        self.stopping = threading.Event()
+        # A daemon thread: a stderr that never drains must not keep the process alive.
+        self.thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stopping.wait(WRITE_INTERVAL_S):
+            self.write_pending()
+        self.write_pending()
+
+    def write_pending(self) -> None:
+        lines = []
+        while self.pending:
+            record = self.pending.popleft()
+            try:
+                lines.append(FORMAT.format(record) + "\n")
+            except Exception:  # a record that cannot be formatted is a bug of its caller
+                lines.append(f"unformattable log record from {record.name}\n")
+        if lines:
+            try:
+                self.stream.write("".join(lines))
+                self.stream.flush()
+            except (OSError, ValueError):  # stderr is gone: nowhere left to say so
+                pass
+
+    def stop(self, timeout: float) -> None:
+        """Write out what is pending and end (blocking, at most `timeout` seconds: a stderr that
+        does not drain loses what is left)."""
+        self.stopping.set()
+        self.thread.join(timeout)
+
+
+_writer: Writer | None = None
 
 
 def setup_logging(level: str) -> None:
     """Log to stderr through the writer thread (started here; `flush_logging` stops it)."""
     global _writer
     flush_logging()
-    handler = _stderr()
-    records: queue.Queue[logging.LogRecord | None] = queue.Queue(QUEUE_RECORDS)
-    thread = threading.Thread(target=_write_out, args=(records, handler), name="log-writer")
-    thread.daemon = True  # a stderr that never drains must not keep the process alive
-    thread.start()
-    _writer = records, thread
+    pending: deque[logging.LogRecord] = deque()
+    _writer = Writer(pending, sys.stderr)
+    _writer.thread.start()
     root = logging.getLogger()
-    root.handlers[:] = [_Enqueue(records)]
+    root.handlers[:] = [BufferHandler(pending)]
     root.setLevel(level.upper())
     # Framework loggers stay at warning: the daemon logs requests itself.
     for noisy in ("hypercorn", "quart", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
-def _stderr() -> logging.Handler:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
-    )
-    return handler
-
-
-def _write_out(records: queue.Queue[logging.LogRecord | None], handler: logging.Handler) -> None:
-    while (record := records.get()) is not None:
-        handler.handle(record)
-
-
 def flush_logging(timeout: float = FLUSH_TIMEOUT_S) -> None:
-    """Write out the records queued so far and stop the writer (blocking, at most about
-    `timeout` seconds: a stderr that does not drain loses what is left)."""
+    """Write out the records logged so far and stop the writer (blocking; at exit). Whatever is
+    logged afterwards is written directly."""
     global _writer
     if _writer is None:
         return
-    (records, thread), _writer = _writer, None
-    logging.getLogger().handlers[:] = [_stderr()]  # whatever comes later, written directly
-    try:
-        records.put(None, timeout=timeout)
-    except queue.Full:
-        return
-    thread.join(timeout)
+    writer, _writer = _writer, None
+    direct = logging.StreamHandler(sys.stderr)
+    direct.setFormatter(FORMAT)
+    logging.getLogger().handlers[:] = [direct]
+    writer.stop(timeout)
