@@ -209,26 +209,29 @@ async def in_worker(receive: Callable[[Callable[[], bool]], Received]) -> Receiv
     downloader for longer: it is then abandoned, and removes its temporary file itself when its
     read timeout ends it (or, should the daemon exit first, the startup sweep does).
     """
-    stop, ended = threading.Event(), threading.Event()
-    outcome: list[Received] = []
+    stop, ended, handover = threading.Event(), threading.Event(), threading.Lock()
+    delivered: list[Received] = []  # returned before the cancellation: discarded here
 
     def work() -> Received:
         try:
             body = receive(stop.is_set)
-            outcome.append(body)
-            if stop.is_set():  # cancelled meanwhile: nobody will take it
-                body.discard_now()
-            return body
+            with handover:
+                if not stop.is_set():
+                    delivered.append(body)
+                    return body
+            body.discard_now()  # received after the cancellation: nobody will take it
+            raise Stopped
         finally:
             ended.set()
 
     try:
         return await trio.to_thread.run_sync(work, abandon_on_cancel=True)
     except trio.Cancelled:
-        stop.set()
+        with handover:  # held by the thread only between its two checks
+            stop.set()
         with trio.move_on_after(CLEANUP_S, shield=True):
             await trio.to_thread.run_sync(ended.wait, CLEANUP_S)
-            for body in outcome:
+            for body in delivered:
                 await body.discard()
         raise
 
