@@ -1,12 +1,12 @@
 """The client of the external downloader service (SPEC §12) and the boundary of its errors.
 
-Two httpx clients with the same explicit connect/read/write/pool timeouts and connection limits,
-built from config: an `httpx.AsyncClient` for the JSON calls, on the event loop, and a blocking
-`httpx.Client` that receives media bodies in worker threads (see `actors.downloader_stream` for
-why). `transport` and `media_transport` are the test seams (`httpx.MockTransport`, or an async
-transport bridged to the worker threads). Every failure leaves as a `DownloaderError` subclass
-whose `error_type` follows SPEC §8.6; the JSON answers are validated into catalog records by
-`actors.downloader_json`.
+Two httpx connection pools with the same explicit connect/read/write/pool timeouts and connection
+limits, built from config: an `httpx.AsyncClient` for the JSON calls, on the event loop, and a
+blocking `httpx.HTTPTransport` that receives media bodies in worker threads (see
+`actors.downloader_stream` for why). `transport` and `media_transport` are the test seams
+(`httpx.MockTransport`, or an async transport bridged to the worker threads). Every failure
+leaves as a `DownloaderError` subclass whose `error_type` follows SPEC §8.6; the JSON answers are
+validated into catalog records by `actors.downloader_json`.
 
 Metadata calls read at most `MAX_JSON_BYTES` and are bounded as a whole by the configured
 timeout. Downloads stream: the body's size is checked against `max_bytes` while it arrives and
@@ -150,23 +150,28 @@ class DownloaderClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        options: dict[str, Any] = {
-            "base_url": self.base_url,
-            "timeout": httpx.Timeout(
-                connect=min(CONNECT_TIMEOUT_S, timeout), read=timeout, write=timeout, pool=timeout
-            ),
-            "limits": httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            "follow_redirects": False,
-            "trust_env": False,  # configuration comes from the config file only
-        }
-        self._client = httpx.AsyncClient(transport=transport, **options)
-        # Media bodies: the same settings, used from worker threads (see `receive`).
-        self._media = httpx.Client(transport=media_transport, **options)
+        timeouts = httpx.Timeout(
+            connect=min(CONNECT_TIMEOUT_S, timeout), read=timeout, write=timeout, pool=timeout
+        )
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=timeouts,
+            limits=limits,
+            transport=transport,
+            follow_redirects=False,
+            trust_env=False,  # configuration comes from the config file only
+        )
+        # Media bodies: a bare transport, used from worker threads (see `receive`). A client
+        # would add a quarter to the CPU of each download (cookies, URL merging, hooks) and
+        # nothing a download needs; redirects are not followed and no proxy is read either way.
+        self._media = media_transport or httpx.HTTPTransport(limits=limits)
+        self._media_timeouts = timeouts.as_dict()
 
     async def aclose(self) -> None:
-        """Close both clients. A worker still blocked on a download abandoned by a cancellation
+        """Close both pools. A worker still blocked on a download abandoned by a cancellation
         (see `receive`) sees its connection fail and cleans up after itself."""
         try:
             await self._client.aclose()
@@ -195,12 +200,21 @@ class DownloaderClient:
     @contextmanager
     def _open_now(self, path: str, stopped: Callable[[], bool]) -> Iterator[httpx.Response]:
         """Blocking `_open` of a media body (no content coding: sizes are counted as sent)."""
+        request = httpx.Request(
+            "GET",
+            self.base_url + path,
+            headers={"accept-encoding": "identity"},
+            extensions={"timeout": self._media_timeouts},
+        )
         try:
-            with self._media.stream("GET", path, headers={"accept-encoding": "identity"}) as r:
-                if not 200 <= r.status_code < 300:
-                    body = b"".join(_capped(body_chunks(r, path, stopped), MAX_ERROR_BODY_BYTES))
-                    raise _status_error(r, body, path)
-                yield r
+            response = self._media.handle_request(request)
+            try:
+                if not 200 <= response.status_code < 300:
+                    body = _capped(body_chunks(response, path, stopped), MAX_ERROR_BODY_BYTES)
+                    raise _status_error(response, b"".join(body), path)
+                yield response
+            finally:
+                response.close()
         except httpx.TimeoutException as exc:
             raise _timeout(path) from exc
         except httpx.TransportError as exc:

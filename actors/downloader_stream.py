@@ -7,7 +7,7 @@ trio warns when they are collected. `pump` therefore never leaves the loop by ra
 of its sink is kept aside and the read is stopped by cancelling it, which raises inside the
 generators and closes them, then the failure is raised.
 
-Media bodies are received by a blocking client in a worker thread (`in_worker`,
+Media bodies are received by a blocking transport in a worker thread (`in_worker`,
 `receive_now`): one hop per file instead of two scheduler passes per 64 KiB chunk, and the
 thread lets the interpreter lock go while it waits on the socket, so the event loop keeps the
 lock for the rest of the work (see `docs/decisions.md`). A body smaller than one batch stays in
