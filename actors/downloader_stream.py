@@ -122,8 +122,7 @@ class Received:
         except BaseException as exc:
             self.discard_now()  # nothing to do once the file is under its final name
             if isinstance(exc, OSError):
-                final = self.writer.final.name
-                raise StorageFailure(f"cannot write {final}: {exc.strerror or exc}") from exc
+                raise _storage_failure(self.writer, exc) from exc
             raise
         finally:
             self.rest = b""
@@ -246,7 +245,11 @@ def _write_or_fail(writer: AtomicWriter, data: bytes) -> None:
     try:
         _write(writer, data)
     except OSError as exc:
-        raise StorageFailure(f"cannot write {writer.final.name}: {exc.strerror or exc}") from exc
+        raise _storage_failure(writer, exc) from exc
+
+
+def _storage_failure(writer: AtomicWriter, exc: OSError) -> StorageFailure:
+    return StorageFailure(f"cannot write {writer.final.name}: {exc.strerror or exc}")
 
 
 def _discard(writer: AtomicWriter) -> None:
