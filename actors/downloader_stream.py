@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,24 +55,30 @@ async def pump(
     A `DownloaderError` from `sink` stops the read (see the module docstring) and is raised.
     """
     failure: DownloaderError | None = None
-    with trio.CancelScope() as stop:
-        try:
-            async for chunk in response.aiter_bytes():
-                if failure is not None:
-                    continue  # only reached when the body needs no checkpoint (in memory)
-                try:
-                    await sink(chunk)
-                except DownloaderError as exc:
-                    failure = exc
-                    stop.cancel()
-        except httpx.TimeoutException as exc:
-            raise DownloaderTimeout(f"downloader stalled while sending {path}") from exc
-        except httpx.RemoteProtocolError as exc:
-            raise DownloaderParseError(f"truncated body from {path}: {exc}") from exc
-        except httpx.TransportError as exc:
-            raise DownloaderConnectionError(f"connection lost while reading {path}: {exc}") from exc
+    with trio.CancelScope() as stop, mid_body(path):
+        async for chunk in response.aiter_bytes():
+            if failure is not None:
+                continue  # only reached when the body needs no checkpoint (in memory)
+            try:
+                await sink(chunk)
+            except DownloaderError as exc:
+                failure = exc
+                stop.cancel()
     if failure is not None:
         raise failure
+
+
+@contextmanager
+def mid_body(path: str) -> Iterator[None]:
+    """Translate the transport failures of a body that is arriving into downloader errors."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise DownloaderTimeout(f"downloader stalled while sending {path}") from exc
+    except httpx.RemoteProtocolError as exc:
+        raise DownloaderParseError(f"truncated body from {path}: {exc}") from exc
+    except httpx.TransportError as exc:
+        raise DownloaderConnectionError(f"connection lost while reading {path}: {exc}") from exc
 
 
 async def read_capped(response: httpx.Response, path: str, cap: int) -> bytes:
@@ -182,17 +189,11 @@ def body_chunks(
 ) -> Iterator[bytes]:
     """Blocking: the body's chunks, transport failures mid-body translated; ends with `Stopped`
     at the first chunk after `stopped()` turns True."""
-    try:
+    with mid_body(path):
         for chunk in response.iter_bytes():
             if stopped():
                 raise Stopped
             yield chunk
-    except httpx.TimeoutException as exc:
-        raise DownloaderTimeout(f"downloader stalled while sending {path}") from exc
-    except httpx.RemoteProtocolError as exc:
-        raise DownloaderParseError(f"truncated body from {path}: {exc}") from exc
-    except httpx.TransportError as exc:
-        raise DownloaderConnectionError(f"connection lost while reading {path}: {exc}") from exc
 
 
 class Stopped(Exception):
