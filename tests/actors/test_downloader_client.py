@@ -265,6 +265,24 @@ async def test_a_download_publishes_exactly_the_bytes_sent(tmp_path: Path) -> No
     assert leftovers(tmp_path) == [f"{TRACK}.flac"]
 
 
+# The rows about the answer's status or its transport, not about a JSON document.
+TRANSPORT_ROWS = [row for row in ERROR_ROWS if row[1] is not DownloaderParseError]
+
+
+@pytest.mark.parametrize(("handler", "kind", "error_type"), TRANSPORT_ROWS)
+async def test_every_failure_of_a_download_maps_to_its_error_type_and_leaves_no_file(
+    tmp_path: Path, handler: Handler, kind: type[DownloaderError], error_type: ErrorType
+) -> None:
+    client = client_for(handler)
+    with pytest.raises(kind) as caught:
+        await client.download(audio_path(tmp_path), f"/track/{TRACK}/audio", 10**6)
+    assert type(caught.value) is kind
+    assert caught.value.error_type is error_type
+    assert f"/track/{TRACK}/audio" in caught.value.message
+    assert leftovers(tmp_path) == []
+    await client.aclose()
+
+
 @pytest.mark.parametrize(
     ("headers", "body", "message"),
     [
