@@ -45,6 +45,10 @@ log = logging.getLogger("pezzottify.downloader")
 # Bytes gathered before one hop to a worker thread: few hops, bounded memory.
 WRITE_BATCH_BYTES = 1024 * 1024
 CLEANUP_S = 5.0
+# How long a cancelled download waits for its thread to stop and clean up. A thread that is
+# receiving stops at its next chunk, within milliseconds; one that takes longer is waiting on a
+# silent downloader, which more waiting would not change (and a shutdown has its own deadline).
+STOP_WAIT_S = 1.0
 
 
 async def pump(
@@ -204,7 +208,7 @@ async def in_worker(receive: Callable[[Callable[[], bool]], Received]) -> Receiv
     """`receive(stopped)` in a worker thread; its result.
 
     If cancelled: `stopped()` turns True, which `receive` checks between chunks, and this waits
-    (shielded) up to `CLEANUP_S` for it to end and discards what it received; then the
+    (shielded) up to `STOP_WAIT_S` for it to end and discards what it received; then the
     cancellation goes on. Nothing is left behind, unless the thread is blocked on a silent
     downloader for longer: it is then abandoned, and removes its temporary file itself when its
     read timeout ends it (or, should the daemon exit first, the startup sweep does).
@@ -229,8 +233,8 @@ async def in_worker(receive: Callable[[Callable[[], bool]], Received]) -> Receiv
     except trio.Cancelled:
         with handover:  # held by the thread only between its two checks
             stop.set()
-        with trio.move_on_after(CLEANUP_S, shield=True):
-            await trio.to_thread.run_sync(ended.wait, CLEANUP_S)
+        with trio.move_on_after(STOP_WAIT_S + CLEANUP_S, shield=True):
+            await trio.to_thread.run_sync(ended.wait, STOP_WAIT_S)
             for body in delivered:
                 await body.discard()
         raise
