@@ -5,7 +5,7 @@ one statement per kind (`CatalogStore.missing_files`) returns only the catalog r
 not among them. The comparison thus runs in SQLite's C code, during which the sqlite3 module
 releases the interpreter lock, instead of in Python per row while holding it (see
 `actors.watchdog` for why that matters); normally nothing is missing and almost no Python runs
-per row. Listings and statements run in a new thread of the lowest CPU priority, so that what
+per row. Listings and statements run in a new thread of the idle scheduling class, so that what
 runs without the lock does not compete with the event loop for a core. Which files count as
 present:
 
@@ -55,7 +55,7 @@ ENCODE_SLICE = 4096
 
 # How often a worker waiting for a background comparison checks whether to stop it.
 STOP_POLL_S = 0.02
-LOWEST_PRIORITY = 19  # nice
+LOWEST_PRIORITY = 19  # nice, where the idle scheduling class is refused
 
 MissingRow = tuple[str, str | None]  # (content id, album id or None)
 T = TypeVar("T")
@@ -91,24 +91,36 @@ def list_folder(folder: Path) -> str:
 
 
 def lower_priority() -> None:
-    """Give the calling thread, and it alone (Linux keeps a nice value per thread), the lowest
-    CPU priority; elsewhere, or if refused, leave it as it is."""
-    if sys.platform == "linux":
+    """Put the calling thread, and it alone (Linux schedules each thread on its own), in the
+    idle scheduling class, or failing that at the lowest nice value; elsewhere, or if refused,
+    leave it as it is.
+
+    Idle, not merely nice 19: the kernel lets a waking thread of normal priority preempt an idle
+    one at once, and counts a core that runs only idle threads as free when it places a waking
+    thread. At nice 19 the scan still ran out its time slice before the event loop's thread or
+    an API worker thread got the core back (API p99 during a scan over idle, 4 alternated runs
+    each: 1.92-2.56 at nice 19, 1.45-1.74 idle). An idle thread still gets a small share of a
+    busy machine, so a scan is slowed down by load, never stopped by it."""
+    if sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    try:
+        os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
+    except OSError:
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST_PRIORITY)
+            os.setpriority(os.PRIO_PROCESS, thread, LOWEST_PRIORITY)
 
 
 def in_background_thread(fn: Callable[[Callable[[], bool]], T], stop: Callable[[], bool]) -> T:
-    """Run `fn(stopped)` in a new thread at the lowest CPU priority and wait for it (blocking);
-    `stopped()` turns True once `stop()`, which the waiting thread polls, does.
+    """Run `fn(stopped)` in a new thread of the lowest CPU priority (`lower_priority`) and wait
+    for it (blocking); `stopped()` turns True once `stop()`, which the waiting thread polls, does.
 
     A comparison runs without the interpreter lock, truly in parallel with the event loop, so at
     normal priority it competes with the loop (and the API's worker threads) for a core: on the
-    2-core benchmark machine, API p99 during a scan was 2.7x idle at normal priority and 1.9x at
-    the lowest, which takes only the CPU the daemon and its neighbours leave idle and lets the
-    loop's thread preempt the scan's when it wakes. A new thread each time because an
-    unprivileged process cannot raise a thread's priority back, and trio reuses its worker
-    threads for everything else."""
+    2-core benchmark machine, API p99 during a scan was 2.7x idle at normal priority, about 2x at
+    nice 19 and 1.6x in the idle class, which takes only the CPU the daemon and its neighbours
+    leave idle. A new thread each time because an unprivileged process cannot raise a thread's
+    priority back, and trio reuses its worker threads for everything else."""
     stopped = threading.Event()
     results: list[T] = []
     errors: list[BaseException] = []

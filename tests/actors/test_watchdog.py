@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors import integrity_scan
+from actors import watchdog as watchdog_module
 from actors.jobs.base import ShutdownBehavior
 from actors.jobs.download_jobs import (
     ScanFailed,
@@ -286,6 +288,50 @@ class WatchedCatalog:
             return stop()
 
         return self.inner.missing_files(kind, names, watched)
+
+
+class PolicyCatalog:
+    """The real catalog, noting the scheduling policy of each thread that compares."""
+
+    def __init__(self, inner: CatalogStore, policies: list[int]) -> None:
+        self.inner = inner
+        self.db = inner.db
+        self.policies = policies
+
+    def missing_files(
+        self, kind: str, names: str, stop: Callable[[], bool]
+    ) -> list[tuple[str, str | None]]:
+        self.policies.append(os.sched_getscheduler(0))
+        return self.inner.missing_files(kind, names, stop)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="scheduling classes are Linux's")
+async def test_a_scan_runs_in_the_idle_class_and_leaves_the_other_threads_as_they_were(
+    catalog: CatalogStore,
+    admin: QueueAdminStore,
+    media: MediaLayout,
+    bundles: list[AlbumBundle],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The listings and comparisons take only the CPU nothing else wants; the event loop's and
+    the API's worker threads keep their normal priority."""
+    policies: list[int] = []
+
+    def listing(folder: Path) -> str:
+        policies.append(os.sched_getscheduler(0))
+        return integrity_scan.list_folder(folder)
+
+    monkeypatch.setattr(watchdog_module, "list_folder", listing)
+    send, recv = trio.open_memory_channel[ScanRequest](1)
+    actor = IntegrityWatchdog(recv, PolicyCatalog(catalog, policies), admin, media)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        report = await run_job(send)
+        nursery.cancel_scope.cancel()
+    assert report["missing_track_audio"] == 4
+    assert policies == [os.SCHED_IDLE] * 5  # two listings, three comparisons
+    worker = await trio.to_thread.run_sync(os.sched_getscheduler, 0)
+    assert (os.sched_getscheduler(0), worker) == (os.SCHED_OTHER, os.SCHED_OTHER)
 
 
 @settings(max_examples=200, deadline=None)
