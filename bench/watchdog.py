@@ -154,7 +154,9 @@ def _p99(samples: list[list[float]], window: tuple[float, float]) -> float:
 def api_during_scan(db_dir: Path, params: Params) -> Row:
     token = services.add_session(db_dir, "bench-admin", Role.Admin)
     config = services.daemon_config(db_dir, "http://127.0.0.1:9")
-    with services.daemon(db_dir, config) as proc:
+    # The load's report goes to a file: a pipe would fill (the samples pass 64 KiB) and, should
+    # the load end before the windows do, leave it blocked mid-write when it is stopped.
+    with services.daemon(db_dir, config) as proc, tempfile.TemporaryFile("w+") as report:
         jobs = JobClient(proc.url, token)
         jobs.wait_idle()  # the scan the daemon runs at startup
         scan_s = jobs.scan_window()
@@ -170,7 +172,7 @@ def api_during_scan(db_dir: Path, params: Params) -> Row:
              *(f"--path={p}" for p in paths), f"--header=Authorization: Bearer {token}",
              "--connections", str(params.connections), "--duration", f"{min(budget, 120):.1f}",
              "--samples"],
-            stdout=subprocess.PIPE, text=True,
+            stdout=report, text=True,
         )  # fmt: skip
         time.sleep(1.0)  # the load's connections are open and warm
         windows: list[tuple[tuple[float, float], tuple[float, float]]] = []
@@ -182,8 +184,13 @@ def api_during_scan(db_dir: Path, params: Params) -> Row:
                 idle = jobs.idle_window(scan_s[1] - scan_s[0])
                 scan = jobs.scan_window()
             windows.append((scan, idle))
+        outlived = load.poll() is not None
         load.terminate()  # the load stops and reports what it measured
-        out, _ = load.communicate(timeout=60)
+        load.wait(timeout=60)
+        report.seek(0)
+        out = report.read()
+    if outlived:
+        raise RuntimeError("the load ended before the windows did: scans took too long")
     return _p99_row(out, windows, params)
 
 
