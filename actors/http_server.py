@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
+
+from daemon.logs import write_line
 
 log = logging.getLogger("pezzottify.http")
 
@@ -88,5 +89,5 @@ class HttpServer:
                 functools.partial(serve, self.app, self.config, shutdown_trigger=self.shutdown.wait)
             )
             for url in self.urls:
-                print(self.announce.format(url=url), file=sys.stderr, flush=True)
+                write_line(self.announce.format(url=url))
             task_status.started(self.urls)

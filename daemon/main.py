@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import trio
 
 from daemon.config import Config, ConfigError, describe, load_config
-from daemon.logs import flush_logging, setup_logging
+from daemon.logs import flush_logging, setup_logging, write_line
 from daemon.supervisor import CrashLoop
 from daemon.wiring import run_daemon
 from storage.db import StorageError
@@ -24,7 +24,7 @@ log = logging.getLogger("pezzottify.daemon")
 
 
 def fail(message: str, status: int) -> int:
-    print(f"pezzottify-server: {message}", file=sys.stderr, flush=True)
+    write_line(f"pezzottify-server: {message}")
     return status
 
 
