@@ -63,6 +63,17 @@ def sample(metrics: Metrics, actor: str) -> float:
     return value or 0.0
 
 
+def doomed(shutdown: trio.Event, metrics: Metrics, **limits: Any) -> Supervisor:
+    """A supervisor of one actor, "doomed", that fails every time it starts."""
+    return Supervisor(
+        [ActorSpec("doomed", lambda: Flaky([10**6], [], shutdown))],
+        shutdown=shutdown,
+        shutdown_timeout=1,
+        metrics=metrics,
+        **limits,
+    )
+
+
 async def test_failing_actor_is_restarted_while_others_keep_running(
     autojump_clock: Any,
 ) -> None:
@@ -91,14 +102,7 @@ async def test_failing_actor_is_restarted_while_others_keep_running(
 
 async def test_crash_loop_stops_the_supervisor(autojump_clock: Any) -> None:
     shutdown, metrics = trio.Event(), Metrics()
-    supervisor = Supervisor(
-        [ActorSpec("doomed", lambda: Flaky([10**6], [], shutdown))],
-        shutdown=shutdown,
-        shutdown_timeout=1,
-        metrics=metrics,
-        max_crashes=5,
-        crash_window=60,
-    )
+    supervisor = doomed(shutdown, metrics, max_crashes=5, crash_window=60)
     with pytest.RaisesGroup(
         pytest.RaisesExc(CrashLoop, match="doomed failed 5 times"), flatten_subgroups=True
     ):
@@ -169,14 +173,7 @@ async def test_a_full_disk_at_startup_does_not_keep_the_daemon_down(autojump_clo
 
 async def test_a_shutdown_ends_the_wait_before_a_restart(autojump_clock: Any) -> None:
     shutdown, metrics = trio.Event(), Metrics()
-    supervisor = Supervisor(
-        [ActorSpec("doomed", lambda: Flaky([10**6], [], shutdown))],
-        shutdown=shutdown,
-        shutdown_timeout=1,
-        metrics=metrics,
-        backoff_initial=60,
-        backoff_max=600,
-    )
+    supervisor = doomed(shutdown, metrics, backoff_initial=60, backoff_max=600)
     async with trio.open_nursery() as nursery:
         await nursery.start(supervisor.run)
         await trio.sleep(1)  # the first failure: a minute's wait before the restart begins
