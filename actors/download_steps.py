@@ -57,6 +57,14 @@ class StepResult:
     catalog_changed: bool = False  # ALBUM only: the ingestion changed the catalog
 
 
+def _catalog_failure(exc: sqlite3.Error) -> StorageFailure:
+    """The item's storage failure for a catalog write that a full or failing disk refused (any
+    other SQLite error is a bug, raised as it is)."""
+    if not disk_trouble(exc):
+        raise exc
+    return StorageFailure(f"cannot write the catalog: {exc}")
+
+
 @dataclass(frozen=True)
 class Steps:
     """Everything a step needs; built once by the processor."""
@@ -111,10 +119,8 @@ class Steps:
         try:
             self.catalog.set_tracks_audio([f.track for f in published if f.track is not None])
         except sqlite3.Error as exc:
-            if not disk_trouble(exc):
-                raise
             # Published but not recorded: the retry publishes the file again, then records it.
-            failure = StorageFailure(f"cannot write the catalog: {exc}")
+            failure = _catalog_failure(exc)
             return [
                 error or (failure if f.track is not None else None)
                 for f, error in zip(batch, errors, strict=True)
@@ -140,10 +146,8 @@ class Steps:
             )
         except ValueError as exc:  # the catalog's own validation of ids and ownership
             raise DownloaderParseError(f"album {album_id} is inconsistent: {exc}") from exc
-        except sqlite3.Error as exc:  # a full or failing disk is the item's storage failure
-            if not disk_trouble(exc):
-                raise
-            raise StorageFailure(f"cannot write the catalog: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise _catalog_failure(exc) from exc
         artist_name = artists[0].artist.name if artists else None
         children = [
             *(ChildSpec(ContentType.TRACK_AUDIO, t.id, t.name, artist_name) for t in tracks),
