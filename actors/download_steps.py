@@ -18,9 +18,10 @@ Files are published before the queue records the completion. Failures leave as
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from actors.downloader import (
     DownloaderParseError,
 )
 from actors.downloader_errors import StorageFailure
-from actors.downloader_stream import Received
+from actors.downloader_stream import Received, Stopped, in_worker
 from storage.catalog import CatalogStore
 from storage.db import disk_trouble
 from storage.files import AUDIO_TYPES, MediaLayout, sync_dirs
@@ -128,21 +129,29 @@ class Steps:
         return errors
 
     async def album(self, album_id: str) -> StepResult:
-        meta = await self.client.album(album_id)
-        tracks = await self.client.album_tracks(album_id)
+        """The album's calls and its ingestion, in one worker thread (see `album_now`)."""
+        return await in_worker(functools.partial(self.album_now, album_id))
+
+    def album_now(self, album_id: str, stopped: Callable[[], bool]) -> StepResult:
+        """Blocking: fetch the album, its tracks and its artists, ingest them in one catalog
+        transaction and describe the children. One worker call for the whole step: made from
+        the event loop, the three calls and the ingestion cost more hops and more CPU per album
+        than the step itself (`docs/benchmarks.md`). Stops before ingesting once `stopped()`.
+        """
+        client = self.client
+        meta = client.album_now(album_id, stopped)
+        tracks = client.album_tracks_now(album_id, stopped)
         named = [*meta.album.artist_ids, *(a for t in tracks for a in t.artist_ids)]
         artists: list[ArtistMeta] = []
         for artist_id in dict.fromkeys(named):
-            if (artist := await self._artist(artist_id)) is not None:
+            if (artist := self._artist(artist_id, stopped)) is not None:
                 artists.append(artist)
         images = {i.id: i for i in (*meta.covers, *(p for a in artists for p in a.portraits))}
+        if stopped():
+            raise Stopped
         try:
-            changed = await self.catalog.db.run(
-                self.catalog.ingest_album,
-                meta.album,
-                tracks,
-                [a.artist for a in artists],
-                list(images.values()),
+            changed = self.catalog.ingest_album(
+                meta.album, tracks, [a.artist for a in artists], list(images.values())
             )
         except ValueError as exc:  # the catalog's own validation of ids and ownership
             raise DownloaderParseError(f"album {album_id} is inconsistent: {exc}") from exc
@@ -160,9 +169,9 @@ class Steps:
         ]
         return StepResult(children=tuple(children), catalog_changed=changed)
 
-    async def _artist(self, artist_id: str) -> ArtistMeta | None:
+    def _artist(self, artist_id: str, stopped: Callable[[], bool]) -> ArtistMeta | None:
         try:
-            return await self.client.artist(artist_id)
+            return self.client.artist_now(artist_id, stopped)
         except DownloaderNotFound:
             log.warning("artist %s is unknown to the downloader; ingesting without it", artist_id)
             return None

@@ -1,8 +1,9 @@
 """The client of the external downloader service (SPEC §12) and the boundary of its errors.
 
 Two httpx connection pools with the same explicit connect/read/write/pool timeouts and connection
-limits, built from config: an `httpx.AsyncClient` for the JSON calls, on the event loop, and a
-blocking `httpx.HTTPTransport` that receives media bodies in worker threads (see
+limits, built from config: an `httpx.AsyncClient` for the API's calls (search, discography), on
+the event loop, and a blocking `httpx.HTTPTransport` for the processor's, in worker threads: the
+album step's three calls (`album_now` and its twins) and media bodies (see
 `actors.downloader_stream` for why). `transport` and `media_transport` are the test seams
 (`httpx.MockTransport`, or an async transport bridged to the worker threads). Every failure
 leaves as a `DownloaderError` subclass whose `error_type` follows SPEC §8.6; the JSON answers are
@@ -44,6 +45,7 @@ from actors.downloader_errors import (
 from actors.downloader_json import AlbumMeta, ArtistMeta
 from actors.downloader_stream import (
     Received,
+    Stopped,
     body_chunks,
     content_length,
     in_worker,
@@ -198,12 +200,14 @@ class DownloaderClient:
             raise _unreachable(path, exc) from exc
 
     @contextmanager
-    def _open_now(self, path: str, stopped: Callable[[], bool]) -> Iterator[httpx.Response]:
-        """Blocking `_open` of a media body (no content coding: sizes are counted as sent)."""
+    def _open_now(
+        self, path: str, stopped: Callable[[], bool], accept: str = "*/*"
+    ) -> Iterator[httpx.Response]:
+        """Blocking `_open` (no content coding: sizes are counted as sent)."""
         request = httpx.Request(
             "GET",
             self.base_url + path,
-            headers={"accept-encoding": "identity"},
+            headers={"accept": accept, "accept-encoding": "identity"},
             extensions={"timeout": self._media_timeouts},
         )
         try:
@@ -226,13 +230,35 @@ class DownloaderClient:
             async with self._open(path, params, {"accept": "application/json"}) as response:
                 body = await read_capped(response, path, MAX_JSON_BYTES)
         if scope.cancelled_caught:
-            raise DownloaderTimeout(f"downloader took longer than {self.timeout:g} s on {path}")
+            raise self._too_long(path)
+        return _decode(body, path)
+
+    def _get_json_now(self, path: str, stopped: Callable[[], bool]) -> Any:
+        """Blocking `_get_json` (for a worker thread, see `in_worker`): the same bounds, the
+        timeout checked as each chunk arrives (and by the transport while none does)."""
+        deadline = time.monotonic() + self.timeout
+
+        def ended() -> bool:
+            return stopped() or time.monotonic() > deadline
+
         try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise DownloaderParseError(f"invalid JSON from {path}: {exc}") from exc
-        except RecursionError:  # a per-item failure like any bad answer, not a bug
-            raise DownloaderParseError(f"JSON from {path} is nested too deeply") from None
+            with self._open_now(path, ended, "application/json") as response:
+                parts, size = [], 0
+                for chunk in body_chunks(response, path, ended):
+                    size += len(chunk)
+                    if size > MAX_JSON_BYTES:
+                        raise DownloaderParseError(
+                            f"too large: {path} sent more than {MAX_JSON_BYTES} bytes"
+                        )
+                    parts.append(chunk)
+        except Stopped:
+            if stopped():
+                raise
+            raise self._too_long(path) from None
+        return _decode(b"".join(parts), path)
+
+    def _too_long(self, path: str) -> DownloaderTimeout:
+        return DownloaderTimeout(f"downloader took longer than {self.timeout:g} s on {path}")
 
     async def search(self, q: str, type: str, limit: int = 20) -> list[dict[str, Any]]:
         """`[{id, type, name, artist_name, image_url, year}]` (absent optionals are null)."""
@@ -246,17 +272,20 @@ class DownloaderClient:
         path = f"/artist/{_valid_id(artist_id, 'artist')}/discography"
         return parse.parse_discography(await self._get_json(path))
 
-    async def album(self, album_id: str) -> AlbumMeta:
+    # The album step's calls block: the processor makes all three and ingests their answers in
+    # one worker thread (see `actors.download_steps`); `stopped` is `in_worker`'s.
+
+    def album_now(self, album_id: str, stopped: Callable[[], bool]) -> AlbumMeta:
         path = f"/album/{_valid_id(album_id, 'album')}"
-        return parse.parse_album(await self._get_json(path), album_id)
+        return parse.parse_album(self._get_json_now(path, stopped), album_id)
 
-    async def album_tracks(self, album_id: str) -> list[TrackRecord]:
+    def album_tracks_now(self, album_id: str, stopped: Callable[[], bool]) -> list[TrackRecord]:
         path = f"/album/{_valid_id(album_id, 'album')}/tracks"
-        return parse.parse_tracks(await self._get_json(path), album_id)
+        return parse.parse_tracks(self._get_json_now(path, stopped), album_id)
 
-    async def artist(self, artist_id: str) -> ArtistMeta:
+    def artist_now(self, artist_id: str, stopped: Callable[[], bool]) -> ArtistMeta:
         path = f"/artist/{_valid_id(artist_id, 'artist')}"
-        return parse.parse_artist(await self._get_json(path), artist_id)
+        return parse.parse_artist(self._get_json_now(path, stopped), artist_id)
 
     async def download(
         self, path_for: Callable[[str], Path], url_path: str, max_bytes: int
@@ -278,7 +307,8 @@ class DownloaderClient:
         the temporary file is removed (see `downloader_stream.in_worker` for a cancellation
         while the downloader is silent).
         """
-        return await in_worker(functools.partial(self._receive_now, path_for, url_path, max_bytes))
+        receive = functools.partial(self._receive_now, path_for, url_path, max_bytes)
+        return await in_worker(receive, Received.discard_now)
 
     def _receive_now(
         self,
@@ -301,6 +331,15 @@ class DownloaderClient:
             body = receive_now(final, chunks, url_path, max_bytes, expected)
             body.media_type = media_type
             return body
+
+
+def _decode(body: bytes, path: str) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise DownloaderParseError(f"invalid JSON from {path}: {exc}") from exc
+    except RecursionError:  # a per-item failure like any bad answer, not a bug
+        raise DownloaderParseError(f"JSON from {path} is nested too deeply") from None
 
 
 def _capped(chunks: Iterator[bytes], cap: int) -> Iterator[bytes]:

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import trio
@@ -41,6 +42,8 @@ from actors.downloader_errors import (
 from storage.files import AtomicWriter
 
 log = logging.getLogger("pezzottify.downloader")
+
+T = TypeVar("T")
 
 # Bytes gathered before one hop to a worker thread: few hops, bounded memory.
 WRITE_BATCH_BYTES = 1024 * 1024
@@ -204,39 +207,44 @@ class Stopped(Exception):
     """Raised in a worker thread whose caller was cancelled (see `in_worker`)."""
 
 
-async def in_worker(receive: Callable[[Callable[[], bool]], Received]) -> Received:
-    """`receive(stopped)` in a worker thread; its result.
+async def in_worker(
+    work: Callable[[Callable[[], bool]], T], discard_now: Callable[[T], None] | None = None
+) -> T:
+    """`work(stopped)` in a worker thread; its result.
 
-    If cancelled: `stopped()` turns True, which `receive` checks between chunks, and this waits
-    (shielded) up to `STOP_WAIT_S` for it to end and discards what it received; then the
-    cancellation goes on. Nothing is left behind, unless the thread is blocked on a silent
-    downloader for longer: it is then abandoned, and removes its temporary file itself when its
-    read timeout ends it (or, should the daemon exit first, the startup sweep does).
+    If cancelled: `stopped()` turns True, which `work` checks between chunks (and between its
+    steps), and this waits (shielded) up to `STOP_WAIT_S` for it to end; a result that arrives
+    all the same goes to `discard_now`. Then the cancellation goes on. Nothing is
+    left behind, unless the thread is blocked on a silent downloader for longer: it is then
+    abandoned, and cleans up itself when its read timeout ends it (a media body's temporary
+    file, should the daemon exit first, goes in the startup sweep).
     """
     stop, ended, handover = threading.Event(), threading.Event(), threading.Lock()
-    delivered: list[Received] = []  # returned before the cancellation: discarded here
+    delivered: list[T] = []  # returned before the cancellation: discarded here
 
-    def work() -> Received:
+    def run() -> T:
         try:
-            body = receive(stop.is_set)
+            result = work(stop.is_set)
             with handover:
                 if not stop.is_set():
-                    delivered.append(body)
-                    return body
-            body.discard_now()  # received after the cancellation: nobody will take it
+                    delivered.append(result)
+                    return result
+            if discard_now is not None:  # done after the cancellation: nobody will take it
+                discard_now(result)
             raise Stopped
         finally:
             ended.set()
 
     try:
-        return await trio.to_thread.run_sync(work, abandon_on_cancel=True)
+        return await trio.to_thread.run_sync(run, abandon_on_cancel=True)
     except trio.Cancelled:
         with handover:  # held by the thread only between its two checks
             stop.set()
         with trio.move_on_after(STOP_WAIT_S + CLEANUP_S, shield=True):
             await trio.to_thread.run_sync(ended.wait, STOP_WAIT_S)
-            for body in delivered:
-                await body.discard()
+            if discard_now is not None:
+                for result in delivered:
+                    await trio.to_thread.run_sync(discard_now, result)
         raise
 
 

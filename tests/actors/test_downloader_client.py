@@ -5,9 +5,10 @@ streamed downloads that publish only complete files."""
 from __future__ import annotations
 
 import errno
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -37,11 +38,17 @@ TRACK = "C" * 22
 COVER = "c" * 40
 PORTRAIT = "d" * 40
 Handler = Callable[[httpx.Request], Any]
+T = TypeVar("T")
 
 
 def client_for(handler: Handler, timeout: float = 5.0) -> DownloaderClient:
     mock = httpx.MockTransport(handler)
     return DownloaderClient(BASE, timeout, transport=mock, media_transport=TrioBridge(mock))
+
+
+async def now(call: Callable[[str, Callable[[], bool]], T], ident: str) -> T:
+    """One of the client's blocking calls, in a worker thread as the processor makes them."""
+    return await trio.to_thread.run_sync(call, ident, lambda: False)
 
 
 def answer(*args: Any, **kwargs: Any) -> Handler:
@@ -111,7 +118,7 @@ async def test_every_failure_maps_to_its_error_type(
 ) -> None:
     client = client_for(handler)
     with pytest.raises(kind) as caught:
-        await client.album(ALBUM)
+        await now(client.album_now, ALBUM)
     assert type(caught.value) is kind
     assert caught.value.error_type is error_type
     assert caught.value.message
@@ -121,7 +128,7 @@ async def test_every_failure_maps_to_its_error_type(
 async def test_error_messages_carry_the_status_and_the_downloaders_words() -> None:
     client = client_for(answer(404, json={"error": "nf", "message": "unknown album X"}))
     with pytest.raises(DownloaderNotFound) as caught:
-        await client.album(ALBUM)
+        await now(client.album_now, ALBUM)
     assert caught.value.status == 404
     assert "404" in caught.value.message and "unknown album X" in caught.value.message
 
@@ -135,7 +142,7 @@ async def test_rate_limited_honours_retry_after(header: str | None, expected: fl
     headers = {"retry-after": header} if header is not None else {}
     client = client_for(answer(429, headers=headers, json={"code": "TOO_MANY_REQUESTS"}))
     with pytest.raises(DownloaderRateLimited) as caught:
-        await client.artist(ARTIST)
+        await now(client.artist_now, ARTIST)
     assert caught.value.retry_after == expected
 
 
@@ -148,20 +155,46 @@ async def test_a_bad_id_is_refused_before_any_request() -> None:
 
     client = client_for(record)
     with pytest.raises(DownloaderBadRequest):
-        await client.album("../../../etc/passwd")
+        await now(client.album_now, "../../../etc/passwd")
     assert calls == []
 
 
 async def test_json_calls_are_bounded_by_the_timeout(autojump_clock: trio.abc.Clock) -> None:
     async def stalled(request: httpx.Request) -> httpx.Response:
         await trio.sleep(1000)
-        return httpx.Response(200, json=ALBUM_DOC)
+        return httpx.Response(200, json=[])
 
     client = client_for(stalled, timeout=30)
     start = trio.current_time()
     with pytest.raises(DownloaderTimeout):
-        await client.album(ALBUM)
+        await client.search("blue", "album")
     assert trio.current_time() - start == pytest.approx(30)
+
+
+def test_the_album_steps_calls_are_bounded_by_the_timeout_as_a_whole() -> None:
+    """A trickle that keeps each read within the read timeout still ends at the timeout."""
+
+    def trickle() -> Iterator[bytes]:
+        yield b'{"id": "'
+        for _ in range(400):
+            time.sleep(0.01)
+            yield b"A"
+
+    mock = httpx.MockTransport(lambda request: httpx.Response(200, content=trickle()))
+    client = DownloaderClient(BASE, 0.5, media_transport=mock)
+    start = time.monotonic()
+    with pytest.raises(DownloaderTimeout, match=r"longer than 0\.5 s"):
+        client.album_now(ALBUM, lambda: False)
+    assert 0.5 <= time.monotonic() - start < 2
+
+
+def test_the_album_steps_calls_stop_when_told() -> None:
+    calls: list[str] = []
+    mock = httpx.MockTransport(lambda request: calls.append("") or httpx.Response(200, json={}))
+    client = DownloaderClient(BASE, 5, media_transport=mock)
+    with pytest.raises(downloader_stream.Stopped):
+        client.artist_now(ARTIST, lambda: True)
+    assert len(calls) == 1  # stopped at the body's first chunk, before parsing anything
 
 
 # -- JSON shapes ---------------------------------------------------------------------------------
@@ -179,7 +212,7 @@ async def test_album_tracks_and_artist_become_catalog_records() -> None:
         return httpx.Response(200, json={**doc, "followers": 3})
 
     client = client_for(handler)
-    meta = await client.album(ALBUM)
+    meta = await now(client.album_now, ALBUM)
     assert (meta.album.name, meta.album.release_date, meta.album.genres) == (
         "Blue",
         -10_000,
@@ -188,20 +221,20 @@ async def test_album_tracks_and_artist_become_catalog_records() -> None:
     assert meta.album.artist_ids == (ARTIST,) and meta.album.image_ids == (COVER,)
     assert meta.album.discs[0].track_ids == (TRACK,)
     assert meta.covers[0].width == 64
-    (track,) = await client.album_tracks(ALBUM)
+    (track,) = await now(client.album_tracks_now, ALBUM)
     assert (track.id, track.duration_ms, track.is_explicit, track.number) == (TRACK, 1234, True, 1)
-    artist = await client.artist(ARTIST)
+    artist = await now(client.artist_now, ARTIST)
     assert (artist.artist.name, artist.artist.image_ids) == ("Miles", (PORTRAIT,))
 
 
 async def test_tracks_may_be_a_bare_array_and_must_belong_to_the_album() -> None:
     client = client_for(answer(200, json=[TRACK_DOC]))
-    assert [t.id for t in await client.album_tracks(ALBUM)] == [TRACK]
+    assert [t.id for t in await now(client.album_tracks_now, ALBUM)] == [TRACK]
     with pytest.raises(DownloaderParseError):
-        await client.album_tracks(ARTIST)  # the tracks name another album
+        await now(client.album_tracks_now, ARTIST)  # the tracks name another album
     missing = {k: v for k, v in TRACK_DOC.items() if k != "duration"}
     with pytest.raises(DownloaderParseError, match="duration"):
-        await client_for(answer(200, json=[missing])).album_tracks(ALBUM)
+        await now(client_for(answer(200, json=[missing])).album_tracks_now, ALBUM)
 
 
 async def test_search_and_discography_results_are_normalised() -> None:

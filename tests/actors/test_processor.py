@@ -443,6 +443,31 @@ async def test_shutdown_mid_download_puts_the_item_back_and_leaves_no_file(
         assert [n for n in r.media_files() if not n.endswith(".jpg")] == []
 
 
+async def test_shutdown_during_an_albums_calls_puts_it_back_and_ingests_nothing(
+    tmp_path: Path,
+) -> None:
+    knobs = Knobs(latency_ms=3000)  # every answer takes 3 s: the album's first call is waiting
+    async with (
+        open_fake_downloader(SPEC, knobs) as fake,
+        rig(tmp_path, base_url=fake.base_url, shutdown_timeout=0.2) as r,
+    ):
+        album_item = await r.request_album()
+        with trio.fail_after(5):
+            while knobs.counts["album"] == 0:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        started = trio.current_time()
+        r.shutdown.set()
+        with trio.fail_after(5):
+            await r.stopped.wait()
+        assert trio.current_time() - started < 2  # the grace, then a bounded wait on the thread
+        item = r.item(album_item)
+        assert (item["status"], item["retry_count"], item["children_created"]) == ("PENDING", 0, 0)
+        await trio.sleep(3.5)  # the downloader answers the abandoned call: it goes no further
+        assert r.catalog.get_album(r.fake.album_ids[0]) is None
+        assert r.children(album_item) == []
+        assert knobs.counts["album_tracks"] == 0
+
+
 async def test_shutdown_lets_the_item_in_flight_finish_within_the_grace(tmp_path: Path) -> None:
     knobs = Knobs(audio_bytes_per_sec=80_000)  # half a second per track
     async with (
