@@ -8,8 +8,9 @@ tracks are still worth having, and the catalog tolerates links to absent artists
 TRACK_AUDIO: stream `/track/{id}/audio` to `audio/<id>.<ext>` (ext from the Content-Type), then
 mark the track available. ALBUM_IMAGE / ARTIST_IMAGE: stream `/image/{id}` to `images/<id>.jpg`.
 
-Each item runs in two steps, `fetch` (the downloader calls) and `Fetched.finish` (publish the
-file, record it in the catalog), so the processor can finish one file while it fetches the next.
+An album is one step (`fetch_album`). Files take two: `fetch_files` receives a claimed run of
+them, `finish_now` publishes them and records them in the catalog, so the processor can finish
+some files while it receives the next ones.
 Every step is idempotent: catalog rows are upserts keyed by id and file paths are a pure
 function of the id, so running an item twice (after a crash or a retry) changes nothing more.
 Files are published before the queue records the completion. Failures leave as
@@ -21,9 +22,11 @@ from __future__ import annotations
 import functools
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from actors.downloader import (
     ArtistMeta,
@@ -53,9 +56,10 @@ IMAGE_KINDS = (ContentType.ALBUM_IMAGE, ContentType.ARTIST_IMAGE)
 
 @dataclass(frozen=True)
 class StepResult:
-    size: int = 0  # bytes written
-    children: tuple[ChildSpec, ...] = ()  # ALBUM only
-    catalog_changed: bool = False  # ALBUM only: the ingestion changed the catalog
+    """An album ingested: the children to create."""
+
+    children: tuple[ChildSpec, ...] = ()
+    catalog_changed: bool = False  # the ingestion changed the catalog
 
 
 def _catalog_failure(exc: sqlite3.Error) -> StorageFailure:
@@ -76,23 +80,67 @@ class Steps:
     max_audio_bytes: int = MAX_AUDIO_BYTES
     max_image_bytes: int = MAX_IMAGE_BYTES
 
-    async def fetch(self, item: sqlite3.Row) -> Fetched:
-        """Do an item's downloader calls; raises `DownloaderError` for a per-item failure.
+    async def fetch_album(self, item: sqlite3.Row) -> StepResult:
+        """An album's step, done whole here (its children must exist before the next claim, or
+        a new album could overtake them): one worker call, see `album_now`. Raises
+        `DownloaderError` for a per-item failure."""
+        return await in_worker(functools.partial(self.album_now, _checked_id(item)))
 
-        An album is done whole here (its children must exist before the next claim, or a new
-        album could overtake them); a file is received but left for `Fetched.finish`.
+    async def fetch_files(
+        self, items: Sequence[sqlite3.Row], halted: Callable[[], bool]
+    ) -> list[Outcome]:
+        """Receive a claimed run of files one after the other, in one worker call: what each
+        one came to, in order, for the files begun. None is begun once `halted()` (shutdown).
+
+        One call for the run rather than one per file saves two thread crossings per file on
+        the path from one download to the next (`docs/benchmarks.md`). If cancelled, the thread
+        stops at its next chunk and the bodies received are discarded (see `in_worker`).
         """
-        kind = ContentType(item["content_type"])
+        work = functools.partial(self._files_now, items, halted)
+        return await in_worker(work, _discard_outcomes)
+
+    def _files_now(
+        self, items: Sequence[sqlite3.Row], halted: Callable[[], bool], stopped: Callable[[], bool]
+    ) -> list[Outcome]:
+        outcomes: list[Outcome] = []
         try:
-            check = image_id if kind in IMAGE_KINDS else content_id
-            ident = check(item["content_id"])
-        except InvalidId as exc:
-            raise DownloaderBadRequest(f"queue item has a bad id: {exc}") from exc
-        if kind is ContentType.ALBUM:
-            return Fetched(await self.album(ident))
-        if kind is ContentType.TRACK_AUDIO:
-            return await self.track_audio(ident)
-        return await self.image(ident)
+            for item in items:
+                if halted() or stopped():
+                    break
+                began = time.perf_counter()
+                try:
+                    outcomes.append(Outcome(self.file_now(item, stopped), began))
+                except DownloaderError as error:
+                    outcomes.append(Outcome(error, began))
+        except BaseException:
+            _discard_outcomes(outcomes)
+            raise
+        return outcomes
+
+    def file_now(self, item: sqlite3.Row, stopped: Callable[[], bool]) -> Fetched:
+        """Blocking: receive one file (TRACK_AUDIO or an image), not yet published."""
+        ident = _checked_id(item)
+        if item["content_type"] == ContentType.TRACK_AUDIO.value:
+
+            def audio_path(media_type: str) -> Path:
+                ext = AUDIO_TYPES.get(media_type)
+                if ext is None:
+                    raise DownloaderParseError(
+                        f"unsupported audio content type {media_type[:64]!r}"
+                    )
+                return self.media.audio_path(ident, ext)
+
+            url, limit = f"/track/{ident}/audio", self.max_audio_bytes
+            body = self.client.receive_now(audio_path, url, limit, stopped)
+            return Fetched(body, (ident, AUDIO_TYPES[body.media_type]))
+
+        def image_path(media_type: str) -> Path:
+            if media_type not in IMAGE_TYPES:
+                raise DownloaderParseError(f"unsupported image content type {media_type[:64]!r}")
+            return self.media.image_path(ident)
+
+        body = self.client.receive_now(image_path, f"/image/{ident}", self.max_image_bytes, stopped)
+        return Fetched(body)
 
     def finish_now(self, batch: Sequence[Fetched]) -> list[DownloaderError | None]:
         """Blocking: publish fetched files and record their tracks in the catalog.
@@ -105,7 +153,6 @@ class Steps:
         """
         errors: list[DownloaderError | None] = []
         for fetched in batch:
-            assert fetched.body is not None, "an album has nothing to publish"
             try:
                 fetched.body.publish_now(sync_dir=False)
                 errors.append(None)
@@ -113,7 +160,7 @@ class Steps:
                 errors.append(exc)
         published = [f for f, e in zip(batch, errors, strict=True) if e is None]
         try:
-            sync_dirs({f.body.writer.final.parent for f in published if f.body is not None})
+            sync_dirs({f.body.writer.final.parent for f in published})
         except OSError as exc:
             failure = StorageFailure(f"cannot sync the media folder: {exc.strerror or exc}")
             return [error or failure for error in errors]
@@ -127,10 +174,6 @@ class Steps:
                 for f, error in zip(batch, errors, strict=True)
             ]
         return errors
-
-    async def album(self, album_id: str) -> StepResult:
-        """The album's calls and its ingestion, in one worker thread (see `album_now`)."""
-        return await in_worker(functools.partial(self.album_now, album_id))
 
     def album_now(self, album_id: str, stopped: Callable[[], bool]) -> StepResult:
         """Blocking: fetch the album, its tracks and its artists, ingest them in one catalog
@@ -176,36 +219,40 @@ class Steps:
             log.warning("artist %s is unknown to the downloader; ingesting without it", artist_id)
             return None
 
-    async def track_audio(self, track_id: str) -> Fetched:
-        def path_for(media_type: str) -> Path:
-            ext = AUDIO_TYPES.get(media_type)
-            if ext is None:
-                raise DownloaderParseError(f"unsupported audio content type {media_type[:64]!r}")
-            return self.media.audio_path(track_id, ext)
-
-        body = await self.client.receive(path_for, f"/track/{track_id}/audio", self.max_audio_bytes)
-        return Fetched(StepResult(size=body.size), body, (track_id, AUDIO_TYPES[body.media_type]))
-
-    async def image(self, ident: str) -> Fetched:
-        def path_for(media_type: str) -> Path:
-            if media_type not in IMAGE_TYPES:
-                raise DownloaderParseError(f"unsupported image content type {media_type[:64]!r}")
-            return self.media.image_path(ident)
-
-        body = await self.client.receive(path_for, f"/image/{ident}", self.max_image_bytes)
-        return Fetched(StepResult(size=body.size), body)
-
 
 @dataclass(frozen=True)
 class Fetched:
-    """An item whose downloader calls are done. For a file, what is left is publishing the body
-    it received and recording the track (`Steps.finish_now`); `discard` instead removes its
-    temporary file. An album has nothing left (`body` is None)."""
+    """A file received, not yet published: what is left is publishing its body and recording
+    the track (`Steps.finish_now`); `discard` instead removes its temporary file."""
 
-    result: StepResult
-    body: Received | None = None
+    body: Received
     track: tuple[str, str] | None = None  # (track id, audio format) for the catalog
 
+    @property
+    def size(self) -> int:
+        return self.body.size
+
     async def discard(self) -> None:
-        if self.body is not None:
-            await self.body.discard()
+        await self.body.discard()
+
+
+class Outcome(NamedTuple):
+    """What receiving one file of a run came to, and when it began (`time.perf_counter`)."""
+
+    value: Fetched | DownloaderError
+    began: float
+
+
+def _discard_outcomes(outcomes: Sequence[Outcome]) -> None:
+    for outcome in outcomes:
+        if isinstance(outcome.value, Fetched):
+            outcome.value.body.discard_now()
+
+
+def _checked_id(item: sqlite3.Row) -> str:
+    kind = ContentType(item["content_type"])
+    try:
+        check = image_id if kind in IMAGE_KINDS else content_id
+        return check(item["content_id"])
+    except InvalidId as exc:
+        raise DownloaderBadRequest(f"queue item has a bad id: {exc}") from exc

@@ -50,8 +50,8 @@ from actors.downloader_stream import (
     content_length,
     in_worker,
     read_capped,
-    receive_now,
 )
+from actors.downloader_stream import receive_now as receive_body
 from storage.catalog import TrackRecord
 from storage.ids import is_content_id
 
@@ -307,10 +307,10 @@ class DownloaderClient:
         the temporary file is removed (see `downloader_stream.in_worker` for a cancellation
         while the downloader is silent).
         """
-        receive = functools.partial(self._receive_now, path_for, url_path, max_bytes)
+        receive = functools.partial(self.receive_now, path_for, url_path, max_bytes)
         return await in_worker(receive, Received.discard_now)
 
-    def _receive_now(
+    def receive_now(
         self,
         path_for: Callable[[str], Path],
         url_path: str,
@@ -328,7 +328,7 @@ class DownloaderClient:
             if expected is not None and expected > max_bytes:
                 raise DownloaderParseError(f"too large: {url_path} is {expected} bytes")
             chunks = body_chunks(response, url_path, stopped)
-            body = receive_now(final, chunks, url_path, max_bytes, expected)
+            body = receive_body(final, chunks, url_path, max_bytes, expected)
             body.media_type = media_type
             return body
 

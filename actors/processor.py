@@ -8,36 +8,45 @@ few files claimed and waiting their turn); they are fetched in claim order. When
 for a `WakeProcessor` or until the earliest retry is due, at most `process_interval_secs`.
 
 One download at a time: the downloader serves one audio download at a time (429 when busy),
-and a 429 only parks the item in RETRY_WAITING without spending a retry. But a file's
-bookkeeping overlaps the next downloads: once a file's body has been received, the loop hands it
-to a finisher task and claims the next item. The finisher takes every file waiting (up to
-`FINISH_BATCH`) and, in one worker call, publishes each (write, fsync, rename), fsyncs their
-folders once, records the tracks in one catalog transaction and the completions in one queue
-transaction. When the finisher keeps up, a batch is one file; when it falls behind, batches grow
-and share their fsyncs and commits, which lets it catch up. Albums are finished in the loop
-(their children must exist before the next claim), and the loop waits for the finisher before
-it decides it is idle. A crash before a batch's queue commit leaves its items IN_PROGRESS,
-which recovery puts back (publishing again is harmless). Per-item failures (`DownloaderError`)
-are recorded on the item; anything else is a bug and propagates to the supervisor, which
-restarts the actor (and the restart's recovery puts the items back).
+and a 429 only parks the item in RETRY_WAITING without spending a retry. A claimed run of files
+is received in one worker call, one file after the other (`Steps.fetch_files`: no hop back to
+the loop between two downloads), and an album's calls and ingestion are one worker call too.
+A file's bookkeeping overlaps the next downloads: once a run has been received, the loop hands
+its files to a finisher task and claims the next items. The finisher takes every file waiting
+(up to `FINISH_BATCH`) and, in one worker call, publishes each (write, fsync, rename), fsyncs
+their folders once, records the tracks in one catalog transaction and the completions in one
+queue transaction, so a batch costs less than its files one by one. Albums are finished in the
+loop (their children must exist before the next claim), and the loop waits for the finisher
+before it decides it is idle. A crash before a batch's queue commit leaves its items
+IN_PROGRESS, which recovery puts back (publishing again is harmless). Per-item failures
+(`DownloaderError`) are recorded on the item; anything else is a bug and propagates to the
+supervisor, which restarts the actor (and the restart's recovery puts the items back).
 
-Shutdown: once `shutdown` is set nothing new is claimed and claimed files not begun yet are
-released; the items in flight (the one being fetched, those handed to the finisher) get up to
-`shutdown_timeout` seconds to finish, then are cancelled, their temporary files removed and the
-items released back to PENDING without spending a retry; then `run` returns.
+Shutdown: once `shutdown` is set nothing new is claimed or begun, and claimed items not begun
+are released; the work in flight (the run being received, the files handed to the finisher)
+gets up to `shutdown_timeout` seconds to finish, then is cancelled: temporary files are removed
+and the items not recorded yet released back to PENDING without spending a retry (a run's files
+already received go back with it, to be fetched again on the next start); then `run` returns.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-from collections import deque
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import trio
 
-from actors.download_steps import MAX_AUDIO_BYTES, MAX_IMAGE_BYTES, Fetched, Steps
+from actors.download_steps import (
+    MAX_AUDIO_BYTES,
+    MAX_IMAGE_BYTES,
+    Fetched,
+    Outcome,
+    StepResult,
+    Steps,
+)
 from actors.downloader import DownloaderClient, DownloaderError
 from actors.messages import Hook, HookFired, WakeProcessor
 from daemon.config import DownloadManagerConfig
@@ -45,7 +54,7 @@ from daemon.metrics import Metrics
 from storage.catalog import CatalogStore
 from storage.files import MediaLayout
 from storage.queue import Completion, QueueStore
-from storage.queue_schema import Status, now
+from storage.queue_schema import ContentType, Status, now
 
 log = logging.getLogger("pezzottify.processor")
 
@@ -56,10 +65,11 @@ GAUGE_REFRESH_S = 1.0
 
 
 # Items claimed in one transaction: a run of files (never an album, see `QueueStore.claim`) is
-# taken together and fetched one after the other, which saves a commit per file.
+# taken together and received one after the other in one worker call, which saves a commit and
+# two thread crossings per file.
 CLAIM_BATCH = 4
 
-# Fetched files the loop may hand over before the finisher takes them (each body holds up to
+# Received files the loop may hand over before the finisher takes them (each body holds up to
 # `WRITE_BATCH_BYTES` in memory), and so the most files published and recorded together.
 FINISH_BATCH = 4
 
@@ -102,7 +112,7 @@ class Processor:
         self.clock = clock
         self.steps = Steps(client, catalog, media, max_audio_bytes, max_image_bytes)
         self._idle: trio.CancelScope | None = None
-        self._current: trio.CancelScope | None = None  # the item being fetched
+        self._current: trio.CancelScope | None = None  # the album or run of files being fetched
         self._finishing: trio.CancelScope | None = None  # the batch being finished
         self._finished = trio.Event()  # set once all that was handed over is recorded
         self._finished.set()
@@ -132,7 +142,7 @@ class Processor:
         while not self.shutdown.is_set():
             items = await self._claim()
             if items:
-                await self._handle_in_turn(items, handoff)
+                await self._handle_claimed(items, handoff)
             elif not self._finished.is_set():
                 await self._finished.wait()  # its outcome may be work (a retry) or a wake-up time
             else:
@@ -186,27 +196,22 @@ class Processor:
             finally:
                 self._idle = None
 
-    async def _handle_in_turn(
+    async def _handle_claimed(
         self, items: list[sqlite3.Row], handoff: trio.MemorySendChannel[Handoff]
     ) -> None:
-        """Handle claimed items one after the other; those not begun when shutdown comes (or
-        when this is cancelled) are released back to the queue."""
-        waiting = deque(items)
-        try:
-            while waiting and not self.shutdown.is_set():
-                await self._handle(waiting.popleft(), handoff)
-        finally:
-            for item in waiting:
-                await self._abandon(item, None)
+        """Handle a claim: an album (claimed alone) or a run of files. What is not begun when
+        shutdown comes (or when this is cancelled) is released back to the queue."""
+        if items[0]["content_type"] != ContentType.ALBUM.value:
+            await self._handle_files(items, handoff)
+        elif self.shutdown.is_set():
+            await self._abandon(items[0], None)
+        else:
+            await self._handle_album(items[0])
 
-    async def _handle(self, item: sqlite3.Row, handoff: trio.MemorySendChannel[Handoff]) -> None:
-        """Fetch one claimed item and hand it to the finisher (an album is finished here).
-
-        The item is released back to the queue (and its temporary file removed) if this is
-        cancelled before the finisher has taken it.
-        """
+    async def _handle_album(self, item: sqlite3.Row) -> None:
+        """Fetch and ingest an album, then create its children; released back to the queue if
+        this is cancelled first."""
         started = trio.current_time()
-        fetched: Fetched | None = None
         settled = False
         try:
             with trio.CancelScope() as scope:
@@ -214,20 +219,50 @@ class Processor:
                 if self.shutdown.is_set():
                     self._grant_shutdown_grace(scope)
                 try:
-                    fetched = await self.steps.fetch(item)
+                    result = await self.steps.fetch_album(item)
                 except DownloaderError as error:
                     self._count(item, started, await self._record_failure(item, error))
                     await self._refresh_gauges()
-                    settled = True
                 else:
-                    if fetched.body is None:  # an album: its children must exist first
-                        await self._finish_album(item, fetched, started)
-                    else:
-                        await self._hand_over(handoff, item, fetched, started)
-                    settled = True
+                    await self._finish_album(item, result, started)
+                settled = True
         finally:
             self._current = None
             if not settled:
+                await self._abandon(item, None)
+
+    async def _handle_files(
+        self, items: list[sqlite3.Row], handoff: trio.MemorySendChannel[Handoff]
+    ) -> None:
+        """Receive a claimed run of files (one worker call, `Steps.fetch_files`), then hand each
+        to the finisher or record its failure. Files not received, or received but not handed
+        over when this is cancelled, are released back to the queue (and their bodies
+        discarded)."""
+        outcomes: list[Outcome] = []
+        settled = 0
+        try:
+            with trio.CancelScope() as scope:
+                self._current = scope
+                if self.shutdown.is_set():
+                    self._grant_shutdown_grace(scope)
+                shift = trio.current_time() - time.perf_counter()  # thread times to loop times
+                outcomes = await self.steps.fetch_files(items, self.shutdown.is_set)
+            self._current = None
+            failed = False
+            for item, (value, began) in zip(items, outcomes, strict=False):
+                if isinstance(value, DownloaderError):
+                    self._count(item, began + shift, await self._record_failure(item, value))
+                    failed = True
+                else:
+                    await self._hand_over(handoff, item, value, began + shift)
+                settled += 1
+            if failed:
+                await self._refresh_gauges()
+        finally:
+            self._current = None
+            received = [o.value if isinstance(o.value, Fetched) else None for o in outcomes]
+            received += [None] * (len(items) - len(outcomes))  # not begun
+            for item, fetched in zip(items[settled:], received[settled:], strict=True):
                 await self._abandon(item, fetched)
 
     async def _hand_over(
@@ -281,7 +316,7 @@ class Processor:
         def publish_and_record() -> tuple[list[DownloaderError | None], int]:
             errors = self.steps.finish_now([h.fetched for h in batch])
             done = [
-                Completion(h.item["id"], h.fetched.result.size, int((at - h.started) * 1000))
+                Completion(h.item["id"], h.fetched.size, int((at - h.started) * 1000))
                 for h, error in zip(batch, errors, strict=True)
                 if error is None
             ]
@@ -315,12 +350,12 @@ class Processor:
                 log.info("released %s %s back to the queue", item["content_type"],
                          item["content_id"])  # fmt: skip
 
-    async def _finish_album(self, item: sqlite3.Row, fetched: Fetched, started: float) -> None:
+    async def _finish_album(self, item: sqlite3.Row, result: StepResult, started: float) -> None:
         """An album was ingested: create its children (or complete it, if it has none)."""
-        if fetched.result.catalog_changed:
+        if result.catalog_changed:
             self._hook(Hook.OnCatalogChange)
         created = await self.queue.db.run(
-            self.queue.create_children, item["id"], list(fetched.result.children), self.clock()
+            self.queue.create_children, item["id"], list(result.children), self.clock()
         )
         log.info("album %s ingested, %d children", item["content_id"], created.total)
         self._count(item, started, "success")

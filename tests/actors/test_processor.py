@@ -443,6 +443,33 @@ async def test_shutdown_mid_download_puts_the_item_back_and_leaves_no_file(
         assert [n for n in r.media_files() if not n.endswith(".jpg")] == []
 
 
+async def test_a_shutdown_past_its_grace_mid_run_releases_the_run_and_leaves_no_file(
+    tmp_path: Path,
+) -> None:
+    # 1.4 MB per track at 2 MB/s: the run's first track is received whole (a temporary file, as
+    # it is over one batch) and the second is streaming when the grace runs out.
+    spec = dataclasses.replace(SPEC, audio_bytes=WRITE_BATCH_BYTES + 400_000)
+    knobs = Knobs(audio_bytes_per_sec=2_000_000)
+    async with (
+        open_fake_downloader(spec, knobs) as fake,
+        rig(tmp_path, base_url=fake.base_url, shutdown_timeout=0.2, spec=spec) as r,
+    ):
+        album_item = await r.request_album()
+        with trio.fail_after(10):
+            while knobs.counts["audio"] < 2:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        r.shutdown.set()
+        with trio.fail_after(5):
+            await r.stopped.wait()
+        tracks = [k for k in r.children(album_item) if k["content_type"] == "TRACK_AUDIO"]
+        claimed = [k for k in tracks if k["started_at"] is not None]
+        assert 1 < len(claimed) <= CLAIM_BATCH
+        assert {(k["status"], k["retry_count"]) for k in claimed} == {("PENDING", 0)}
+        assert [n for n in r.media_files() if n.endswith(".part")] == []
+        # Received in full before the grace ran out: taken again on the next run, in one piece.
+        assert [n for n in r.media_files() if not n.endswith(".jpg")] == []
+
+
 async def test_shutdown_during_an_albums_calls_puts_it_back_and_ingests_nothing(
     tmp_path: Path,
 ) -> None:

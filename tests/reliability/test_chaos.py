@@ -102,8 +102,8 @@ def test_a_kill_at_every_fault_point_in_turn_loses_and_duplicates_nothing(
             assert status == FAULT_EXIT, f"fault point {point} was never reached\n{r.log_tail()}"
             check_safe(r.db_dir, SPEC, album_ids(indices))
             # Published before the commit; a commit survives the kill, an open one leaves nothing.
-            if point == "after_commit":
-                assert completed_children(r) == completed + 1
+            if point == "after_commit":  # the batch's completions, one file or more
+                assert completed_children(r) > completed
             else:
                 assert in_flight_file(r).exists() == PUBLISHED[point], point
                 assert completed_children(r) == completed
