@@ -50,6 +50,7 @@ from actors.downloader_stream import (
     content_length,
     in_worker,
     read_capped,
+    read_capped_now,
 )
 from actors.downloader_stream import receive_now as receive_body
 from storage.catalog import TrackRecord
@@ -243,19 +244,12 @@ class DownloaderClient:
 
         try:
             with self._open_now(path, ended, "application/json") as response:
-                parts, size = [], 0
-                for chunk in body_chunks(response, path, ended):
-                    size += len(chunk)
-                    if size > MAX_JSON_BYTES:
-                        raise DownloaderParseError(
-                            f"too large: {path} sent more than {MAX_JSON_BYTES} bytes"
-                        )
-                    parts.append(chunk)
+                body = read_capped_now(body_chunks(response, path, ended), path, MAX_JSON_BYTES)
         except Stopped:
             if stopped():
                 raise
             raise self._too_long(path) from None
-        return _decode(b"".join(parts), path)
+        return _decode(body, path)
 
     def _too_long(self, path: str) -> DownloaderTimeout:
         return DownloaderTimeout(f"downloader took longer than {self.timeout:g} s on {path}")

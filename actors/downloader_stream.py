@@ -94,13 +94,29 @@ async def read_capped(response: httpx.Response, path: str, cap: int) -> bytes:
 
     async def keep(chunk: bytes) -> None:
         nonlocal size
-        size += len(chunk)
-        if size > cap:
-            raise DownloaderParseError(f"too large: {path} sent more than {cap} bytes")
+        size = _counted(size, chunk, path, cap)
         parts.append(chunk)
 
     await pump(response, path, keep)
     return b"".join(parts)
+
+
+def read_capped_now(chunks: Iterator[bytes], path: str, cap: int) -> bytes:
+    """Blocking `read_capped` of a body's chunks (see `body_chunks`)."""
+    parts: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        size = _counted(size, chunk, path, cap)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _counted(size: int, chunk: bytes, path: str, cap: int) -> int:
+    """The body's size with `chunk`; `DownloaderParseError` once it passes `cap`."""
+    size += len(chunk)
+    if size > cap:
+        raise DownloaderParseError(f"too large: {path} sent more than {cap} bytes")
+    return size
 
 
 def content_length(response: httpx.Response, path: str) -> int | None:
@@ -172,9 +188,7 @@ def receive_now(
     batched = 0
     try:
         for chunk in chunks:
-            received.size += len(chunk)
-            if received.size > max_bytes:
-                raise DownloaderParseError(f"too large: {path} sent more than {max_bytes} bytes")
+            received.size = _counted(received.size, chunk, path, max_bytes)
             batch.append(chunk)
             batched += len(chunk)
             if batched >= WRITE_BATCH_BYTES:

@@ -431,3 +431,15 @@ async def test_hostile_bodies_over_http_publish_nothing(
         result = await client.download(audio_path(tmp_path), f"/track/{track}/audio", 1_000_000)
         assert result.path.read_bytes() == audio_bytes(spec, track)
         await client.aclose()
+
+
+async def test_an_endless_json_answer_is_cut_at_its_cap() -> None:
+    knobs = Knobs()
+    knobs.fault("endless", "album", times=1)
+    async with open_fake_downloader(CatalogSpec(artists=1, albums_per_artist=1), knobs) as fake:
+        client = DownloaderClient(fake.base_url, 30)
+        album = fake.catalog.album_ids[0]
+        with trio.fail_after(20), pytest.raises(DownloaderParseError, match="too large"):
+            await now(client.album_now, album)
+        assert (await now(client.album_now, album)).album.id == album
+        await client.aclose()
