@@ -18,12 +18,10 @@ stalled download fails within it while a long healthy one is never cut off.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -48,7 +46,6 @@ from actors.downloader_stream import (
     Stopped,
     body_chunks,
     content_length,
-    in_worker,
     read_capped,
     read_capped_now,
 )
@@ -59,7 +56,6 @@ from storage.ids import is_content_id
 __all__ = [
     "AlbumMeta",
     "ArtistMeta",
-    "DownloadResult",
     "DownloaderBadRequest",
     "DownloaderClient",
     "DownloaderConnectionError",
@@ -75,13 +71,6 @@ CONNECT_TIMEOUT_S = 10.0
 MAX_JSON_BYTES = 16 * 1024 * 1024
 MAX_ERROR_BODY_BYTES = 64 * 1024
 DEFAULT_RETRY_AFTER_S = 5.0
-
-
-@dataclass(frozen=True)
-class DownloadResult:
-    path: Path  # the published file
-    size: int  # bytes written
-    media_type: str  # the Content-Type without parameters
 
 
 def _retry_after(value: str | None) -> float:
@@ -167,7 +156,7 @@ class DownloaderClient:
             follow_redirects=False,
             trust_env=False,  # configuration comes from the config file only
         )
-        # Media bodies: a bare transport, used from worker threads (see `receive`). A client
+        # The processor's calls: a bare transport, used from worker threads. A client
         # would add a quarter to the CPU of each download (cookies, URL merging, hooks) and
         # nothing a download needs; redirects are not followed and no proxy is read either way.
         self._media = media_transport or httpx.HTTPTransport(limits=limits)
@@ -175,7 +164,7 @@ class DownloaderClient:
 
     async def aclose(self) -> None:
         """Close both pools. A worker still blocked on a download abandoned by a cancellation
-        (see `receive`) sees its connection fail and cleans up after itself."""
+        (see `downloader_stream.in_worker`) sees its connection fail and cleans up after itself."""
         try:
             await self._client.aclose()
         finally:
@@ -281,29 +270,6 @@ class DownloaderClient:
         path = f"/artist/{_valid_id(artist_id, 'artist')}"
         return parse.parse_artist(self._get_json_now(path, stopped), artist_id)
 
-    async def download(
-        self, path_for: Callable[[str], Path], url_path: str, max_bytes: int
-    ) -> DownloadResult:
-        """Stream `url_path` into the file `path_for(media_type)` names and publish it (see
-        `receive`); if this fails or is cancelled, nothing is published."""
-        body = await self.receive(path_for, url_path, max_bytes)
-        size = await body.publish()
-        return DownloadResult(body.writer.final, size, body.media_type)
-
-    async def receive(
-        self, path_for: Callable[[str], Path], url_path: str, max_bytes: int
-    ) -> Received:
-        """Receive `url_path` for the file `path_for(media_type)` names, not yet published.
-
-        `path_for` gets the Content-Type without parameters and raises `DownloaderParseError`
-        (or ValueError) for a type it does not accept. The caller must `publish` or `discard`
-        the result. The body is received in a worker thread; if this fails or is cancelled,
-        the temporary file is removed (see `downloader_stream.in_worker` for a cancellation
-        while the downloader is silent).
-        """
-        receive = functools.partial(self.receive_now, path_for, url_path, max_bytes)
-        return await in_worker(receive, Received.discard_now)
-
     def receive_now(
         self,
         path_for: Callable[[str], Path],
@@ -311,7 +277,14 @@ class DownloaderClient:
         max_bytes: int,
         stopped: Callable[[], bool],
     ) -> Received:
-        """Blocking `receive`; stops with `downloader_stream.Stopped` once `stopped()`."""
+        """Blocking: receive `url_path` for the file `path_for(media_type)` names, not yet
+        published; run it in a worker thread (`downloader_stream.in_worker`).
+
+        `path_for` gets the Content-Type without parameters and raises `DownloaderParseError`
+        (or ValueError) for a type it does not accept. The caller must `publish` or `discard`
+        the result; if this fails, the temporary file is removed. Stops with
+        `downloader_stream.Stopped` at the first chunk after `stopped()` turns True.
+        """
         with self._open_now(url_path, stopped) as response:
             media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
             try:

@@ -5,6 +5,7 @@ streamed downloads that publish only complete files."""
 from __future__ import annotations
 
 import errno
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from actors.downloader import (
     DownloaderTimeout,
     StorageFailure,
 )
+from actors.downloader_stream import Received
 from fake_downloader import CatalogSpec, Knobs, audio_bytes, open_fake_downloader
 from storage import files
 from storage.queue_schema import ErrorType
@@ -262,6 +264,17 @@ async def test_search_and_discography_results_are_normalised() -> None:
 # -- downloads -----------------------------------------------------------------------------------
 
 
+async def download(
+    client: DownloaderClient, path_for: Callable[[str], Path], url_path: str, max_bytes: int
+) -> Received:
+    """Receive a media body in a worker thread as the processor does (`in_worker`), then
+    publish it: nothing is published if either fails or is cancelled."""
+    receive = functools.partial(client.receive_now, path_for, url_path, max_bytes)
+    body = await downloader_stream.in_worker(receive, Received.discard_now)
+    await body.publish()
+    return body
+
+
 def audio_path(tmp_path: Path) -> Callable[[str], Path]:
     def path_for(media_type: str) -> Path:
         ext = files.AUDIO_TYPES.get(media_type)
@@ -288,13 +301,13 @@ async def test_a_download_publishes_exactly_the_bytes_sent(tmp_path: Path) -> No
     client = client_for(
         lambda request: httpx.Response(200, headers=headers, content=drip(body, 70_000))
     )
-    result = await client.download(audio_path(tmp_path), f"/track/{TRACK}/audio", 10**7)
-    assert (result.size, result.media_type, result.path.name) == (
+    result = await download(client, audio_path(tmp_path), f"/track/{TRACK}/audio", 10**7)
+    assert (result.size, result.media_type, result.writer.final.name) == (
         len(body),
         "audio/flac",
         f"{TRACK}.flac",
     )
-    assert result.path.read_bytes() == body
+    assert result.writer.final.read_bytes() == body
     assert leftovers(tmp_path) == [f"{TRACK}.flac"]
 
 
@@ -308,7 +321,7 @@ async def test_every_failure_of_a_download_maps_to_its_error_type_and_leaves_no_
 ) -> None:
     client = client_for(handler)
     with pytest.raises(kind) as caught:
-        await client.download(audio_path(tmp_path), f"/track/{TRACK}/audio", 10**6)
+        await download(client, audio_path(tmp_path), f"/track/{TRACK}/audio", 10**6)
     assert type(caught.value) is kind
     assert caught.value.error_type is error_type
     assert f"/track/{TRACK}/audio" in caught.value.message
@@ -331,7 +344,7 @@ async def test_a_bad_body_is_a_parse_error_and_publishes_nothing(
 ) -> None:
     client = client_for(lambda request: httpx.Response(200, headers=headers, content=drip(body)))
     with pytest.raises(DownloaderParseError, match=message):
-        await client.download(audio_path(tmp_path), f"/track/{TRACK}/audio", 10_000)
+        await download(client, audio_path(tmp_path), f"/track/{TRACK}/audio", 10_000)
     assert leftovers(tmp_path) == []
 
 
@@ -345,7 +358,7 @@ async def test_disk_errors_are_storage_failures(
     headers = {"content-type": "audio/ogg"}
     client = client_for(lambda request: httpx.Response(200, headers=headers, content=b"x" * 100))
     with pytest.raises(StorageFailure, match="No space left") as caught:
-        await client.download(audio_path(tmp_path), f"/track/{TRACK}/audio", 10_000)
+        await download(client, audio_path(tmp_path), f"/track/{TRACK}/audio", 10_000)
     assert caught.value.error_type is ErrorType.STORAGE
     assert leftovers(tmp_path) == []
 
@@ -363,7 +376,7 @@ async def test_a_cancelled_download_leaves_no_file(
         lambda request: httpx.Response(200, headers=headers, content=drip(body, chunk, 1.0))
     )
     with trio.move_on_after(10.5) as scope:
-        await client.download(audio_path(tmp_path), f"/track/{TRACK}/audio", 10**8)
+        await download(client, audio_path(tmp_path), f"/track/{TRACK}/audio", 10**8)
     assert scope.cancelled_caught
     assert leftovers(tmp_path) == []
 
@@ -377,7 +390,7 @@ async def test_a_stalled_download_times_out_within_the_read_timeout(tmp_path: Pa
         track = fake.catalog.track_ids[0]
         start = trio.current_time()
         with trio.fail_after(10), pytest.raises(DownloaderTimeout):
-            await client.download(audio_path(tmp_path), f"/track/{track}/audio", 10**6)
+            await download(client, audio_path(tmp_path), f"/track/{track}/audio", 10**6)
         assert trio.current_time() - start < 1.5
         await client.aclose()
     assert leftovers(tmp_path) == []
@@ -390,7 +403,7 @@ async def test_a_download_cancelled_mid_body_over_http_leaves_no_file(tmp_path: 
         client = DownloaderClient(fake.base_url, 5)
         track = fake.catalog.track_ids[0]
         with trio.move_on_after(0.5) as scope:
-            await client.download(audio_path(tmp_path), f"/track/{track}/audio", 10**8)
+            await download(client, audio_path(tmp_path), f"/track/{track}/audio", 10**8)
         assert scope.cancelled_caught
         assert leftovers(tmp_path) == []
         await client.aclose()
@@ -407,7 +420,7 @@ async def test_a_download_cancelled_while_the_downloader_is_silent_returns_promp
         track = fake.catalog.track_ids[0]
         start = trio.current_time()
         with trio.move_on_after(0.3):
-            await client.download(audio_path(tmp_path), f"/track/{track}/audio", 10**6)
+            await download(client, audio_path(tmp_path), f"/track/{track}/audio", 10**6)
         assert trio.current_time() - start < 0.3 + downloader_stream.STOP_WAIT_S + 1
         assert leftovers(tmp_path) == []
         await client.aclose()
@@ -426,10 +439,10 @@ async def test_hostile_bodies_over_http_publish_nothing(
         client = DownloaderClient(fake.base_url, 5)
         track = fake.catalog.track_ids[0]
         with trio.fail_after(10), pytest.raises(DownloaderParseError, match=message):
-            await client.download(audio_path(tmp_path), f"/track/{track}/audio", 1_000_000)
+            await download(client, audio_path(tmp_path), f"/track/{track}/audio", 1_000_000)
         assert leftovers(tmp_path) == []
-        result = await client.download(audio_path(tmp_path), f"/track/{track}/audio", 1_000_000)
-        assert result.path.read_bytes() == audio_bytes(spec, track)
+        result = await download(client, audio_path(tmp_path), f"/track/{track}/audio", 1_000_000)
+        assert result.writer.final.read_bytes() == audio_bytes(spec, track)
         await client.aclose()
 
 
