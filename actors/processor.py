@@ -67,7 +67,7 @@ GAUGE_REFRESH_S = 1.0
 # Items claimed in one transaction: a run of files (never an album, see `QueueStore.claim`) is
 # taken together and received one after the other in one worker call, which saves a commit and
 # two thread crossings per file.
-CLAIM_BATCH = 4
+CLAIM_BATCH = 8
 
 # Received files the loop may hand over before the finisher takes them (each body holds up to
 # `WRITE_BATCH_BYTES` in memory), and so the most files published and recorded together. Room

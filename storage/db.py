@@ -167,14 +167,25 @@ class Database:
         self._answers: OrderedDict[Hashable, tuple[int, Any]] = OrderedDict()
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """Run a block as one immediate transaction on the write connection (blocking)."""
+    def write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """Run a block as one immediate transaction on the write connection (blocking).
+
+        `durable=False` commits this transaction with `synchronous=NORMAL`, without waiting for
+        the disk: it survives the process being killed, but an OS crash or a power cut may roll
+        it back (never corrupt the file); the next durable commit makes it durable as well. Only
+        for a transaction whose loss the startup recovery makes good (the processor's claims).
+        """
+        relaxed = not durable and self._synchronous in ("FULL", "EXTRA")
         with self._write_lock:
+            if relaxed:
+                self._writer.execute("PRAGMA synchronous=NORMAL")
             try:
                 with immediate(self._writer) as conn:
                     yield conn
             finally:  # after the commit (or the rollback, which changed nothing)
                 self.generation += 1
+                if relaxed:
+                    self._writer.execute(f"PRAGMA synchronous={self._synchronous}")
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

@@ -203,8 +203,12 @@ class QueueStore(QueueStoreBase):
         An album is taken alone, and a run of files stops before the next album in the order:
         an album's children must exist before anything queued after it is claimed. Returns the
         items and the capacity after the claim (an album started now counts).
+
+        The claim does not wait for the disk (`Database.write(durable=False)`): a claim rolled
+        back by a power cut leaves its items as the startup recovery would have made them, and
+        the retries it promoted due again; the completion's commit makes it durable anyway.
         """
-        with self.db.write() as conn:
+        with self.db.write(durable=False) as conn:
             _promote_due_retries(conn, now)
             room = capacity(conn, self.dm, now)
             rows, events = _take(conn, now, albums_allowed=not room["at_capacity"], most=most)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,41 @@ def test_every_connection_has_the_pragmas(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    db.close()
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["committed", "rolled-back"])
+def test_a_write_that_need_not_be_durable_relaxes_itself_only(tmp_path: Path, fails: bool) -> None:
+    db = Database(tmp_path / "x.db", MIGRATIONS)
+    with contextlib.suppress(RuntimeError), db.write(durable=False) as conn:
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        conn.execute("INSERT INTO t (v) VALUES ('claim')")
+        if fails:
+            raise RuntimeError
+    with db.write() as conn:
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == (0 if fails else 1)
+    db.close()
+
+
+def test_a_write_that_need_not_be_durable_survives_a_killed_process(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    Database(path, MIGRATIONS).close()
+    script = (
+        "import os, signal, sys\n"
+        "from storage.db import Database\n"
+        "from tests.storage.test_db import MIGRATIONS\n"
+        "db = Database(__import__('pathlib').Path(sys.argv[1]), MIGRATIONS)\n"
+        "with db.write(durable=False) as conn:\n"
+        "    conn.execute(\"INSERT INTO t (v) VALUES ('claim')\")\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], check=False, timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    db = Database(path, MIGRATIONS)
+    with db.read() as conn:
+        assert [tuple(row) for row in conn.execute("SELECT v FROM t")] == [("claim",)]
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     db.close()
 
 
