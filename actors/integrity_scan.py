@@ -57,7 +57,7 @@ ENCODE_SLICE = 4096
 STOP_POLL_S = 0.02
 LOWEST_PRIORITY = 19  # nice, where the idle scheduling class is refused
 
-MissingRow = tuple[str, str | None]  # (content id, album id or None)
+MissingRow = tuple[str, str | None]  # (content id, its album ids joined by commas, or None)
 T = TypeVar("T")
 
 
@@ -162,14 +162,17 @@ class ScanState:
             return False  # another album or artist shares this file
         self.seen.add(key)
         self.missing[repair.content_type] += 1
-        if key in self.active or (repair.album_id and (ALBUM, repair.album_id) in self.active):
+        if key in self.active or any((ALBUM, album) in self.active for album in repair.album_ids):
             self.skipped += 1
             return False
         return True
 
     def repairs(self, content_type: ContentType, rows: Sequence[MissingRow]) -> list[Repair]:
         """The repairs to attempt for rows whose file is missing, each file tallied once."""
-        candidates = (Repair(content_type, content, album) for content, album in rows)
+        candidates = (
+            Repair(content_type, content, tuple(albums.split(",")) if albums else ())
+            for content, albums in rows
+        )
         return [repair for repair in candidates if self.consider(repair)]
 
     def report(self, duration_ms: int) -> dict[str, Any]:

@@ -164,8 +164,10 @@ def existing_ids(conn: sqlite3.Connection, table: str, ids: Sequence[str]) -> se
     return set(_ids(conn, _EXISTING[table], json.dumps(list(ids))))
 
 
-# Per kind: (content id, album id or NULL) of each row whose file is not among the names in
-# the JSON array parameter, in primary-key order. A track's file is `<id>.<audio_format>`, so a
+# Per kind: (content id, the ids of the albums it came with, joined by commas, or NULL) of each
+# row whose file is not among the names in the JSON array parameter, in primary-key order. A
+# track or a cover comes with its album; a portrait with every album of its artist, since any of
+# them may be the download that will fetch it. A track's file is `<id>.<audio_format>`, so a
 # track without a format, or whose file has another extension, is missing; an image's file is
 # `<id>.jpg`. A leftover `<name>.<random>.part` never equals either.
 MISSING_FILES = {
@@ -176,7 +178,8 @@ MISSING_FILES = {
     "album_images": """SELECT image_id, album_id FROM album_images
         WHERE image_id || '.jpg' NOT IN (SELECT value FROM json_each(?))
         ORDER BY album_id, image_id""",
-    "artist_images": """SELECT image_id, NULL FROM artist_images
+    "artist_images": """SELECT image_id, (SELECT group_concat(album_id) FROM album_artists
+            WHERE album_artists.artist_id = artist_images.artist_id) FROM artist_images
         WHERE image_id || '.jpg' NOT IN (SELECT value FROM json_each(?))
         ORDER BY artist_id, image_id""",
 }
@@ -203,9 +206,9 @@ def _stoppable(conn: sqlite3.Connection, stop: Callable[[], bool]) -> Iterator[N
 def missing_files(
     conn: sqlite3.Connection, kind: str, names: str, stop: Callable[[], bool]
 ) -> list[tuple[str, str | None]]:
-    """(content id, album id or None) of the `kind` rows whose file is not in `names`, a JSON
-    array of a folder's file names. Raises sqlite3.OperationalError ('interrupted') once `stop()`
-    returns True."""
+    """(content id, album ids joined by commas or None) of the `kind` rows whose file is not in
+    `names`, a JSON array of a folder's file names (see `MISSING_FILES`). Raises
+    sqlite3.OperationalError ('interrupted') once `stop()` returns True."""
     with _stoppable(conn, stop):
         return [(r[0], r[1]) for r in conn.execute(MISSING_FILES[kind], (names,))]
 

@@ -73,12 +73,13 @@ class RetryRefused(Exception):
 
 @dataclass(frozen=True)
 class Repair:
-    """A missing file to fetch again. `album_id`, when set, also blocks the repair while that
-    album has a non-terminal item of its own (its download will write the file)."""
+    """A missing file to fetch again. `album_ids` also block the repair while one of those
+    albums has a non-terminal item of its own (its download will write the file): a track's or
+    a cover's album, every album of a portrait's artist."""
 
     content_type: ContentType
     content_id: str
-    album_id: str | None = None
+    album_ids: tuple[str, ...] = ()
 
     @property
     def reason(self) -> str:
@@ -220,9 +221,8 @@ class QueueAdminStore(QueueStoreBase):
         queued: list[AuditEvent] = []
         with self.db.write() as conn:
             for repair in repairs:
-                if _active(conn, repair.content_type, repair.content_id) or (
-                    repair.album_id is not None
-                    and _active(conn, ContentType.ALBUM, repair.album_id)
+                if _active(conn, repair.content_type, repair.content_id) or any(
+                    _active(conn, ContentType.ALBUM, album) for album in repair.album_ids
                 ):
                     continue
                 queued.append(self._insert_repair(conn, repair, now))

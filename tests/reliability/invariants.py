@@ -128,6 +128,8 @@ def check_queue(db_dir: Path, want: Expected) -> list[dict[str, Any]]:
     repeated = [k for k, n in Counter(i["content_id"] for i in top).items() if n > 1]
     assert not repeated, f"albums queued twice: {repeated}"
     for album in top:
+        # Nothing is deleted from the media folder here: a watchdog repair would be spurious.
+        assert album["content_type"] == "ALBUM", f"unexpected top-level item {dict(album)}"
         kids = [i for i in items if i["parent_id"] == album["id"]]
         keys = Counter((k["content_type"], k["content_id"]) for k in kids)
         assert all(n == 1 for n in keys.values()), f"duplicate children: {keys}"

@@ -169,7 +169,7 @@ def test_random_kills_and_restarts_until_idle(
         plan = Plan.draw(rng)
         try:
             run_iteration(tmp_path / f"iteration-{iteration}", fake, plan)
-        except AssertionError as exc:
+        except Exception as exc:
             raise AssertionError(
-                f"chaos seed {seed}, iteration {iteration}, {plan}: {exc}"
+                f"chaos seed {seed}, iteration {iteration}, {plan}: {exc!r}"
             ) from exc
