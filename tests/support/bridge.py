@@ -1,11 +1,11 @@
-"""An async test transport served to the blocking media transport, through the trio run.
+"""An async test transport served to the blocking transport, through the trio run.
 
-The downloader client receives media bodies through a blocking httpx transport in worker
-threads. Tests that answer for the downloader in-process (`httpx.MockTransport` with async
-bodies, `httpx.ASGITransport` around the fake downloader) have async transports only:
-`TrioBridge` runs each step of a request on the trio run's loop (`trio.from_thread.run`), so
-their answers, delays and faults reach the blocking side chunk by chunk, as a socket would
-deliver them.
+The downloader client makes the processor's calls (an album's metadata, media bodies) through a
+blocking httpx transport in worker threads. Tests that answer for the downloader in-process
+(`httpx.MockTransport` with async bodies, `httpx.ASGITransport` around the fake downloader) have
+async transports only: `TrioBridge` runs each step of a request on the trio run's loop
+(`trio.from_thread.run`), so their answers, delays and faults reach the blocking side chunk by
+chunk, as a socket would deliver them.
 """
 
 from __future__ import annotations
