@@ -5,9 +5,9 @@ one statement per kind (`CatalogStore.missing_files`) returns only the catalog r
 not among them. The comparison thus runs in SQLite's C code, during which the sqlite3 module
 releases the interpreter lock, instead of in Python per row while holding it (see
 `actors.watchdog` for why that matters); normally nothing is missing and almost no Python runs
-per row. Listings and statements run in a new thread of the idle scheduling class, so that what
-runs without the lock does not compete with the event loop for a core. Which files count as
-present:
+per row. Listings and statements run in a new thread of the idle scheduling class
+(`actors.priority.in_background_thread`), so that what runs without the lock does not compete
+with the event loop for a core. Which files count as present:
 
 - a track has audio iff the catalog records an `audio_format` for it and `audio/<id>.<format>`
   exists: exactly the file the stream route serves. A track never downloaded (format NULL) is
@@ -23,16 +23,13 @@ download will write the file.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from storage.queue_admin import Repair
 from storage.queue_schema import ContentType
@@ -53,12 +50,8 @@ UNSAFE_NAME_BYTES = bytes(range(0x20)) + b'"\\' + bytes(range(0x80, 0x100))
 # after each one, so the event loop never waits behind the scan for long.
 ENCODE_SLICE = 4096
 
-# How often a worker waiting for a background comparison checks whether to stop it.
-STOP_POLL_S = 0.02
-LOWEST_PRIORITY = 19  # nice, where the idle scheduling class is refused
 
 MissingRow = tuple[str, str | None]  # (content id, its album ids joined by commas, or None)
-T = TypeVar("T")
 
 
 def json_array(names: list[bytes]) -> str:
@@ -88,59 +81,6 @@ def list_folder(folder: Path) -> str:
     the scan must fail rather than find every file missing. Listed as bytes: no decoding per
     name."""
     return json_array(os.listdir(os.fsencode(folder)))
-
-
-def lower_priority() -> None:
-    """Put the calling thread, and it alone (Linux schedules each thread on its own), in the
-    idle scheduling class, or failing that at the lowest nice value; elsewhere, or if refused,
-    leave it as it is.
-
-    Idle, not merely nice 19: the kernel lets a waking thread of normal priority preempt an idle
-    one at once, and counts a core that runs only idle threads as free when it places a waking
-    thread. At nice 19 the scan still ran out its time slice before the event loop's thread or
-    an API worker thread got the core back (API p99 during a scan over idle, 4 alternated runs
-    each: 1.92-2.56 at nice 19, 1.45-1.74 idle). An idle thread still gets a small share of a
-    busy machine, so a scan is slowed down by load, never stopped by it."""
-    if sys.platform != "linux":
-        return
-    thread = threading.get_native_id()
-    try:
-        os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, thread, LOWEST_PRIORITY)
-
-
-def in_background_thread(fn: Callable[[Callable[[], bool]], T], stop: Callable[[], bool]) -> T:
-    """Run `fn(stopped)` in a new thread of the lowest CPU priority (`lower_priority`) and wait
-    for it (blocking); `stopped()` turns True once `stop()`, which the waiting thread polls, does.
-
-    A comparison runs without the interpreter lock, truly in parallel with the event loop, so at
-    normal priority it competes with the loop (and the API's worker threads) for a core: on the
-    2-core benchmark machine, API p99 during a scan was 2.7x idle at normal priority, about 2x at
-    nice 19 and 1.6x in the idle class, which takes only the CPU the daemon and its neighbours
-    leave idle. A new thread each time because an unprivileged process cannot raise a thread's
-    priority back, and trio reuses its worker threads for everything else."""
-    stopped = threading.Event()
-    results: list[T] = []
-    errors: list[BaseException] = []
-
-    def body() -> None:
-        lower_priority()
-        try:
-            results.append(fn(stopped.is_set))
-        except BaseException as exc:  # re-raised in the waiting thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=body, name="integrity-scan", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        thread.join(STOP_POLL_S)
-        if stop():
-            stopped.set()
-    if errors:
-        raise errors[0]
-    return results[0]
 
 
 @dataclass

@@ -40,8 +40,9 @@ from typing import Any
 
 import trio
 
-from actors.integrity_scan import KINDS, MissingRow, ScanState, in_background_thread, list_folder
+from actors.integrity_scan import KINDS, MissingRow, ScanState, list_folder
 from actors.messages import ScanRequest, WakeProcessor, offer
+from actors.priority import in_background_thread
 from storage.db import StorageError
 from storage.files import MediaLayout
 from storage.queue_admin import QueueAdminStore

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import sqlite3
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,7 +30,7 @@ import trio
 from actors.downloader import DownloaderClient
 from actors.downloader_stream import WRITE_BATCH_BYTES
 from actors.messages import Hook, HookFired, WakeProcessor
-from actors.processor import CLAIM_BATCH, Processor
+from actors.processor import CLAIM_BATCH, FINISHER_NICE, Processor
 from daemon.config import DownloadManagerConfig
 from daemon.metrics import Metrics
 from fake_downloader import (
@@ -264,6 +267,47 @@ async def test_files_that_wait_for_a_slow_disk_are_recorded_together(tmp_path: P
         for track in tracks:
             assert r.media.audio_path(track, "flac").read_bytes() == audio_bytes(SPEC, track)
         assert r.processed("TRACK_AUDIO", "success") == len(tracks)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread priorities are Linux's")
+async def test_files_are_published_by_a_thread_of_lower_priority_than_the_downloads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The finisher's work gives way to the download on its way and to the event loop; the
+    threads that receive the files, and every other, keep the daemon's priority."""
+    receiving: set[tuple[int, int]] = set()  # (thread, nice)
+    publishing: set[tuple[int, int]] = set()
+
+    def nice() -> tuple[int, int]:
+        thread = threading.get_native_id()
+        return thread, os.getpriority(os.PRIO_PROCESS, thread)
+
+    receive = DownloaderClient.receive_now
+
+    def noted_receive(self: DownloaderClient, *args: Any) -> Any:
+        receiving.add(nice())
+        return receive(self, *args)
+
+    monkeypatch.setattr(DownloaderClient, "receive_now", noted_receive)
+
+    def noted_catalog(r: Rig) -> None:
+        record = r.catalog.set_tracks_audio
+
+        def noted(formats: list[tuple[str, str]]) -> None:
+            publishing.add(nice())
+            record(formats)
+
+        r.catalog.set_tracks_audio = noted  # type: ignore[method-assign]
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    async with rig(tmp_path, before_start=noted_catalog) as r:
+        await r.request_album()
+        await r.wait_hook(Hook.OnDownloadComplete, within=20)
+        worker = await trio.to_thread.run_sync(nice)
+    assert {n for _, n in publishing} == {min(19, base + FINISHER_NICE)}
+    assert len(publishing) == 1, "the finisher runs in one thread of its own"
+    assert receiving and {n for _, n in receiving} == {base}
+    assert (worker[1], nice()[1]) == (base, base)
 
 
 async def test_a_new_request_wakes_an_idle_processor_at_once(tmp_path: Path) -> None:
