@@ -166,8 +166,9 @@ def existing_ids(conn: sqlite3.Connection, table: str, ids: Sequence[str]) -> se
 
 # Per kind: (content id, the ids of the albums it came with, joined by commas, or NULL) of each
 # row whose file is not among the names in the JSON array parameter, in primary-key order. A
-# track or a cover comes with its album; a portrait with every album of its artist, since any of
-# them may be the download that will fetch it. A track's file is `<id>.<audio_format>`, so a
+# track or a cover comes with its album; a portrait with every album its artist appears on, as
+# the album's artist or on one of its tracks, since any of them may be the download that will
+# fetch it. A track's file is `<id>.<audio_format>`, so a
 # track without a format, or whose file has another extension, is missing; an image's file is
 # `<id>.jpg`. A leftover `<name>.<random>.part` never equals either.
 MISSING_FILES = {
@@ -178,8 +179,13 @@ MISSING_FILES = {
     "album_images": """SELECT image_id, album_id FROM album_images
         WHERE image_id || '.jpg' NOT IN (SELECT value FROM json_each(?))
         ORDER BY album_id, image_id""",
-    "artist_images": """SELECT image_id, (SELECT group_concat(album_id) FROM album_artists
-            WHERE album_artists.artist_id = artist_images.artist_id) FROM artist_images
+    "artist_images": """SELECT image_id, (SELECT group_concat(album_id) FROM (
+                SELECT album_id FROM album_artists
+                    WHERE album_artists.artist_id = artist_images.artist_id
+                UNION SELECT tracks.album_id FROM track_artists
+                    JOIN tracks ON tracks.id = track_artists.track_id
+                    WHERE track_artists.artist_id = artist_images.artist_id))
+        FROM artist_images
         WHERE image_id || '.jpg' NOT IN (SELECT value FROM json_each(?))
         ORDER BY artist_id, image_id""",
 }

@@ -6,6 +6,7 @@ jump past every timeout while a thread runs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -33,7 +34,15 @@ from actors.messages import Hook, ScanRequest, WakeProcessor
 from actors.watchdog import IntegrityWatchdog
 from daemon.config import Config, DownloadManagerConfig, JobSettings
 from storage import catalog_read
-from storage.catalog import AlbumBundle, CatalogStore, synthetic_bundles
+from storage.catalog import (
+    AlbumBundle,
+    ArtistRecord,
+    CatalogStore,
+    ImageRecord,
+    synthetic_bundles,
+    synthetic_id,
+    synthetic_image_id,
+)
 from storage.files import MediaLayout
 from storage.queue_admin import QueueAdminStore
 from storage.queue_schema import AuditEvent
@@ -183,6 +192,39 @@ async def test_files_of_an_album_being_downloaded_are_left_to_it(
     assert {i["content_type"] for i in queued(admin) if i["request_source"] == "WATCHDOG"} == {
         "TRACK_AUDIO",
     }
+
+
+async def test_a_featured_artists_portrait_is_left_to_the_album_it_appears_on(
+    watchdog: Running,
+    catalog: CatalogStore,
+    admin: QueueAdminStore,
+    bundles: list[AlbumBundle],
+) -> None:
+    """An artist named only on a track (not as the album's artist) gets a portrait child of that
+    album's download too: while the album runs, a scan must not queue the portrait beside it."""
+    extra = next(synthetic_bundles(1, 3, artists=1, start=2))  # album 2, by the same artist
+    guest = ArtistRecord(synthetic_id("R", 99), "Guest", (), (synthetic_image_id("R", 99),))
+    featuring = dataclasses.replace(
+        extra.tracks[0], artist_ids=(*extra.tracks[0].artist_ids, guest.id)
+    )
+    portrait = ImageRecord(guest.image_ids[0], 50_000, 640, 640)
+    catalog.ingest_many(
+        [
+            AlbumBundle(
+                extra.album,
+                [featuring, *extra.tracks[1:]],
+                [*extra.artists, guest],
+                [*extra.images, portrait],
+            )
+        ]
+    )
+    insert(admin.db, status="IN_PROGRESS", content_id=extra.album.id)
+    report = await run_job(watchdog.send)
+    # Skipped: album 2's three tracks, its cover, its artist's portrait and the guest's portrait.
+    assert (report["missing_artist_images"], report["items_skipped"]) == (2, 6)
+    assert report["items_queued"] == 5  # the files of albums 0 and 1 that the fixture lacks
+    repairs = {(i["content_type"], i["content_id"]) for i in queued(admin)}
+    assert ("ARTIST_IMAGE", portrait.id) not in repairs
 
 
 async def test_a_missing_media_folder_fails_the_run_not_the_actor(

@@ -21,7 +21,7 @@ from storage.catalog import (
     TrackRecord,
     synthetic_bundles,
 )
-from storage.db import SchemaTooNew
+from storage.db import Database, SchemaTooNew
 from storage.ids import InvalidId
 
 ALBUM = "AlbumAlbumAlbumAlbum01"
@@ -218,6 +218,26 @@ def test_schema_version_is_recorded_and_a_newer_db_is_refused(tmp_path: Path) ->
     conn.close()
     with pytest.raises(SchemaTooNew, match="newer than this server supports"):
         CatalogStore.open(path)
+
+
+def test_a_catalog_of_the_first_schema_gains_the_track_artist_index_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "catalog.db"
+    first = CatalogStore(Database(path, MIGRATIONS[:1]))
+    first.ingest_many(synthetic_bundles(3, 2, artists=1))
+    first.db.close()
+    store = CatalogStore.open(path)
+    try:
+        assert store.counts()["tracks"] == 6
+    finally:
+        store.db.close()
+    conn = sqlite3.connect(path)
+    indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    conn.close()
+    assert "track_artists_artist" in indexes
+    assert version == len(MIGRATIONS) == 2
 
 
 def test_reopening_keeps_the_data(tmp_path: Path) -> None:
