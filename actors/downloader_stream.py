@@ -45,7 +45,8 @@ log = logging.getLogger("pezzottify.downloader")
 
 T = TypeVar("T")
 
-# Bytes gathered before one hop to a worker thread: few hops, bounded memory.
+# Bytes of a body gathered before one write to its temporary file: few writes, bounded memory
+# (a smaller body stays in memory until it is published).
 WRITE_BATCH_BYTES = 1024 * 1024
 CLEANUP_S = 5.0
 # How long a cancelled download waits for its thread to stop and clean up. A thread that is
@@ -156,12 +157,6 @@ class Received:
             raise
         finally:
             self.rest = b""
-
-    async def publish(self) -> int:
-        """`publish_now` in a worker thread (shielded: it runs to its end); returns the size."""
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(self.publish_now)
-        return self.size
 
     def discard_now(self) -> None:
         """Blocking: remove the temporary file, if one was made and not published."""

@@ -240,9 +240,8 @@ class CatalogStore:
         """The integrity scan's comparison for one kind (`track_audio`, `album_images`,
         `artist_images`): (content id, album ids joined by commas or None) of each row whose
         file is not among `names`, a JSON array of the folder's file names, in one statement
-        (see `catalog_read.MISSING_FILES`). `stop` is polled
-        every few milliseconds of SQLite work; True interrupts the statement
-        (sqlite3.OperationalError 'interrupted')."""
+        (see `catalog_read.MISSING_FILES`). `stop` is polled every few milliseconds of SQLite
+        work; True interrupts the statement (sqlite3.OperationalError 'interrupted')."""
         with self.db.read() as conn:
             return read.missing_files(conn, kind, names, stop)
 

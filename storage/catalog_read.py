@@ -168,9 +168,9 @@ def existing_ids(conn: sqlite3.Connection, table: str, ids: Sequence[str]) -> se
 # row whose file is not among the names in the JSON array parameter, in primary-key order. A
 # track or a cover comes with its album; a portrait with every album its artist appears on, as
 # the album's artist or on one of its tracks, since any of them may be the download that will
-# fetch it. A track's file is `<id>.<audio_format>`, so a
-# track without a format, or whose file has another extension, is missing; an image's file is
-# `<id>.jpg`. A leftover `<name>.<random>.part` never equals either.
+# fetch it. A track's file is `<id>.<audio_format>`, so a track without a format, or whose file
+# has another extension, is missing; an image's file is `<id>.jpg`. A leftover
+# `<name>.<random>.part` never equals either.
 MISSING_FILES = {
     "track_audio": """SELECT id, album_id FROM tracks
         WHERE audio_format IS NULL

@@ -75,7 +75,7 @@ class RetryRefused(Exception):
 class Repair:
     """A missing file to fetch again. `album_ids` also block the repair while one of those
     albums has a non-terminal item of its own (its download will write the file): a track's or
-    a cover's album, every album of a portrait's artist."""
+    a cover's album, every album a portrait's artist appears on."""
 
     content_type: ContentType
     content_id: str

@@ -271,7 +271,8 @@ async def download(
     publish it: nothing is published if either fails or is cancelled."""
     receive = functools.partial(client.receive_now, path_for, url_path, max_bytes)
     body = await downloader_stream.in_worker(receive, Received.discard_now)
-    await body.publish()
+    with trio.CancelScope(shield=True):
+        await trio.to_thread.run_sync(body.publish_now)
     return body
 
 
