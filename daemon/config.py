@@ -37,6 +37,8 @@ class DownloadManagerConfig:
     max_backoff_secs: float = 3600.0
     backoff_multiplier: float = 2.0
     audit_log_retention_days: int = 90
+    max_file_bytes: int = 2 * 1024**3
+    unavailable_recheck_days: int = 7
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Config:
     event_retention_days: int = 30
     prune_interval_hours: float = 24.0
     shutdown_timeout_sec: float = 30.0
+    trusted_proxies: tuple[str, ...] = ()
     download_manager: DownloadManagerConfig = field(default_factory=DownloadManagerConfig)
     background_jobs: Mapping[str, JobSettings] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -147,6 +150,8 @@ DM_KEYS: dict[str, tuple[Check, str]] = {
     "max_backoff_secs": _num(0),
     "backoff_multiplier": _num(1),
     "audit_log_retention_days": _int(0),
+    "max_file_bytes": _int(1),
+    "unavailable_recheck_days": _int(0),
 }
 
 JOB_KEYS: dict[str, tuple[Check, str]] = {
