@@ -26,7 +26,7 @@ AUDIO_TYPES: dict[str, str] = {
 }
 AUDIO_MEDIA_TYPES: dict[str, str] = {ext: mime for mime, ext in AUDIO_TYPES.items()}
 PART_SUFFIX = ".part"
-FAULT_ENV = "PEZZOTTIFY_FAULT_POINT"
+FAULT_ENV = "PEZ_TEST_FAULT_POINT"
 
 
 class MediaLayout:

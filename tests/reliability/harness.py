@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from fake_downloader import Catalog, CatalogSpec, build_catalog
+from storage.files import FAULT_ENV
 from tests.reliability.invariants import queue_items, unsettled
 from tests.support.process import DaemonProcess, run_cli, script
 
@@ -156,7 +157,7 @@ class Rig:
     def start(self, fault: str | None = None) -> DaemonProcess:
         """Start an incarnation (dying at `fault` if given). It may die before it is ready."""
         assert self.daemon is None, "the previous incarnation is still running"
-        env = {"PEZZOTTIFY_FAULT_POINT": fault} if fault else {"PEZZOTTIFY_FAULT_POINT": ""}
+        env = {FAULT_ENV: fault} if fault else {FAULT_ENV: ""}
         self.daemon = DaemonProcess(self.db_dir, "--config", str(self.config_path), env=env)
         return self.daemon
 
