@@ -8,12 +8,13 @@ Raw ASGI keeps streaming, truncation and disconnect handling fully under control
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 import trio
 
-from fake_downloader import payloads
+from fake_downloader import payloads, real_payloads
 from fake_downloader.catalog import Catalog
 from fake_downloader.content import audio_period, image_period
 from fake_downloader.knobs import Knobs
@@ -107,22 +108,23 @@ class FakeDownloaderApp:
 
     def _build(self, endpoint: str, ident: str, query_string: bytes) -> Reply:
         catalog = self.catalog
+        shapes = real_payloads if self.knobs.shapes == "real" else payloads
         if endpoint == "search":
-            return json_reply(self._search(query_string))
+            return json_reply(self._search(query_string, shapes.search))
         if endpoint == "image":
             return self._image(ident)
         if endpoint in ("artist", "discography"):
             index = self._lookup(ident, catalog.artist_index(ident), "artist")
-            build = payloads.artist if endpoint == "artist" else payloads.discography
+            build = shapes.artist if endpoint == "artist" else payloads.discography
             return json_reply(build(catalog, index))
         if endpoint in ("album", "album_tracks"):
             index = self._lookup(ident, catalog.album_index(ident), "album")
             if endpoint == "album":
-                return json_reply(payloads.album(catalog, index))
-            return json_reply(payloads.album_tracks(catalog, index))
+                return json_reply(shapes.album(catalog, index))
+            return json_reply(shapes.album_tracks(catalog, index))
         index = self._lookup(ident, catalog.track_index(ident), "track")
         if endpoint == "track":
-            return json_reply(payloads.track(catalog, index))
+            return json_reply(shapes.track(catalog, index))
         return self._audio(ident, index)
 
     def _lookup(self, ident: str, index: int | None, kind: str) -> int:
@@ -132,7 +134,9 @@ class FakeDownloaderApp:
             raise HttpError(404, f"unknown {kind} {ident}")
         return index
 
-    def _search(self, query_string: bytes) -> object:
+    def _search(
+        self, query_string: bytes, search: Callable[[Catalog, str, str, int], object]
+    ) -> object:
         params = parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
         if "q" not in params:
             raise HttpError(400, "missing query parameter q")
@@ -145,7 +149,7 @@ class FakeDownloaderApp:
             raise HttpError(400, "limit must be an integer") from None
         if limit < 0:
             raise HttpError(400, "limit must not be negative")
-        return payloads.search(self.catalog, params["q"][0], kind, min(limit, MAX_SEARCH_LIMIT))
+        return search(self.catalog, params["q"][0], kind, min(limit, MAX_SEARCH_LIMIT))
 
     def _image(self, ident: str) -> Reply:
         if not _IMAGE_ID.fullmatch(ident):

@@ -85,7 +85,8 @@ def content_id_for(seed: int, kind: str, index: int) -> str:
 
 
 def image_id_for(seed: int, kind: str, index: int) -> str:
-    """The 40-hex image id of the `kind` ("cover" or "portrait") image of entity `index`."""
+    """The 40-hex image id of the `kind` ("cover", "portrait", "cover-small" or
+    "portrait-small") image of entity `index`."""
     return hashlib.sha1(f"{seed}:{kind}:{index}".encode(), usedforsecurity=False).hexdigest()
 
 
@@ -140,10 +141,19 @@ class Catalog:
         self.track_ids = [content_id_for(seed, "track", i) for i in range(spec.track_count)]
         self.portrait_ids = [image_id_for(seed, "portrait", i) for i in range(spec.artists)]
         self.cover_ids = [image_id_for(seed, "cover", i) for i in range(spec.album_count)]
+        # A second, smaller image of each, listed only by the real service's shapes.
+        self.small_portrait_ids = [
+            image_id_for(seed, "portrait-small", i) for i in range(spec.artists)
+        ]
+        self.small_cover_ids = [
+            image_id_for(seed, "cover-small", i) for i in range(spec.album_count)
+        ]
         self._artist_pos = {cid: i for i, cid in enumerate(self.artist_ids)}
         self._album_pos = {cid: i for i, cid in enumerate(self.album_ids)}
         self._track_pos = {cid: i for i, cid in enumerate(self.track_ids)}
-        self._image_ids = frozenset(self.portrait_ids) | frozenset(self.cover_ids)
+        self._image_ids = frozenset(
+            [*self.portrait_ids, *self.cover_ids, *self.small_portrait_ids, *self.small_cover_ids]
+        )
         self.artist_names = [
             f"Artist {i + 1} {_words(seed, i, cid)}" for i, cid in enumerate(self.artist_ids)
         ]

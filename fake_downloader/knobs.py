@@ -15,7 +15,11 @@ ENDPOINTS = (
     "search", "discography", "album", "album_tracks", "artist", "track", "audio", "image",
 )  # fmt: skip
 BYTES_ENDPOINTS = frozenset({"audio", "image"})
-FAULT_MODES = ("truncate", "stall", "endless", "bad_json", "content_type")
+FAULT_MODES = (
+    "truncate", "stall", "stall_body", "endless", "trickle", "bad_json", "content_type",
+)  # fmt: skip
+# The JSON shapes served: the plan's, or those of the service users actually run (SPEC §12.1).
+SHAPES = ("plan", "real")
 ANY = "*"
 
 
@@ -55,9 +59,11 @@ class Fault:
     """A hostile response mode on `endpoint` ("*" = all) for the next `times` requests.
 
     Modes: ``truncate`` (announce Content-Length N, close after N/2 bytes), ``stall`` (send
-    headers, wait `stall_seconds`, then the body), ``endless`` (no Content-Length, the body
-    repeats until the client hangs up), ``bad_json`` (invalid JSON on a JSON endpoint; never
-    applies to audio or image) and ``content_type`` (the normal body labelled `content_type`).
+    headers, wait `stall_seconds`, then the body), ``stall_body`` (send half the body, wait
+    `stall_seconds`, then close short), ``endless`` (no Content-Length, the body repeats until
+    the client hangs up), ``trickle`` (``endless`` at 512 bytes a second), ``bad_json``
+    (invalid JSON on a JSON endpoint; never applies to audio or image) and ``content_type``
+    (the normal body labelled `content_type`).
     Faults only apply to requests that would otherwise succeed. `times=None` means forever.
     """
 
@@ -83,6 +89,7 @@ class Fault:
 class Knobs:
     """Mutable behaviour of a running fake downloader (see the module docstring)."""
 
+    shapes: str = "plan"
     latency_ms: float = 0.0
     audio_bytes_per_sec: int = 0
     audio_content_type: str = "audio/flac"
@@ -97,6 +104,8 @@ class Knobs:
     rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.shapes not in SHAPES:
+            raise ValueError(f"unknown shapes {self.shapes!r}; expected one of {SHAPES}")
         self.rng = random.Random(self.fail_seed)
 
     def fail(

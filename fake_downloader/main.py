@@ -15,7 +15,7 @@ from functools import partial
 import trio
 
 from fake_downloader.catalog import CatalogSpec
-from fake_downloader.knobs import Knobs, parse_fail, parse_fault
+from fake_downloader.knobs import SHAPES, Knobs, parse_fail, parse_fault
 from fake_downloader.server import serve
 
 
@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     add("--port", type=int, default=0, help="port to bind; 0 picks a free one (default)")
     add("--seed", type=int, default=0, help="catalog seed (default 0)")
+    add("--shapes", choices=SHAPES, default="plan",
+        help="JSON shapes: the plan's, or the real service's (default plan)")  # fmt: skip
     add("--artists", type=int, default=10)
     add("--albums-per-artist", type=int, default=3)
     add("--tracks-per-album", type=int, default=10)
@@ -45,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="inject STATUS on ENDPOINT (or *) with probability RATE; repeatable")  # fmt: skip
     add("--fail-seed", type=int, default=None, help="seed of the failure RNG (default --seed)")
     add("--fault", action="append", default=[], metavar="MODE:ENDPOINT[:TIMES]",
-        help="truncate, stall, endless, bad_json or content_type=TYPE; repeatable")  # fmt: skip
+        help="truncate, stall, stall_body, endless, trickle, bad_json or content_type=TYPE; "
+        "repeatable")  # fmt: skip
     add("--stall-seconds", type=float, default=3600.0, help="how long a stall fault waits")
     return parser
 
@@ -64,6 +67,7 @@ def _spec(args: argparse.Namespace) -> CatalogSpec:
 
 def _knobs(args: argparse.Namespace) -> Knobs:
     knobs = Knobs(
+        shapes=args.shapes,
         latency_ms=args.latency_ms,
         audio_bytes_per_sec=args.audio_bytes_per_sec,
         audio_content_type=args.audio_content_type,

@@ -23,6 +23,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 JSON_TYPE = "application/json"
 BAD_JSON = b'{"results": [{"id": "unterminated'
+# The `trickle` fault: an endless body at this rate, slower than any deadline allows.
+TRICKLE_BYTES_PER_SEC = 512
 ERRORS = {
     400: ("bad request", "BAD_REQUEST"),
     404: ("not found", "NOT_FOUND"),
@@ -141,10 +143,12 @@ async def deliver(
     its next request as soon as this one completes never races the server's bookkeeping.
     """
     mode = fault.mode if fault else None
+    if mode == "trickle":
+        reply = replace(reply, rate=TRICKLE_BYTES_PER_SEC)
     if mode == "bad_json":
         reply = replace(reply, period=BAD_JSON, size=len(BAD_JSON))
     content_type = fault.content_type if fault and mode == "content_type" else reply.content_type
-    length = None if mode == "endless" else reply.size
+    length = None if mode in ("endless", "trickle") else reply.size
     start = {"type": "http.response.start", "status": reply.status}
     await send(start | {"headers": _headers(reply, content_type, length)})
     simple = mode is None or mode in ("bad_json", "content_type")
@@ -157,6 +161,10 @@ async def deliver(
         nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
         if fault is not None and mode == "stall":
             await trio.sleep(fault.stall_seconds)
-        end = {"truncate": reply.size // 2, "endless": None}.get(mode or "", reply.size)
-        await _stream(send, reply, end, complete=mode != "truncate", on_last=on_last)
+        ends = {"truncate": reply.size // 2, "stall_body": reply.size // 2}
+        end = None if mode in ("endless", "trickle") else ends.get(mode or "", reply.size)
+        cut = mode in ("truncate", "stall_body")
+        await _stream(send, reply, end, complete=not cut, on_last=on_last)
+        if fault is not None and mode == "stall_body":
+            await trio.sleep(fault.stall_seconds)  # then end short, as a truncated body
         nursery.cancel_scope.cancel()
