@@ -19,9 +19,11 @@ stalled download fails within it while a long healthy one is never cut off.
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from actors.downloader_errors import (
     DownloaderParseError,
     DownloaderRateLimited,
     DownloaderTimeout,
+    DownloaderTooLarge,
     StorageFailure,
 )
 from actors.downloader_json import AlbumMeta, ArtistMeta
@@ -64,6 +67,7 @@ __all__ = [
     "DownloaderParseError",
     "DownloaderRateLimited",
     "DownloaderTimeout",
+    "DownloaderTooLarge",
     "StorageFailure",
 ]
 
@@ -192,8 +196,16 @@ class DownloaderClient:
     @contextmanager
     def _open_now(
         self, path: str, stopped: Callable[[], bool], accept: str = "*/*"
-    ) -> Iterator[httpx.Response]:
-        """Blocking `_open` (no content coding: sizes are counted as sent)."""
+    ) -> Iterator[tuple[httpx.Response, Iterator[bytes]]]:
+        """Blocking `_open` (no content coding: sizes are counted as sent): a 2xx response and
+        its body's chunks, the whole request bounded by the timeout (see `_Deadline`): a body
+        still arriving when it passes, however slowly it trickles or long it stalls, ends as
+        `DownloaderTimeout`. The chunks end with `Stopped` once `stopped()` turns True."""
+        deadline = _Deadline(self.timeout)
+
+        def ended() -> bool:
+            return stopped() or deadline.passed()
+
         request = httpx.Request(
             "GET",
             self.base_url + path,
@@ -203,12 +215,19 @@ class DownloaderClient:
         try:
             response = self._media.handle_request(request)
             try:
+                deadline.enforce(response)
+                chunks = body_chunks(response, path, ended)
                 if not 200 <= response.status_code < 300:
-                    body = _capped(body_chunks(response, path, stopped), MAX_ERROR_BODY_BYTES)
-                    raise _status_error(response, b"".join(body), path)
-                yield response
+                    body = b"".join(_capped(chunks, MAX_ERROR_BODY_BYTES))
+                    raise _status_error(response, body, path)
+                yield response, chunks
             finally:
+                deadline.cancel()
                 response.close()
+        except (Stopped, DownloaderError) as exc:
+            if stopped() or not deadline.expired:
+                raise
+            raise self._too_long(path) from exc
         except httpx.TimeoutException as exc:
             raise _timeout(path) from exc
         except httpx.TransportError as exc:
@@ -224,20 +243,9 @@ class DownloaderClient:
         return _decode(body, path)
 
     def _get_json_now(self, path: str, stopped: Callable[[], bool]) -> Any:
-        """Blocking `_get_json` (for a worker thread, see `in_worker`): the same bounds, the
-        timeout checked as each chunk arrives (and by the transport while none does)."""
-        deadline = time.monotonic() + self.timeout
-
-        def ended() -> bool:
-            return stopped() or time.monotonic() > deadline
-
-        try:
-            with self._open_now(path, ended, "application/json") as response:
-                body = read_capped_now(body_chunks(response, path, ended), path, MAX_JSON_BYTES)
-        except Stopped:
-            if stopped():
-                raise
-            raise self._too_long(path) from None
+        """Blocking `_get_json` (for a worker thread, see `in_worker`): the same bounds."""
+        with self._open_now(path, stopped, "application/json") as (_, chunks):
+            body = read_capped_now(chunks, path, MAX_JSON_BYTES)
         return _decode(body, path)
 
     def _too_long(self, path: str) -> DownloaderTimeout:
@@ -248,7 +256,7 @@ class DownloaderClient:
         if type not in parse.SEARCH_TYPES:
             raise DownloaderBadRequest(f"search type must be album or artist, not {type[:32]!r}")
         doc = await self._get_json("/search", {"q": q, "type": type, "limit": limit})
-        return parse.parse_search(doc)
+        return parse.parse_search(doc, type)
 
     async def discography(self, artist_id: str) -> dict[str, Any]:
         """`{"artist": SearchResult, "albums": [SearchResult]}`."""
@@ -285,7 +293,7 @@ class DownloaderClient:
         the result; if this fails, the temporary file is removed. Stops with
         `downloader_stream.Stopped` at the first chunk after `stopped()` turns True.
         """
-        with self._open_now(url_path, stopped) as response:
+        with self._open_now(url_path, stopped) as (response, chunks):
             media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
             try:
                 final = path_for(media_type)
@@ -293,11 +301,48 @@ class DownloaderClient:
                 raise DownloaderParseError(f"cannot store {url_path}: {exc}") from exc
             expected = content_length(response, url_path)
             if expected is not None and expected > max_bytes:
-                raise DownloaderParseError(f"too large: {url_path} is {expected} bytes")
-            chunks = body_chunks(response, url_path, stopped)
+                raise DownloaderTooLarge(f"too large: {url_path} is {expected} bytes")
             body = receive_body(final, chunks, url_path, max_bytes, expected)
             body.media_type = media_type
             return body
+
+
+class _Deadline:
+    """The time limit of one whole request made from a worker thread.
+
+    A body that trickles is caught as its chunks arrive (`passed`); one that stalls is cut at
+    the deadline by a timer that shuts the connection's socket down, which ends the blocked
+    read at once (the transport's read timeout alone would wait a full timeout from the last
+    byte). `expired` then tells the failure that follows from a real one.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._timer: threading.Timer | None = None
+
+    def passed(self) -> bool:
+        if time.monotonic() >= self.at:
+            self.expired = True
+        return self.expired
+
+    def enforce(self, response: httpx.Response) -> None:
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is None:  # a test transport: the chunks' checks are all there is
+            return
+        self._timer = threading.Timer(max(0.0, self.at - time.monotonic()), self._cut, [sock])
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _cut(self, sock: socket.socket) -> None:
+        self.expired = True
+        with suppress(OSError):  # already closed: nothing left to cut
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 def _decode(body: bytes, path: str) -> Any:

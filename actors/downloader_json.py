@@ -1,15 +1,20 @@
-"""Validation of the downloader's JSON (SPEC §12) into catalog records and search results.
+"""Validation of the downloader's JSON (SPEC §12, §12.1) into catalog records and search results.
 
 The downloader is untrusted: every document is checked field by field before anything reaches
 the catalog or a path. Unknown fields are ignored; a missing required field, a value of the
 wrong type or a malformed id raises `DownloaderParseError` naming the field. Optional fields
-(album `album_type`/`label`/`date`, `genres`, `covers`, `portraits`, track `disc_number` and
-`is_explicit`, search `artist_name`/`image_url`/`year`) default to null, empty, 1 or false.
-Artists accept `genres` or `genre`; `/album/{id}/tracks` may be a bare array or `{"tracks": …}`.
+(album `album_type`/`label`/`date`, `genres`, images, track `disc_number` and `is_explicit`,
+search `artist_name`/`image_url`/`year`) default to null, empty, 1 or false.
+
+Both the plan's shapes and those of the service users actually run are accepted (SPEC §12.1);
+where they differ, the comment at the spot says which behaviour of the real service it follows.
+What is stored is one shape: empty labels and disc names become null, an image's size is a
+string (a size class such as "large", or the plan's number written as text).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -114,27 +119,63 @@ def _genres(doc: Mapping[str, Any], what: str) -> tuple[str, ...]:
     return tuple(values)
 
 
+# A size class as the real service sends it ("small", "large", …): a short plain token.
+_SIZE_CLASS = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def _image_size(doc: Mapping[str, Any]) -> str | None:
+    """The real service sends a size class ("large"); the plan a number. Stored as text."""
+    value = doc.get("size")
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not _SIZE_CLASS.fullmatch(value):
+            raise _fail("image", f"size is not a size class: {value[:32]!r}")
+        return value
+    return str(_int(doc, "size", "image"))
+
+
+def _opt_pixels(doc: Mapping[str, Any], key: str) -> int | None:
+    return None if doc.get(key) is None else _int(doc, key, "image")
+
+
 def parse_image(value: Any) -> ImageRecord:
     doc = _object(value, "image")
     if not is_image_id(doc.get("id")):
         raise _fail("image", f"id is not an image id: {str(doc.get('id'))[:64]!r}")
     return ImageRecord(
         id=doc["id"],
-        size=_int(doc, "size", "image"),
-        width=_int(doc, "width", "image"),
-        height=_int(doc, "height", "image"),
+        size=_image_size(doc),
+        width=_opt_pixels(doc, "width"),
+        height=_opt_pixels(doc, "height"),
     )
 
 
 def _images(doc: Mapping[str, Any], key: str, what: str) -> tuple[ImageRecord, ...]:
-    return tuple(parse_image(v) for v in _list(doc, key, what, required=False))
+    """The images under `key` and `<key>_group` merged, each id once, in order of appearance.
+
+    The real service lists an album's covers in `covers` and/or `cover_group` and an artist's
+    portraits in `portraits` and/or `portrait_group`, often the same image in both.
+    """
+    group = key.removesuffix("s") + "_group"
+    merged: dict[str, ImageRecord] = {}
+    for name in (key, group):
+        for value in _list(doc, name, what, required=False):
+            image = parse_image(value)
+            merged.setdefault(image.id, image)
+    return tuple(merged.values())
+
+
+def _opt_text(doc: Mapping[str, Any], key: str, what: str) -> str | None:
+    """An optional string where the real service sends "" for none (labels, disc names)."""
+    return _opt_str(doc, key, what) or None
 
 
 def _disc(value: Any) -> DiscRecord:
     doc = _object(value, "disc")
     return DiscRecord(
         number=_int(doc, "number", "disc"),
-        name=_opt_str(doc, "name", "disc"),
+        name=_opt_text(doc, "name", "disc"),
         track_ids=_id_list(doc, "tracks", "disc"),
     )
 
@@ -155,7 +196,7 @@ def parse_album(value: Any, expected_id: str) -> AlbumMeta:
         id=album_id,
         name=_str(doc, "name", "album"),
         album_type=_opt_str(doc, "album_type", "album"),
-        label=_opt_str(doc, "label", "album"),
+        label=_opt_text(doc, "label", "album"),
         release_date=_opt_int(doc, "date", "album"),
         genres=_genres(doc, "album"),
         artist_ids=_id_list(doc, "artists_ids", "album"),
@@ -210,7 +251,8 @@ def parse_artist(value: Any, expected_id: str) -> ArtistMeta:
 
 
 def parse_search_result(value: Any) -> dict[str, Any]:
-    """`{id, type, name, artist_name, image_url, year}` with absent optionals as null."""
+    """The plan's SearchResult: `{id, type, name, artist_name, image_url, year}`, absent
+    optionals as null."""
     doc = _object(value, "search result")
     kind = _str(doc, "type", "search result")
     if kind not in SEARCH_TYPES:
@@ -225,9 +267,47 @@ def parse_search_result(value: Any) -> dict[str, Any]:
     }
 
 
-def parse_search(value: Any) -> list[dict[str, Any]]:
+def parse_search(value: Any, kind: str) -> list[dict[str, Any]]:
+    """Search results of `kind`, from the plan's `{"results": [...]}` or the real service's
+    `{"albums": {"items": [...]}, "artists": {"items": [...]}}` (either key may be absent)."""
     doc = _object(value, "search answer")
-    return [parse_search_result(v) for v in _list(doc, "results", "search answer")]
+    if "results" in doc:
+        return [parse_search_result(v) for v in _list(doc, "results", "search answer")]
+    section = doc.get(kind + "s")
+    if section is None:
+        return []
+    items = _list(_object(section, "search answer"), "items", "search answer")
+    return [_search_item(item, kind) for item in items]
+
+
+def _search_item(value: Any, kind: str) -> dict[str, Any]:
+    """A real AlbumItem or ArtistItem as the plan's SearchResult (SPEC §12.1): the artists'
+    names joined, the first image's url, the release date's year."""
+    what = f"{kind} search item"
+    doc = _object(value, what)
+    artists = [_object(a, what) for a in _list(doc, "artists", what, required=False)]
+    names = [_str(a, "name", what) for a in artists]
+    images = [_object(i, what) for i in _list(doc, "images", what, required=False)]
+    return {
+        "id": _content_id(_field(doc, "id", what), what),
+        "type": kind,
+        "name": _str(doc, "name", what),
+        "artist_name": ", ".join(names) if names else None,
+        "image_url": _opt_str(images[0], "url", what) if images else None,
+        "year": _release_year(doc, what),
+    }
+
+
+# "YYYY-MM-DD", "YYYY-MM" or "YYYY", as the real service writes release dates.
+_RELEASE_DATE = re.compile(r"([0-9]{4})(?:-[0-9]{2}(?:-[0-9]{2})?)?")
+
+
+def _release_year(doc: Mapping[str, Any], what: str) -> int | None:
+    raw = _opt_str(doc, "release_date", what)
+    if raw is None:
+        return None
+    match = _RELEASE_DATE.fullmatch(raw)
+    return None if match is None else int(match.group(1))  # a date of another form: no year
 
 
 def parse_discography(value: Any) -> dict[str, Any]:

@@ -32,10 +32,13 @@ from storage.ids import content_id, image_id
 
 @dataclass(frozen=True)
 class ImageRecord:
+    """An image as stored: `size` is a size class ("large") or a number written as text; the
+    real service may leave any of the three out."""
+
     id: str
-    size: int
-    width: int
-    height: int
+    size: str | None
+    width: int | None
+    height: int | None
 
 
 @dataclass(frozen=True)
@@ -285,5 +288,5 @@ def synthetic_bundles(
             TrackRecord(tid, f"Track {k}.{t + 1}", album_id, (artist.id,), t + 1, 1, 180_000, False)
             for t, tid in enumerate(track_ids)
         ]
-        images = [ImageRecord(i, 50_000, 640, 640) for i in (*album.image_ids, *artist.image_ids)]
+        images = [ImageRecord(i, "large", 640, 640) for i in (*album.image_ids, *artist.image_ids)]
         yield AlbumBundle(album, tracks, [artist], images)

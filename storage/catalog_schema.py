@@ -60,6 +60,19 @@ MIGRATIONS = [
     # The albums an artist appears on through a track only (a featured artist), for the
     # watchdog: its portrait comes with those albums' downloads too.
     ["CREATE INDEX track_artists_artist ON track_artists(artist_id, track_id)"],
+    # An image's size is what the downloader calls it, a size class such as "large" (the real
+    # service) or a number (the plan), kept as text; any of the three may be missing. The
+    # plan's numbers already stored become their decimal text.
+    [
+        """CREATE TABLE images_v3 (
+            id TEXT PRIMARY KEY,
+            size TEXT,
+            width INTEGER,
+            height INTEGER) WITHOUT ROWID""",
+        "INSERT INTO images_v3 SELECT id, CAST(size AS TEXT), width, height FROM images",
+        "DROP TABLE images",
+        "ALTER TABLE images_v3 RENAME TO images",
+    ],
 ]
 
 # The WHERE clauses make a repeat a true no-op: no row is rewritten, so `total_changes` stays put.

@@ -48,7 +48,7 @@ def sample() -> AlbumBundle:
         ArtistRecord(SINGER, "The Singer", ("rock",), (PORTRAIT,)),
         ArtistRecord(GUEST, "A Guest", (), ()),
     ]
-    images = [ImageRecord(COVER, 1234, 640, 640), ImageRecord(PORTRAIT, 999, 300, 300)]
+    images = [ImageRecord(COVER, "large", 640, 640), ImageRecord(PORTRAIT, "small", 300, 300)]
     return AlbumBundle(album, tracks, artists, images)
 
 
@@ -98,7 +98,7 @@ def test_ingest_builds_the_spec_shapes(store: CatalogStore) -> None:
     assert store.get_artist(GUEST) == {
         "id": GUEST, "name": "A Guest", "genres": [], "image_ids": [], "album_ids": [],
     }  # fmt: skip
-    assert store.get_image(COVER) == {"id": COVER, "size": 1234, "width": 640, "height": 640}
+    assert store.get_image(COVER) == {"id": COVER, "size": "large", "width": 640, "height": 640}
     assert store.counts() == {"artists": 2, "albums": 1, "tracks": 3, "images": 2}
 
 
@@ -237,7 +237,34 @@ def test_a_catalog_of_the_first_schema_gains_the_track_artist_index_and_keeps_it
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     conn.close()
     assert "track_artists_artist" in indexes
-    assert version == len(MIGRATIONS) == 2
+    assert version == len(MIGRATIONS) == 3
+
+
+def test_a_catalog_of_numeric_image_sizes_keeps_them_as_text(tmp_path: Path) -> None:
+    """The plan's numbers, stored before sizes became text, survive the migration as text,
+    next to an image whose size, width and height the downloader left out."""
+    path = tmp_path / "catalog.db"
+    second = CatalogStore(Database(path, MIGRATIONS[:2]))
+    bundle = sample()
+    numeric = [ImageRecord(COVER, 1234, 640, 640), ImageRecord(PORTRAIT, 999, 300, 300)]  # type: ignore[arg-type]
+    ingest(second, replace(bundle, images=numeric))
+    second.db.close()
+    store = CatalogStore.open(path)
+    try:
+        assert store.get_image(COVER) == {"id": COVER, "size": "1234", "width": 640, "height": 640}
+        assert store.get_image(PORTRAIT) == {
+            "id": PORTRAIT,
+            "size": "999",
+            "width": 300,
+            "height": 300,
+        }
+        assert store.counts() == {"artists": 2, "albums": 1, "tracks": 3, "images": 2}
+        bare = [ImageRecord(COVER, None, None, None), ImageRecord(PORTRAIT, "xlarge", 1, 1)]
+        assert ingest(store, replace(bundle, images=bare)) is True
+        assert store.get_image(COVER) == {"id": COVER, "size": None, "width": None, "height": None}
+        assert store.get_image(PORTRAIT)["size"] == "xlarge"  # type: ignore[index]
+    finally:
+        store.db.close()
 
 
 def test_reopening_keeps_the_data(tmp_path: Path) -> None:
