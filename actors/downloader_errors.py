@@ -15,6 +15,9 @@ class DownloaderError(Exception):
     """A failed downloader call. The base class itself stands for an `unknown` failure."""
 
     error_type: ErrorType = ErrorType.UNKNOWN
+    # True where asking again would only bring the same answer: failed at once, whatever its
+    # error type's rule (SPEC §8.6).
+    permanent: bool = False
 
     def __init__(
         self, message: str, *, status: int | None = None, retry_after: float | None = None
@@ -60,6 +63,12 @@ class DownloaderParseError(DownloaderError):
     oversized body."""
 
     error_type = ErrorType.PARSE
+
+
+class DownloaderTooLarge(DownloaderParseError):
+    """A media body over `max_file_bytes`: not retried, the same bytes would come again."""
+
+    permanent = True
 
 
 class StorageFailure(DownloaderError):

@@ -37,6 +37,7 @@ from actors.downloader_errors import (
     DownloaderError,
     DownloaderParseError,
     DownloaderTimeout,
+    DownloaderTooLarge,
     StorageFailure,
 )
 from storage.files import AtomicWriter
@@ -112,11 +113,17 @@ def read_capped_now(chunks: Iterator[bytes], path: str, cap: int) -> bytes:
     return b"".join(parts)
 
 
-def _counted(size: int, chunk: bytes, path: str, cap: int) -> int:
-    """The body's size with `chunk`; `DownloaderParseError` once it passes `cap`."""
+def _counted(
+    size: int,
+    chunk: bytes,
+    path: str,
+    cap: int,
+    over: type[DownloaderParseError] = DownloaderParseError,
+) -> int:
+    """The body's size with `chunk`; `over` (a parse error) once it passes `cap`."""
     size += len(chunk)
     if size > cap:
-        raise DownloaderParseError(f"too large: {path} sent more than {cap} bytes")
+        raise over(f"too large: {path} sent more than {cap} bytes")
     return size
 
 
@@ -183,7 +190,7 @@ def receive_now(
     batched = 0
     try:
         for chunk in chunks:
-            received.size = _counted(received.size, chunk, path, max_bytes)
+            received.size = _counted(received.size, chunk, path, max_bytes, DownloaderTooLarge)
             batch.append(chunk)
             batched += len(chunk)
             if batched >= WRITE_BATCH_BYTES:

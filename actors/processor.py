@@ -41,7 +41,6 @@ from typing import Any, NamedTuple
 import trio
 
 from actors.download_steps import (
-    MAX_AUDIO_BYTES,
     MAX_IMAGE_BYTES,
     Fetched,
     Outcome,
@@ -108,8 +107,6 @@ class Processor:
         shutdown: trio.Event,
         shutdown_timeout: float,
         clock: Callable[[], int] = now,
-        max_audio_bytes: int = MAX_AUDIO_BYTES,
-        max_image_bytes: int = MAX_IMAGE_BYTES,
     ) -> None:
         self.queue = queue
         self.media = media
@@ -120,7 +117,8 @@ class Processor:
         self.shutdown = shutdown
         self.shutdown_timeout = shutdown_timeout
         self.clock = clock
-        self.steps = Steps(client, catalog, media, max_audio_bytes, max_image_bytes)
+        image_cap = min(MAX_IMAGE_BYTES, config.max_file_bytes)
+        self.steps = Steps(client, catalog, media, config.max_file_bytes, image_cap)
         self._idle: trio.CancelScope | None = None
         self._current: trio.CancelScope | None = None  # the album or run of files being fetched
         self._finishing: trio.CancelScope | None = None  # the batch being finished
@@ -385,6 +383,7 @@ class Processor:
             error.message,
             self.clock(),
             error.retry_after,
+            error.permanent,
         )
         log.warning(
             "%s %s failed (%s): %s -> %s", item["content_type"], item["content_id"],

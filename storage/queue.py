@@ -324,6 +324,7 @@ class QueueStore(QueueStoreBase):
         message: str,
         now: int,
         retry_after: float | None = None,
+        permanent: bool = False,
     ) -> Status:
         """Record a failed attempt per SPEC §8.6; return the item's new status.
 
@@ -333,7 +334,9 @@ class QueueStore(QueueStoreBase):
         """
         with self.db.write() as conn:
             row = self._take_in_progress(conn, item_id)
-            status, events = record_failure(conn, row, self.dm, error, message, now, retry_after)
+            status, events = record_failure(
+                conn, row, self.dm, error, message, now, retry_after, permanent
+            )
         self._count(events)
         return status
 

@@ -178,12 +178,14 @@ def record_failure(
     message: str,
     now: int,
     retry_after: float | None,
+    permanent: bool = False,
 ) -> tuple[Status, list[AuditEvent]]:
-    """Apply SPEC §8.6 to a failed attempt of the IN_PROGRESS item `row`."""
+    """Apply SPEC §8.6 to a failed attempt of the IN_PROGRESS item `row`; `permanent` fails it
+    at once whatever its error type (a body over the size cap would come again the same)."""
     retries = row["retry_count"]
     if error is ErrorType.RATE_LIMITED:
         status, wait = Status.RETRY_WAITING, rate_limit_wait(retry_after, dm.max_backoff_secs)
-    elif error in PERMANENT_ERRORS or retries >= row["max_retries"]:
+    elif permanent or error in PERMANENT_ERRORS or retries >= row["max_retries"]:
         status, wait = Status.FAILED, 0
     else:
         status, wait = Status.RETRY_WAITING, backoff_secs(dm, retries)

@@ -26,7 +26,6 @@ import httpx
 import pytest
 import trio
 
-from actors.processor import Processor
 from api.context import AppContext
 from daemon.config import Config, DownloadManagerConfig
 from daemon.metrics import Metrics
@@ -173,23 +172,60 @@ async def test_a_stalled_upstream_frees_the_worker_within_the_timeout(tmp_path: 
         assert live.restarts() == 0
 
 
-async def test_an_endless_body_is_cut_at_the_size_cap_and_fails_as_parse(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def until(condition: Callable[[], bool], within: float) -> None:
+    with trio.fail_after(within):
+        while True:
+            if condition():
+                return
+            await trio.sleep(0.02)
+
+
+@pytest.mark.parametrize("mode", ["trickle", "stall_body"])
+async def test_a_slow_body_is_cut_at_the_whole_request_deadline_and_the_queue_goes_on(
+    tmp_path: Path, mode: str
 ) -> None:
+    """SPEC §8.6 "Deadlines": `downloader_timeout_sec` bounds the whole request, body
+    included. A body trickling at 512 bytes a second, or stalling halfway, is abandoned as
+    `timeout` within the deadline (+1 s), never holding the one download slot for good, and the
+    next album completes."""
+    deadline = 2.0
+    knobs = Knobs()
+    knobs.fault(mode, "audio", times=1, stall_seconds=3600)
+    async with fake(knobs) as (url, _), daemon(tmp_path, url, read_timeout=deadline) as live:
+        albums = [await live.request(0), await live.request(1)]
+        await until(lambda: knobs.counts["audio"] > 0, within=10)
+        began = trio.current_time()  # the slow body's request has reached the downloader
+        await until(lambda: bool(live.retries("timeout")), within=deadline + 5)
+        assert trio.current_time() - began <= deadline + 1
+        await live.wait_idle()
+        items = await live.settled(albums)
+        assert {i["status"] for i in items} == {"COMPLETED"}
+        (retry,) = live.retries("timeout")
+        assert "longer than 2 s" in retry["details"]
+        assert live.restarts() == 0
+
+
+async def test_an_endless_body_is_cut_at_max_file_bytes_and_fails_at_once_as_parse(
+    tmp_path: Path,
+) -> None:
+    """`max_file_bytes` bounds one media file while it streams; a body over it fails as
+    `parse` without a retry: the same bytes would come again."""
     cap = 256 * 1024
-    assert Processor.__init__.__kwdefaults__ is not None
-    monkeypatch.setitem(Processor.__init__.__kwdefaults__, "max_audio_bytes", cap)
     knobs = Knobs()
     knobs.fault("endless", "audio")
-    async with fake(knobs) as (url, _), daemon(tmp_path, url, max_retries=1) as live:
+    async with (
+        fake(knobs) as (url, _),
+        daemon(tmp_path, url, max_retries=1, max_file_bytes=cap) as live,
+    ):
         failed = [await live.request(0)]
         await live.wait_idle()
         items = await live.settled(failed, expect="FAILED")
         tracks = [i for i in items if i["content_type"] == "TRACK_AUDIO"]
         assert {(t["status"], t["error_type"], t["retry_count"]) for t in tracks} == {
-            ("FAILED", "parse", 1)
+            ("FAILED", "parse", 0)
         }
         assert all("too large" in t["error_message"] for t in tracks)
+        assert live.retries("parse") == []
         album = next(i for i in items if i["parent_id"] is None)
         assert album["error_message"] == "3 of 5 children failed"
         assert list((tmp_path / "audio").iterdir()) == []
