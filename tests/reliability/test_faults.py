@@ -13,32 +13,23 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import trio
 
-from api.context import AppContext
-from daemon.config import Config, DownloadManagerConfig
-from daemon.metrics import Metrics
-from daemon.services import build_context
-from daemon.wiring import run_daemon
-from fake_downloader import CatalogSpec, Knobs, build_catalog, serve
+from fake_downloader import CatalogSpec, Knobs, build_catalog
 from storage import files
 from storage.catalog import CatalogStore
-from storage.users import Role
-from tests.conftest import FAST_HASHER, make_user
-from tests.reliability.harness import ADMIN, ADMIN_PASSWORD, DM_DEFAULTS, TERMINAL
-from tests.reliability.invariants import audit_entries, check_settled, queue_items
+from tests.reliability.invariants import audit_entries, queue_items
 from tests.support.disk import full_for
+from tests.support.live import Live, until
+from tests.support.live import daemon as live_daemon
+from tests.support.live import fake as live_fake
 
 SPEC = CatalogSpec(
     seed=21, artists=2, albums_per_artist=2, tracks_per_album=3, audio_bytes=48 * 1024,
@@ -47,99 +38,12 @@ SPEC = CatalogSpec(
 FAKE = build_catalog(SPEC)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def daemon(tmp_path: Path, url: str, **kwargs: Any) -> AbstractAsyncContextManager[Live]:
+    return live_daemon(tmp_path, url, SPEC, **kwargs)
 
 
-@dataclass
-class Live:
-    """A running in-process daemon, its HTTP client and its data directory."""
-
-    context: AppContext
-    http: httpx.AsyncClient
-    db_dir: Path
-
-    async def request(self, index: int) -> str:
-        body = {"album_id": FAKE.album_ids[index], "album_name": "A", "artist_name": "B"}
-        response = await self.http.post("/v1/download/request/album", json=body)
-        assert response.status_code == 201, response.text
-        return str(FAKE.album_ids[index])
-
-    async def wait_idle(self, within: float = 30) -> None:
-        with trio.fail_after(within):
-            while True:
-                query: dict[str, str | int] = {"top_level_only": "true", "limit": 500}
-                response = await self.http.get("/v1/download/admin/requests", params=query)
-                assert response.status_code == 200, response.text  # the API is still up
-                items = response.json()["items"]
-                if items and all(i["status"] in TERMINAL for i in items):
-                    return
-                await trio.sleep(0.05)
-
-    async def settled(self, albums: list[str], expect: str = "COMPLETED") -> list[dict[str, Any]]:
-        check = partial(check_settled, self.db_dir, SPEC, albums, expect)
-        items: list[dict[str, Any]] = await trio.to_thread.run_sync(check)
-        return items
-
-    def retries(self, error_type: str) -> list[dict[str, Any]]:
-        marker = f'"error_type": "{error_type}"'
-        return [
-            e for e in audit_entries(self.db_dir)
-            if e["event_type"] == "RETRY_SCHEDULED" and marker in e["details"]
-        ]  # fmt: skip
-
-    def restarts(self) -> float:
-        metric = "pezzottify_actor_restarts_total"
-        registry = self.context.metrics.registry
-        return sum(registry.get_sample_value(metric, {"actor": a}) or 0.0 for a in ACTORS)
-
-
-ACTORS = ("processor", "scheduler", "watchdog", "stale_detector", "http", "metrics")
-
-
-@asynccontextmanager
-async def daemon(
-    tmp_path: Path, downloader_url: str, *, read_timeout: float = 10, **dm: Any
-) -> AsyncIterator[Live]:
-    config = Config(
-        db_dir=tmp_path, media_path=tmp_path, host="127.0.0.1", port=free_port(),
-        metrics_port=free_port(), logging_level="none", downloader_url=downloader_url,
-        downloader_timeout_sec=read_timeout, shutdown_timeout_sec=2,
-        download_manager=DownloadManagerConfig(**{**DM_DEFAULTS, **dm}),
-    )  # fmt: skip
-    context = await trio.to_thread.run_sync(build_context, config, Metrics(), FAST_HASHER)
-    await trio.to_thread.run_sync(
-        partial(make_user, context, ADMIN, (Role.Admin,), password=ADMIN_PASSWORD)
-    )
-    shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(partial(run_daemon, config, shutdown=shutdown, context=context))
-        base = f"http://127.0.0.1:{config.port}"
-        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-            login = {"user_handle": ADMIN, "password": ADMIN_PASSWORD}
-            token = (await http.post("/v1/auth/login", json=login)).json()["token"]
-            http.headers["Authorization"] = f"Bearer {token}"
-            yield Live(context, http, tmp_path)
-            assert (await http.get("/v1/auth/session")).status_code == 200
-        shutdown.set()
-
-
-@asynccontextmanager
-async def fake(knobs: Knobs, port: int = 0) -> AsyncIterator[tuple[str, trio.CancelScope]]:
-    """An in-process fake downloader; cancel the scope to take it down mid-response."""
-    async with trio.open_nursery() as nursery:
-        scope = trio.CancelScope()
-
-        async def run(task_status: trio.TaskStatus[str]) -> None:
-            with scope:
-                await serve(SPEC, knobs, port=port, task_status=task_status)
-
-        url = await nursery.start(run)
-        yield url, scope
-        scope.cancel()
+def fake(knobs: Knobs, port: int = 0) -> AbstractAsyncContextManager[tuple[str, trio.CancelScope]]:
+    return live_fake(knobs, SPEC, port)
 
 
 async def test_truncated_bodies_are_retried_and_never_published(tmp_path: Path) -> None:
@@ -170,14 +74,6 @@ async def test_a_stalled_upstream_frees_the_worker_within_the_timeout(tmp_path: 
         ]  # fmt: skip
         assert retry["timestamp"] - started[0] <= 2, "the stall held the worker past the timeout"
         assert live.restarts() == 0
-
-
-async def until(condition: Callable[[], bool], within: float) -> None:
-    with trio.fail_after(within):
-        while True:
-            if condition():
-                return
-            await trio.sleep(0.02)
 
 
 @pytest.mark.parametrize("mode", ["trickle", "stall_body"])
