@@ -1,23 +1,64 @@
-"""Configuration: CLI flags and a TOML file parsed once into frozen dataclasses.
+"""Configuration: a TOML file, the environment and CLI flags parsed once into frozen dataclasses.
 
-Resolution per key: the TOML value if present, else the CLI flag (explicit or its default). TOML
-wins even over an explicit flag; `Config.sources` records where each value came from so the
-startup log can say it. Every problem is a `ConfigError` with one line naming the key; nothing is
-created on disk before the whole configuration is valid.
+Resolution per key: the TOML value if present, else the environment (`PEZZOTTIFY_<KEY>`, a
+section key as `PEZZOTTIFY_<SECTION>__<KEY>`), else the CLI flag, else the default. TOML wins
+even over an explicit flag; `Config.sources` records where each value came from so the startup
+log can say it. Every problem is a `ConfigError` with one line naming what the user typed (a
+flag as `--db-dir`, a key as `db_dir`, a variable as `PEZZOTTIFY_DB_DIR`); a bad value is an
+error in any source, even one a higher source overrides, since a typo must not wait for the day
+the override goes. Nothing is created on disk before the whole configuration is valid, and the
+HTTP host is resolved and bound (on port 0) here, so that a host the listeners could never use
+is refused as configuration too.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import os
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-LOGGING_LEVELS = ("none", "path", "headers", "body")
-LOG_LEVELS = ("debug", "info", "warning", "error")
+from daemon.config_keys import (
+    DM_KEYS,
+    ENV_PREFIX,
+    JOB_KEYS,
+    JOBS,
+    KNOWN_JOBS,
+    LOG_LEVELS,
+    LOGGING_LEVELS,
+    TOP_KEYS,
+    Key,
+    all_keys,
+    env_name,
+    flag_name,
+    is_table,
+    rule_for,
+)
+from daemon.config_values import Refused, bindable_host
+
+# Re-exported: the schema is read from here by the rest of the daemon and the tests.
+__all__ = [
+    "DM_KEYS",
+    "JOB_KEYS",
+    "KNOWN_JOBS",
+    "LOGGING_LEVELS",
+    "LOG_LEVELS",
+    "TOP_KEYS",
+    "Config",
+    "ConfigError",
+    "DownloadManagerConfig",
+    "JobSettings",
+    "describe",
+    "load_config",
+    "read_toml",
+]
+
+# Where a value came from, as `Config.sources` and the startup log say it.
+FILE, ENVIRONMENT, FLAG, DEFAULT = "config file", "environment", "command line", "default"
 
 
 class ConfigError(Exception):
@@ -49,9 +90,6 @@ class JobSettings:
     interval_hours: float | None = None
 
 
-KNOWN_JOBS = ("popular_content", "prune_events", "integrity_watchdog", "audit_log_cleanup")
-
-
 @dataclass(frozen=True)
 class Config:
     db_dir: Path
@@ -68,9 +106,10 @@ class Config:
     event_retention_days: int = 30
     prune_interval_hours: float = 24.0
     shutdown_timeout_sec: float = 30.0
-    trusted_proxies: tuple[str, ...] = ()
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     download_manager: DownloadManagerConfig = field(default_factory=DownloadManagerConfig)
     background_jobs: Mapping[str, JobSettings] = field(default_factory=dict)
+    # "port", "download_manager.max_retries", "background_jobs.<id>.enabled" -> FILE, ENVIRONMENT…
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def job(self, job_id: str) -> JobSettings:
@@ -81,125 +120,36 @@ class Config:
         return self.downloader_url is not None
 
 
-# key -> (type checker, description of the accepted values)
-Check = Callable[[Any], bool]
-
-
-def _int(lo: int, hi: int | None = None) -> tuple[Check, str]:
-    def ok(v: Any) -> bool:
-        return (
-            isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
-        )
-
-    return ok, f"an integer >= {lo}" + (f" and <= {hi}" if hi is not None else "")
-
-
-def _num(lo: float, *, strict: bool = False) -> tuple[Check, str]:
-    def ok(v: Any) -> bool:
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            return False
-        return v > lo if strict else v >= lo
-
-    return ok, f"a number {'>' if strict else '>='} {lo:g}"
-
-
-def _choice(values: Sequence[str]) -> tuple[Check, str]:
-    return (lambda v: v in values), "one of " + ", ".join(values)
-
-
-def _str() -> tuple[Check, str]:
-    return (lambda v: isinstance(v, str) and v != ""), "a non-empty string"
-
-
-def _url() -> tuple[Check, str]:
-    def ok(v: Any) -> bool:
-        if not isinstance(v, str):
-            return False
-        parsed = urlparse(v)
-        return parsed.scheme in ("http", "https") and bool(parsed.netloc)
-
-    return ok, "an http(s) URL"
-
-
-TOP_KEYS: dict[str, tuple[Check, str]] = {
-    "db_dir": _str(),
-    "media_path": _str(),
-    "host": _str(),
-    "port": _int(0, 65535),
-    "metrics_port": _int(0, 65535),
-    "logging_level": _choice(LOGGING_LEVELS),
-    "log_level": _choice(LOG_LEVELS),
-    "content_cache_age_sec": _int(0),
-    "frontend_dir_path": _str(),
-    "downloader_url": _url(),
-    "downloader_timeout_sec": _num(0, strict=True),
-    "event_retention_days": _int(0),
-    "prune_interval_hours": _num(0, strict=True),
-    "shutdown_timeout_sec": _num(0),
-}
-
-DM_KEYS: dict[str, tuple[Check, str]] = {
-    "max_albums_per_hour": _int(0),
-    "max_albums_per_day": _int(0),
-    "user_max_requests_per_day": _int(0),
-    "user_max_queue_size": _int(0),
-    "process_interval_secs": _num(0, strict=True),
-    "stale_in_progress_threshold_secs": _int(1),
-    "max_retries": _int(0),
-    "initial_backoff_secs": _num(0),
-    "max_backoff_secs": _num(0),
-    "backoff_multiplier": _num(1),
-    "audit_log_retention_days": _int(0),
-    "max_file_bytes": _int(1),
-    "unavailable_recheck_days": _int(0),
-}
-
-JOB_KEYS: dict[str, tuple[Check, str]] = {
-    "enabled": ((lambda v: isinstance(v, bool)), "true or false"),
-    "interval_hours": _num(0, strict=True),
-}
+def typed_name(key: Key, source: str) -> str:
+    """The key as the user typed it in `source`, for error messages."""
+    if source == FILE:
+        return "config key " + ".".join(key)
+    if source == ENVIRONMENT:
+        return "environment variable " + env_name(key)
+    if source == FLAG:
+        return "flag " + flag_name(key)
+    return ".".join(key) + " (default)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pezzottify-server",
-        description="Pezzottify catalog server. TOML values win over flags.",
+        description="Pezzottify catalog server. Each value comes from the TOML file, else the "
+        "environment (PEZZOTTIFY_<KEY>), else the flag, else its default.",
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("--config", metavar="PATH", help="TOML configuration file")
-    for key in TOP_KEYS:
+    for key, rule in TOP_KEYS.items():
         default = getattr(Config, key, None) if key not in ("db_dir", "media_path") else None
+        listed = ", comma-separated" if key == "trusted_proxies" else ""
         parser.add_argument(
-            "--" + key.replace("_", "-"),
+            flag_name((key,)),
             dest=key,
             metavar=key.split("_")[-1].upper(),
-            help=f"(default: {default if default is not None else 'none'})",
+            help=f"{rule.expected}{listed}; env {env_name((key,))} "
+            f"(default: {rule.show(default) if default != () else 'none'})",
         )
     return parser
-
-
-def _coerce_cli(key: str, raw: str) -> Any:
-    """CLI values arrive as strings; give them the type the TOML checker expects."""
-    check, _ = TOP_KEYS[key]
-    for convert in (int, float):
-        try:
-            value = convert(raw)
-        except ValueError:
-            continue
-        if check(value):
-            return value
-    return raw
-
-
-def _validate(
-    table: Mapping[str, Any], schema: Mapping[str, tuple[Check, str]], where: str
-) -> None:
-    for key, value in table.items():
-        if key not in schema:
-            raise ConfigError(f"unknown config key {where}{key!r}")
-        check, expected = schema[key]
-        if not check(value):
-            raise ConfigError(f"config key {where}{key} must be {expected}, got {value!r}")
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -212,76 +162,135 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
 
 
-def load_config(argv: Sequence[str]) -> Config:
-    """Parse flags and the TOML file into a validated `Config` (raises `ConfigError`)."""
+def load_config(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> Config:
+    """Parse flags, `environ` and the TOML file into a validated `Config` (or `ConfigError`)."""
     args = vars(build_parser().parse_args(argv))
-    toml: dict[str, Any] = read_toml(Path(args.pop("config"))) if "config" in args else {}
-    dm_table = _table(toml.pop("download_manager", {}), "download_manager")
-    jobs_table = _table(toml.pop("background_jobs", {}), "background_jobs")
-    _validate(toml, TOP_KEYS, "")
-    _validate(dm_table, DM_KEYS, "download_manager.")
-    cli = {k: _coerce_cli(k, v) for k, v in args.items()}
-    _validate(cli, TOP_KEYS, "--")
+    toml = read_toml(Path(args.pop("config"))) if "config" in args else {}
+    layers = [
+        (FILE, _accepted(_file_layer(toml), FILE, textual=False)),
+        (ENVIRONMENT, _accepted(_env_layer(environ), ENVIRONMENT, textual=True)),
+        (FLAG, _accepted({(k,): v for k, v in args.items()}, FLAG, textual=True)),
+    ]
+    resolved: dict[Key, tuple[Any, str]] = {}
+    for source, layer in layers:  # highest first: the first source to give a key keeps it
+        for key, value in layer.items():
+            resolved.setdefault(key, (value, source))
+    return _build(resolved)
 
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    for key in TOP_KEYS:
-        if key in toml:
-            values[key], sources[key] = toml[key], "config file"
-        elif key in cli:
-            values[key], sources[key] = cli[key], "command line"
+
+def _file_layer(table: Mapping[str, Any], prefix: Key = ()) -> dict[Key, Any]:
+    layer: dict[Key, Any] = {}
+    for name, value in table.items():
+        key = (*prefix, name)
+        if is_table(key):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {'.'.join(key)} must be a table")
+            layer.update(_file_layer(value, key))
+        elif rule_for(key) is not None:
+            layer[key] = value
         else:
-            sources[key] = "default"
-    if "db_dir" not in values:
-        raise ConfigError("db_dir must be specified via --db-dir or in config file")
-    db_dir = _existing_dir(values.pop("db_dir"), "db_dir")
-    media = (
-        _existing_dir(values.pop("media_path"), "media_path") if "media_path" in values else db_dir
-    )
-    frontend = values.pop("frontend_dir_path", None)
+            jobs = f" (jobs: {', '.join(KNOWN_JOBS)})" if prefix == (JOBS,) else ""
+            raise ConfigError(f"unknown config key {'.'.join(key)!r}{jobs}")
+    return layer
+
+
+def _env_layer(environ: Mapping[str, str]) -> dict[Key, str]:
+    """Every `PEZZOTTIFY_*` variable as a key; one that names no key is refused like a typo."""
+    layer: dict[Key, str] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = tuple(name.removeprefix(ENV_PREFIX).lower().split("__"))
+        if rule_for(key) is None or env_name(key) != name:
+            hint = " (the config file is named with --config)" if key == ("config",) else ""
+            raise ConfigError(f"unknown environment variable {name}{hint}")
+        layer[key] = raw
+    return layer
+
+
+def _accepted(layer: Mapping[Key, Any], source: str, *, textual: bool) -> dict[Key, Any]:
+    """Each value of one source read (from text if `textual`) and checked by its key's rule."""
+    accepted = {}
+    for key, given in layer.items():
+        rule = rule_for(key)
+        assert rule is not None  # the layers hold known keys only
+        value = rule.from_text(given) if textual else given
+        try:
+            accepted[key] = rule.accept(value)
+        except Refused as refused:
+            raise ConfigError(rule.refusal(typed_name(key, source), value, refused)) from None
+    return accepted
+
+
+def _build(resolved: Mapping[Key, tuple[Any, str]]) -> Config:
+    def named(key: Key) -> str:
+        return typed_name(key, resolved[key][1] if key in resolved else DEFAULT)
+
+    top = {key[0]: value for key, (value, _) in resolved.items() if len(key) == 1}
+    if "db_dir" not in top:
+        raise ConfigError(
+            "db_dir must be specified via --db-dir or in config file (or as PEZZOTTIFY_DB_DIR)"
+        )
+    dirs = {
+        name: _existing_dir(top.pop(name), named((name,)))
+        for name in ("db_dir", "media_path", "frontend_dir_path")
+        if name in top
+    }
+    try:
+        host = bindable_host(top.pop("host", Config.host))
+    except Refused as refused:
+        raise ConfigError(f"{named(('host',))}: {refused.detail}") from None
     return Config(
-        db_dir=db_dir,
-        media_path=media,
-        frontend_dir_path=_existing_dir(frontend, "frontend_dir_path") if frontend else None,
-        download_manager=DownloadManagerConfig(**dm_table),
-        background_jobs=_jobs(jobs_table),
-        sources=sources,
-        **values,
+        db_dir=dirs["db_dir"],
+        media_path=dirs.get("media_path", dirs["db_dir"]),
+        frontend_dir_path=dirs.get("frontend_dir_path"),
+        host=host,
+        download_manager=DownloadManagerConfig(**_section(resolved, "download_manager")),
+        background_jobs=_jobs(resolved),
+        sources=_sources(resolved),
+        **top,
     )
 
 
-def _table(value: Any, name: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"config key {name} must be a table")
-    return value
+def _section(resolved: Mapping[Key, tuple[Any, str]], section: str) -> dict[str, Any]:
+    return {key[1]: value for key, (value, _) in resolved.items() if key[0] == section}
 
 
-def _jobs(table: Mapping[str, Any]) -> dict[str, JobSettings]:
-    jobs = {}
-    for job_id, settings in table.items():
-        if job_id not in KNOWN_JOBS:
-            raise ConfigError(
-                f"unknown config key background_jobs.{job_id!r} (jobs: {', '.join(KNOWN_JOBS)})"
-            )
-        settings = _table(settings, f"background_jobs.{job_id}")
-        _validate(settings, JOB_KEYS, f"background_jobs.{job_id}.")
-        jobs[job_id] = JobSettings(**settings)
-    return jobs
+def _jobs(resolved: Mapping[Key, tuple[Any, str]]) -> dict[str, JobSettings]:
+    settings: dict[str, dict[str, Any]] = {}
+    for key, (value, _) in resolved.items():
+        if key[0] == JOBS:
+            settings.setdefault(key[1], {})[key[2]] = value
+    return {job_id: JobSettings(**values) for job_id, values in settings.items()}
 
 
-def _existing_dir(raw: str, key: str) -> Path:
+def _sources(resolved: Mapping[Key, tuple[Any, str]]) -> dict[str, str]:
+    """Every top-level and section key (defaults too), then the job keys given."""
+    keys = all_keys() + sorted(key for key in resolved if key[0] == JOBS)
+    return {".".join(key): resolved[key][1] if key in resolved else DEFAULT for key in keys}
+
+
+def _existing_dir(raw: str, name: str) -> Path:
     path = Path(raw).expanduser()
     if not path.exists():
-        raise ConfigError(f"{key} {path} does not exist")
+        raise ConfigError(f"{name} {path} does not exist")
     if not path.is_dir():
-        raise ConfigError(f"{key} {path} is not a directory")
+        raise ConfigError(f"{name} {path} is not a directory")
     return path.resolve()
 
 
 def describe(config: Config) -> list[str]:
-    """One line per top-level key with its value and where it came from."""
+    """One line per key with its value and where it came from (secrets never shown whole)."""
     lines = []
-    for f in fields(config):
-        if f.name in config.sources:
-            lines.append(f"{f.name} = {getattr(config, f.name)!s} ({config.sources[f.name]})")
+    for dotted, source in config.sources.items():
+        key = tuple(dotted.split("."))
+        rule = rule_for(key)
+        if rule is None:
+            continue
+        if key[0] == JOBS:
+            value = getattr(config.job(key[1]), key[2])
+        else:  # a top-level key, or a section's key in the section's dataclass
+            value = getattr(config, key[0])
+            value = getattr(value, key[1]) if len(key) == 2 else value
+        lines.append(f"{dotted} = {rule.show(value)} ({source})")
     return lines

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import trio
 
-from daemon.config import Config, ConfigError, describe, load_config
+from daemon.config import DEFAULT, Config, ConfigError, describe, load_config, typed_name
 from daemon.logs import flush_logging, setup_logging, write_line
 from daemon.supervisor import CrashLoop
 from daemon.wiring import run_daemon
@@ -28,8 +28,9 @@ def fail(message: str, status: int) -> int:
     return status
 
 
-def check_port_free(host: str, port: int, key: str) -> None:
-    """Refuse early (before any file is created) when a port is taken."""
+def check_port_free(host: str, port: int, name: str) -> None:
+    """Refuse early (before any file is created) when a port is taken; `name` is the port's
+    flag, key or variable as the user gave it."""
     if port == 0:
         return
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -39,14 +40,15 @@ def check_port_free(host: str, port: int, key: str) -> None:
             probe.bind((host, port))
         except OSError as exc:
             reason = "in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-            raise ConfigError(f"{key} {port} on {host}: {reason}") from exc
+            raise ConfigError(f"{name} {port} on {host}: {reason}") from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         config: Config = load_config(sys.argv[1:] if argv is None else argv)
-        check_port_free(config.host, config.port, "port")
-        check_port_free(config.host, config.metrics_port, "metrics_port")
+        for key in ("port", "metrics_port"):
+            name = typed_name((key,), config.sources.get(key, DEFAULT))
+            check_port_free(config.host, getattr(config, key), name)
     except ConfigError as exc:
         return fail(str(exc), 2)
     setup_logging(config.log_level)

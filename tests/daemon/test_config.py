@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from daemon.config import ConfigError, DownloadManagerConfig, load_config
+from daemon.config import KNOWN_JOBS, Config, ConfigError, DownloadManagerConfig, load_config
 from daemon.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,9 +74,13 @@ def test_download_manager_and_jobs_tables(tmp_path: Path) -> None:
         (
             "db_dir = '{d}'\n[download_manager]\nfoo = 1",
             [],
-            "unknown config key download_manager.'foo'",
+            "unknown config key 'download_manager.foo'",
         ),
-        ("db_dir = '{d}'\n[background_jobs.nope]\nenabled = true", [], "background_jobs.'nope'"),
+        (
+            "db_dir = '{d}'\n[background_jobs.nope]\nenabled = true",
+            [],
+            "unknown config key 'background_jobs.nope'",
+        ),
         ("db_dir = '{d}'\n[background_jobs.prune_events]\nenabled = 1", [], "enabled must be"),
         ("db_dir = '{d}'\ndownloader_url = 'ftp://x'", [], "downloader_url must be an http(s) URL"),
         ("db_dir = [", [], "is not valid TOML"),
@@ -130,8 +135,10 @@ def test_port_in_use_is_refused_before_anything_is_created(
         taken.listen()
         port = taken.getsockname()[1]
         status = main(["--db-dir", str(tmp_path), "--host", "127.0.0.1", "--port", str(port)])
-    assert status != 0
-    assert "in use" in capsys.readouterr().err
+    assert status == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"pezzottify-server: flag --port {port} on 127.0.0.1: in use"
+    ]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -141,3 +148,16 @@ def test_example_config_documents_every_key() -> None:
     text = (ROOT / "config.example.toml").read_text()
     for key in [*TOP_KEYS, *DM_KEYS, *JOB_KEYS, *KNOWN_JOBS]:
         assert key in text, key
+
+
+def test_example_config_states_the_defaults(tmp_path: Path) -> None:
+    """Every value the example sets is the documented default, so loading it changes nothing."""
+    text = (ROOT / "config.example.toml").read_text()
+    assert 'db_dir = "/var/lib/pezzottify"' in text
+    path = write(tmp_path, text.replace('"/var/lib/pezzottify"', f'"{tmp_path}"'))
+    config = load_config(["--config", path], {})
+    assert replace(config, background_jobs={}) == Config(
+        db_dir=config.db_dir, media_path=config.db_dir
+    )
+    assert all(config.job(job).enabled for job in KNOWN_JOBS)
+    assert config.sources["download_manager.max_file_bytes"] == "config file"
