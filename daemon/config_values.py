@@ -50,6 +50,8 @@ class Rule:
             return f"{kept}/… (hidden)" if kept else "… (hidden)"
         if value is None:
             return "none"
+        if isinstance(value, bool):
+            return "true" if value else "false"  # as TOML and the environment write it
         if isinstance(value, tuple):
             return "[" + ", ".join(str(item) for item in value) + "]"
         return str(value)

@@ -53,7 +53,7 @@ def test_top_level_section_and_job_keys_from_the_environment(tmp_path: Path) -> 
     assert "port = 4000 (environment)" in lines
     assert "download_manager.max_albums_per_hour = 20 (environment)" in lines
     assert "download_manager.max_albums_per_day = 60 (default)" in lines
-    assert "background_jobs.popular_content.enabled = False (environment)" in lines
+    assert "background_jobs.popular_content.enabled = false (environment)" in lines
 
 
 @pytest.mark.parametrize(
