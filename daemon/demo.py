@@ -1,27 +1,33 @@
 """`make demo`: the fake downloader and the daemon on `./demo-data`, an admin, and the flow.
 
-Starts both services as real processes, creates (or resets) the `admin` user with
-`pezzottify-auth`, prints the credentials and `curl` lines, then walks the flow itself: log in,
-search, request an album, watch it complete, stream a track. It keeps both services running for
+Starts both services as real processes (the fake downloader speaking the real service's shapes),
+creates (or resets) the `admin` user with `pezzottify-auth`, walks the flow itself (log in,
+search, request an album, watch it complete, stream a track), then prints the credentials and
+`curl` lines to paste as they are, with the ids the walk used. It keeps both services running for
 you to try the printed lines until Ctrl+C, which stops them cleanly.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 DATA = Path("demo-data")
 PASSWORD = "demo-password"
+SEARCH = "Album"  # every album of the fake downloader's catalog is named "Album …"
 
 
 def free_port(preferred: int) -> int:
@@ -86,41 +92,55 @@ def create_admin(config: Path) -> None:
     subprocess.run([*auth, "add-login", "admin", PASSWORD], capture_output=True, check=True)
 
 
-def print_curl_lines(api: str) -> None:
+def print_curl_lines(api: str, shown: Shown) -> None:
+    """Lines to paste as they are: the ids are those the walk just used, and the request is
+    for an album it left for you."""
+    request = json.dumps(
+        {"album_id": shown.next_album["id"], "album_name": shown.next_album["name"],
+         "artist_name": shown.next_album.get("artist_name") or ""}
+    )  # fmt: skip
     print(
         f"""
 Admin user: admin / {PASSWORD}
 
-Try it yourself (bash):
+Try it yourself (bash; paste the lines as they are):
   TOKEN=$(curl -s -X POST {api}/v1/auth/login -H 'Content-Type: application/json' \\
       -d '{{"user_handle": "admin", "password": "{PASSWORD}"}}' \\
       | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-  curl -s -H "Authorization: Bearer $TOKEN" '{api}/v1/download/search?q=Midnight&type=album'
+  curl -s -H "Authorization: Bearer $TOKEN" '{api}/v1/download/search?q={SEARCH}&type=album'
   curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
-      {api}/v1/download/request/album \\
-      -d '{{"album_id": "<id from the search>", "album_name": "<name>", "artist_name": "<artist>"}}'
+      {api}/v1/download/request/album -d {shlex.quote(request)}
   curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/download/my-requests
-  curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/content/album/<album id>
-  curl -s -H "Authorization: Bearer $TOKEN" -o track.flac {api}/v1/content/stream/<track id>
+  curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/content/album/{shown.album_id}
+  curl -s -H "Authorization: Bearer $TOKEN" -o track.flac {api}/v1/content/stream/{shown.track_id}
 """,
         flush=True,
     )
 
 
-def walk_flow(api: str) -> None:
+@dataclass(frozen=True)
+class Shown:
+    """What the walk used, for the lines printed after it."""
+
+    album_id: str
+    track_id: str
+    next_album: dict[str, Any]
+
+
+def walk_flow(api: str) -> Shown | None:
     with httpx.Client(base_url=api, timeout=30) as client:
         r = client.post("/v1/auth/login", json={"user_handle": "admin", "password": PASSWORD})
         r.raise_for_status()
         client.headers["Authorization"] = f"Bearer {r.json()['token']}"
         print("1. logged in as admin", flush=True)
-        results = client.get("/v1/download/search", params={"q": "Album", "type": "album"}).json()
-        pick = next(
-            (a for a in results["results"] if not a["in_catalog"] and not a["in_queue"]), None
-        )
-        print(f"2. search found {results['total']} albums", flush=True)
-        if pick is None:
-            print("   every album is already in the catalog; nothing to request", flush=True)
-            return
+        results = client.get("/v1/download/search", params={"q": SEARCH, "type": "album"}).json()
+        fresh = [a for a in results["results"] if not a["in_catalog"] and not a["in_queue"]]
+        print(f"2. search for {SEARCH!r} found {results['total']} albums", flush=True)
+        if len(fresh) < 2:
+            print("   the albums found are already in the catalog; remove demo-data to start "
+                  "again", flush=True)  # fmt: skip
+            return None
+        pick = fresh[0]
         body = {
             "album_id": pick["id"],
             "album_name": pick["name"],
@@ -138,6 +158,7 @@ def walk_flow(api: str) -> None:
             f"{audio.headers.get('content-type')}, {audio.headers.get('content-range')}",
             flush=True,
         )
+        return Shown(pick["id"], track, fresh[1])
 
 
 def watch(client: httpx.Client, request_id: str) -> dict[str, object]:
@@ -152,11 +173,24 @@ def watch(client: httpx.Client, request_id: str) -> dict[str, object]:
     raise SystemExit("the request did not finish in two minutes")
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the demo the way Ctrl+C does, services included
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _interrupted)
     DATA.mkdir(exist_ok=True)
     log = DATA / "demo.log"
     downloader, dl_url = start(
-        [tool("pezzottify-fake-downloader"), "--port", str(free_port(8080)), "--seed", "7"],
+        [
+            tool("pezzottify-fake-downloader"),
+            "--port",
+            str(free_port(8080)),
+            "--seed",
+            "7",
+            "--shapes",
+            "real",  # what the service users actually run answers
+        ],
         r"listening on (http://\S+)",
         log,
     )
@@ -171,9 +205,10 @@ def main() -> int:
         f"metrics on http://127.0.0.1:{metrics_port}/metrics\nlogs in {log}",
         flush=True,
     )
-    print_curl_lines(api)
     try:
-        walk_flow(api)
+        shown = walk_flow(api)
+        if shown is not None:
+            print_curl_lines(api, shown)
         print("\nThe services keep running; press Ctrl+C to stop them.", flush=True)
         while server.poll() is None and downloader.poll() is None:
             time.sleep(0.5)
