@@ -112,6 +112,7 @@ def _id_list(doc: Mapping[str, Any], key: str, what: str) -> tuple[str, ...]:
 
 
 def _genres(doc: Mapping[str, Any], what: str) -> tuple[str, ...]:
+    # The real service's artists carry `genre`; its albums and the plan's entities `genres`.
     key = "genres" if "genres" in doc or "genre" not in doc else "genre"
     values = _list(doc, key, what, required=False)
     if not all(isinstance(v, str) for v in values):
