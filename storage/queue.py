@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from storage import queue_marks
 from storage.files import fault_point
 from storage.ids import content_id, image_id
 from storage.queue_admin_read import capacity
@@ -265,7 +266,8 @@ class QueueStore(QueueStoreBase):
         the files it published together); returns how many top-level albums completed.
 
         The hour's activity is counted once, and each album touched and settled once, for the
-        whole batch: the same end state as completing the items one by one.
+        whole batch: the same end state as completing the items one by one. Content the
+        watchdog had given up on is no longer marked unavailable.
         """
         if not done:
             return 0
@@ -273,9 +275,11 @@ class QueueStore(QueueStoreBase):
         albums_done = 0
         parents: dict[str, None] = {}  # in order of first appearance
         counts = {kind: [0, 0] for kind in ContentType}  # items, bytes
+        fetched: list[tuple[str, str]] = []
         with self.db.write() as conn:
             for item in done:
                 row = self._mark_completed(conn, item, now)
+                fetched.append((row["content_type"], row["content_id"]))
                 kind = ContentType(row["content_type"])
                 counts[kind][0] += 1
                 counts[kind][1] += item.size
@@ -287,6 +291,8 @@ class QueueStore(QueueStoreBase):
                     parents[row["parent_id"]] = None
                 else:
                     albums_done += row["content_type"] == ContentType.ALBUM.value
+            # A file the watchdog had given up on has come after all.
+            queue_marks.clear_many(conn, fetched)
             tracks, track_bytes = counts[ContentType.TRACK_AUDIO]
             images = counts[ContentType.ALBUM_IMAGE][0] + counts[ContentType.ARTIST_IMAGE][0]
             image_bytes = counts[ContentType.ALBUM_IMAGE][1] + counts[ContentType.ARTIST_IMAGE][1]

@@ -13,19 +13,21 @@ children existed, a watchdog repair) goes back to PENDING. Every item that chang
 ADMIN_RETRY entry carrying the admin's handle and the error it had. A reset item's
 `last_activity_at` becomes now, so the stale detector counts from the retry. An item sent back to
 PENDING also loses `started_at`, so an album retried from scratch counts against the global
-capacity when it starts again; an album reopened with its children keeps its start.
+capacity when it starts again; an album reopened with its children keeps its start. Retrying a
+failed watchdog repair also drops the content's unavailable mark (`storage.queue_marks`), in
+the same transaction; its ADMIN_RETRY entry then says `unavailable_cleared`.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from storage import queue_admin_read as read
-from storage import queue_audit
+from storage import queue_audit, queue_marks
 from storage.queue_audit import AuditFilter, AuditPage
 from storage.queue_schema import (
     TERMINAL,
@@ -84,6 +86,12 @@ class Repair:
     @property
     def reason(self) -> str:
         return REPAIR_REASONS[self.content_type]
+
+
+class RepairFilter(NamedTuple):
+    active: set[tuple[str, str]]  # (content_type, content_id) of every non-terminal item
+    unavailable: set[tuple[str, str]]  # given up on, not to be queued yet
+    marks: dict[tuple[str, str], int]  # every mark, with when it was made
 
 
 class QueueAdminStore(QueueStoreBase):
@@ -158,10 +166,25 @@ class QueueAdminStore(QueueStoreBase):
         with self.db.read() as conn:
             return read.gauges(conn, self.dm, now)
 
-    def active_repair_ids(self) -> set[tuple[str, str]]:
-        """(content_type, content_id) of every non-terminal item: a scan's cheap pre-filter."""
+    def repair_filter(self, now: int) -> RepairFilter:
+        """What a scan starting at `now` must not queue, read in one snapshot: the content of
+        every non-terminal item, and the content given up on within `unavailable_recheck_days`
+        (`storage.queue_marks`), with every mark as read."""
         with self.db.read() as conn:
-            return read.active_content(conn)
+            conn.execute("BEGIN")  # a repair failing meanwhile is either active or marked
+            marks = queue_marks.all_marks(conn)
+            held = queue_marks.holding(marks, self.dm.unavailable_recheck_days, now)
+            return RepairFilter(read.active_content(conn), held, marks)
+
+    def unavailable_among(self, content_type: ContentType, ids: Sequence[str]) -> set[str]:
+        """The ids among `ids` marked unavailable (one statement for them all)."""
+        with self.db.read() as conn:
+            return queue_marks.among(conn, content_type.value, ids)
+
+    def unavailable_version(self) -> int:
+        """Moves whenever a mark is made, renewed or dropped."""
+        with self.db.read() as conn:
+            return queue_marks.version(conn)
 
     # -- admin retry -------------------------------------------------------------------------
 
@@ -195,7 +218,11 @@ class QueueAdminStore(QueueStoreBase):
             "SELECT * FROM queue_items WHERE parent_id = ? ORDER BY seq", (row["id"],)
         ).fetchall()
         if not children:
-            return [_reset(conn, row, Status.PENDING, admin, now, {})]
+            cleared = queue_marks.is_repair(row) and queue_marks.clear(
+                conn, row["content_type"], row["content_id"]
+            )
+            extra = {"unavailable_cleared": True} if cleared else {}
+            return [_reset(conn, row, Status.PENDING, admin, now, extra)]
         failed = [c for c in children if c["status"] == Status.FAILED.value]
         events = [_reset(conn, c, Status.PENDING, admin, now, {}) for c in failed]
         details = {"children_reset": len(failed)}
@@ -246,6 +273,11 @@ class QueueAdminStore(QueueStoreBase):
         with self.db.write() as conn:
             event = append_audit(conn, AuditEvent.WATCHDOG_SCAN_STARTED, _WATCHDOG, at=now)
         self._count([event])
+
+    def forget_marks(self, marks: Mapping[tuple[str, str], int]) -> int:
+        """Drop marks of content a complete scan found present, unless renewed since read."""
+        with self.db.write() as conn:
+            return queue_marks.forget(conn, marks)
 
     def record_scan_completed(self, report: dict[str, Any], now: int) -> None:
         with self.db.write() as conn:

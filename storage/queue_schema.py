@@ -1,7 +1,8 @@
 """`download_queue.db`: the schema, the enums and the shapes shared by every queue module.
 
 The queue is one table of items (albums and their children, watchdog repairs), an append-only
-audit log written in the same transaction as each transition, and per-hour activity counters.
+audit log written in the same transaction as each transition, per-hour activity counters, and
+the content the watchdog gave up on (`storage.queue_marks`).
 Only PENDING rows are in the claim index, so items waiting in RETRY_WAITING (however many) never
 slow a claim; they are promoted by `next_retry_at` through their own index.
 """
@@ -80,6 +81,7 @@ class AuditEvent(StrEnum):
     WATCHDOG_SCAN_STARTED = "WATCHDOG_SCAN_STARTED"
     WATCHDOG_SCAN_COMPLETED = "WATCHDOG_SCAN_COMPLETED"
     RECOVERED_AFTER_RESTART = "RECOVERED_AFTER_RESTART"
+    WATCHDOG_GAVE_UP = "WATCHDOG_GAVE_UP"
 
 
 # The levels of `queue_rank` (migration 3): bucket = created_at >> shift, one bucket of a level
@@ -223,6 +225,26 @@ MIGRATIONS = [
             SELECT column1, priority, created_at >> column1, COUNT(*)
             FROM queue_items, (VALUES (0), (6), (12), (18), (24), (30))
             WHERE status = 'PENDING' AND parent_id IS NULL GROUP BY 1, 2, 3""",
+    ],
+    [
+        # Content the watchdog gave up on (`storage.queue_marks`): one row per content, the
+        # failed repair that marked it and when.
+        """CREATE TABLE unavailable_content (
+            content_type TEXT NOT NULL,
+            content_id TEXT NOT NULL,
+            marked_at INTEGER NOT NULL,
+            queue_item_id TEXT NOT NULL,
+            PRIMARY KEY (content_type, content_id)) WITHOUT ROWID""",
+        # One row counting every change to the marks, kept by the triggers below whichever code
+        # path makes it: answers that show marks are kept until it moves.
+        "CREATE TABLE unavailable_version (n INTEGER NOT NULL)",
+        "INSERT INTO unavailable_version (n) VALUES (0)",
+        """CREATE TRIGGER unavailable_insert AFTER INSERT ON unavailable_content
+            BEGIN UPDATE unavailable_version SET n = n + 1; END""",
+        """CREATE TRIGGER unavailable_update AFTER UPDATE ON unavailable_content
+            BEGIN UPDATE unavailable_version SET n = n + 1; END""",
+        """CREATE TRIGGER unavailable_delete AFTER DELETE ON unavailable_content
+            BEGIN UPDATE unavailable_version SET n = n + 1; END""",
     ],
 ]
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.config import DownloadManagerConfig
+from storage import queue_marks
 from storage.queue_schema import HOUR, AuditEvent, ContentType, ErrorType, Status, append_audit
 
 # SPEC §8.6: a 429 without a usable Retry-After waits this long.
@@ -204,6 +205,9 @@ def record_failure(
         return status, [append_audit(conn, AuditEvent.RETRY_SCHEDULED, updated, details, at=now)]
     bump_activity(conn, now, failed=1)
     events = [append_audit(conn, AuditEvent.DOWNLOAD_FAILED, updated, details, at=now)]
+    if error is ErrorType.NOT_FOUND and queue_marks.is_repair(row):
+        # The downloader no longer has it: the watchdog stops asking for a while (SPEC §8.9).
+        events += queue_marks.give_up(conn, updated, dm.unavailable_recheck_days, message, now)
     if row["parent_id"] is not None:
         touch_parent(conn, row["parent_id"], now)
         events += settle_parent(conn, row["parent_id"], now)[1]

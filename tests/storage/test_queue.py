@@ -533,3 +533,88 @@ def test_claim_time_does_not_grow_with_waiting_items(tmp_path: Path) -> None:
     assert time.perf_counter() - start < max(baseline * 10, 0.001)
     small.db.close()
     big.db.close()
+
+
+# -- the watchdog giving up (SPEC §8.9) ----------------------------------------------------------
+
+
+def marks(store: QueueStore) -> list[tuple[str, str, int, str]]:
+    with store.db.read() as conn:
+        rows = conn.execute(
+            "SELECT content_type, content_id, marked_at, queue_item_id FROM unavailable_content"
+        )
+        return [tuple(r) for r in rows]
+
+
+def failed_repair(store: QueueStore, error: ErrorType, track: str = cid(5), now: int = T0) -> str:
+    """A repair of `track`'s audio, claimed and failed once with `error`; returns its id."""
+    item = store.enqueue(
+        ContentType.TRACK_AUDIO, track, now, priority=Priority.WATCHDOG, source=Source.WATCHDOG
+    )
+    assert store.claim_next(now, albums_allowed=True) is not None
+    store.fail(item["id"], error, "no audio for this track", now + 1)
+    return str(item["id"])
+
+
+def test_a_repair_failing_not_found_marks_its_content_with_one_gave_up_entry(
+    store: QueueStore,
+) -> None:
+    repair = failed_repair(store, ErrorType.NOT_FOUND)
+    assert row(store, repair)["status"] == "FAILED"
+    assert marks(store) == [("TRACK_AUDIO", cid(5), T0 + 1, repair)]
+    assert events(store, repair)[-2:] == ["DOWNLOAD_FAILED", "WATCHDOG_GAVE_UP"]
+    with store.db.read() as conn:
+        details = conn.execute(
+            "SELECT details FROM audit_log WHERE event_type = 'WATCHDOG_GAVE_UP'"
+        ).fetchone()[0]
+    assert json.loads(details) == {
+        "error_message": "no audio for this track",
+        "recheck_after": T0 + 1 + 7 * 86400,
+    }
+    assert store.metrics is not None
+    sample = store.metrics.registry.get_sample_value
+    assert sample("pezzottify_download_audit_events_total", {"event_type": "WATCHDOG_GAVE_UP"}) == 1
+    # A later repair that fails the same way renews the mark, with a decision of its own.
+    again = failed_repair(store, ErrorType.NOT_FOUND, now=T0 + 8 * 86400)
+    assert marks(store) == [("TRACK_AUDIO", cid(5), T0 + 8 * 86400 + 1, again)]
+    assert events(store, again).count("WATCHDOG_GAVE_UP") == 1
+    assert events(store, repair).count("WATCHDOG_GAVE_UP") == 1
+
+
+@pytest.mark.parametrize("error", [ErrorType.BAD_REQUEST, ErrorType.PARSE, ErrorType.CONNECTION])
+def test_a_repair_failing_otherwise_never_marks(tmp_path: Path, error: ErrorType) -> None:
+    store = open_store(tmp_path / "q.db", DownloadManagerConfig(max_retries=0))
+    repair = failed_repair(store, error)
+    assert row(store, repair)["status"] == "FAILED"
+    assert marks(store) == []
+    assert "WATCHDOG_GAVE_UP" not in events(store, repair)
+    store.db.close()
+
+
+def test_a_users_request_failing_not_found_does_not_mark(store: QueueStore) -> None:
+    single = store.enqueue(ContentType.TRACK_AUDIO, cid(5), T0, requested_by="alice")
+    store.claim_next(T0, albums_allowed=True)
+    store.fail(single["id"], ErrorType.NOT_FOUND, "gone", T0)
+    _, children = album_with_children(store, 1)
+    claim_child(store, children[0])
+    store.fail(children[0], ErrorType.NOT_FOUND, "gone", T0)
+    assert marks(store) == []
+
+
+def test_with_zero_recheck_days_the_watchdog_never_gives_up(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "q.db", DownloadManagerConfig(unavailable_recheck_days=0))
+    repair = failed_repair(store, ErrorType.NOT_FOUND)
+    assert row(store, repair)["status"] == "FAILED"
+    assert marks(store) == []
+    assert "WATCHDOG_GAVE_UP" not in events(store, repair)
+    store.db.close()
+
+
+def test_a_download_of_marked_content_drops_the_mark(store: QueueStore) -> None:
+    failed_repair(store, ErrorType.NOT_FOUND, track=cid(10_000))
+    failed_repair(store, ErrorType.NOT_FOUND, track=cid(77))
+    # The album's download has the track after all (the downloader found it again).
+    _, children = album_with_children(store, 1, number=1000)
+    claim_child(store, children[0])
+    store.complete(children[0], 10, 5, T0 + 2)
+    assert [(kind, track) for kind, track, _, _ in marks(store)] == [("TRACK_AUDIO", cid(77))]

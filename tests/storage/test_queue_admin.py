@@ -9,9 +9,11 @@ import pytest
 
 from daemon.config import DownloadManagerConfig
 from daemon.metrics import Metrics
+from storage.db import Database
+from storage.queue import QueueStore
 from storage.queue_admin import QueueAdminStore, RetryRefused
 from storage.queue_audit import AuditFilter
-from storage.queue_schema import AuditEvent, ContentType, Status
+from storage.queue_schema import MIGRATIONS, AuditEvent, ContentType, ErrorType, Status
 from tests.support.queue_rows import BASE, audit, audit_rows, cid, insert, open_store, row
 
 DAY = 86400
@@ -386,13 +388,86 @@ def test_enqueue_repair_again_once_the_previous_item_is_terminal(store: QueueAdm
     insert(store.db, content_type="ARTIST_IMAGE", content_id=image, status="FAILED")
     insert(store.db, content_type="ARTIST_IMAGE", content_id=image, status="COMPLETED")
     assert store.enqueue_repair(ContentType.ARTIST_IMAGE, image, "missing_artist_image", BASE)
-    assert ("ARTIST_IMAGE", image) in store.active_repair_ids()
+    assert ("ARTIST_IMAGE", image) in store.repair_filter(BASE).active
 
 
 def test_active_child_blocks_a_repair(store: QueueAdminStore) -> None:
     album = insert(store.db, status="IN_PROGRESS", children_created=1)
     insert(store.db, parent_id=album, content_type="ALBUM_IMAGE", content_id="c" * 40)
     assert not store.enqueue_repair(ContentType.ALBUM_IMAGE, "c" * 40, "missing_album_image", BASE)
+
+
+# -- content the watchdog gave up on (SPEC §8.9) ------------------------------------------------
+
+
+def give_up_on(store: QueueAdminStore, track: str, at: int, source: str = "WATCHDOG") -> str:
+    """A repair of `track` (or a user's item with `source` USER) failing not_found at `at`."""
+    item = insert(
+        store.db, status="IN_PROGRESS", priority=1, content_type="TRACK_AUDIO", content_id=track,
+        request_source=source, created_at=at,
+    )  # fmt: skip
+    QueueStore(store.db, store.dm).fail(item, ErrorType.NOT_FOUND, "no audio", at)
+    return item
+
+
+def test_a_scan_is_held_back_until_the_recheck_period_has_passed(store: QueueAdminStore) -> None:
+    give_up_on(store, cid(1), BASE)
+    give_up_on(store, cid(2), BASE + 3 * DAY)
+    key1, key2 = ("TRACK_AUDIO", cid(1)), ("TRACK_AUDIO", cid(2))
+    held = store.repair_filter(BASE + 7 * DAY - 1)
+    assert held.unavailable == {key1, key2}
+    assert held.marks == {key1: BASE, key2: BASE + 3 * DAY}
+    assert store.repair_filter(BASE + 7 * DAY).unavailable == {key2}  # 7 days: ask again
+    assert store.repair_filter(BASE + 10 * DAY).unavailable == set()
+    never = QueueAdminStore(store.db, DownloadManagerConfig(unavailable_recheck_days=0))
+    assert never.repair_filter(BASE).unavailable == set()
+
+
+def test_admin_retry_of_the_failed_repair_drops_the_mark_in_its_transaction(
+    store: QueueAdminStore,
+) -> None:
+    repair = give_up_on(store, cid(1), BASE)
+    users = give_up_on(store, cid(2), BASE, source="USER")
+    give_up_on(store, cid(2), BASE)  # the same content given up on by a repair too
+    before = store.unavailable_version()
+    assert store.unavailable_among(ContentType.TRACK_AUDIO, [cid(1), cid(2), cid(3)]) == {
+        cid(1), cid(2),
+    }  # fmt: skip
+    # A user's item retried leaves the watchdog's decision alone.
+    store.admin_retry(users, "root", BASE + 60)
+    assert store.unavailable_among(ContentType.TRACK_AUDIO, [cid(2)]) == {cid(2)}
+    assert store.unavailable_version() == before
+    item = store.admin_retry(repair, "root", BASE + 60)
+    assert item["status"] == "PENDING"
+    assert store.unavailable_among(ContentType.TRACK_AUDIO, [cid(1), cid(2)]) == {cid(2)}
+    assert store.unavailable_version() > before  # kept answers showing the mark are dropped
+    entries = [e for e in audit_rows(store.db, "ADMIN_RETRY") if e["queue_item_id"] == repair]
+    assert json.loads(entries[0]["details"])["unavailable_cleared"] is True
+    assert store.repair_filter(BASE + DAY).active >= {("TRACK_AUDIO", cid(1))}
+
+
+def test_forgetting_marks_spares_those_renewed_since_they_were_read(
+    store: QueueAdminStore,
+) -> None:
+    give_up_on(store, cid(1), BASE)
+    give_up_on(store, cid(2), BASE)
+    read = store.repair_filter(BASE + 8 * DAY).marks
+    give_up_on(store, cid(2), BASE + 8 * DAY)  # a recheck failed meanwhile
+    assert store.forget_marks(read) == 1
+    assert store.repair_filter(BASE + 8 * DAY).marks == {("TRACK_AUDIO", cid(2)): BASE + 8 * DAY}
+
+
+def test_a_queue_database_of_the_previous_version_gains_the_marks(tmp_path: Path) -> None:
+    old = Database(tmp_path / "download_queue.db", MIGRATIONS[:3])
+    kept = insert(old, status="FAILED", content_type="TRACK_AUDIO", request_source="WATCHDOG")
+    old.close()
+    store = open_store(tmp_path)
+    with store.db.read() as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert row(store.db, kept)["status"] == "FAILED"
+    assert store.repair_filter(BASE).marks == {}
+    assert store.unavailable_version() == 0
+    store.db.close()
 
 
 # -- stale items and gauges -------------------------------------------------------------------
