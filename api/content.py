@@ -6,12 +6,14 @@ disk in chunks through the app's file body (trio file I/O), never read whole. On
 `bytes` range is honoured: other units, several ranges, a malformed header or any `If-Range`
 (no validators are issued to match it against) get the whole file, as RFC 9110 allows; a range
 starting past the end is 416. Successful responses carry `Cache-Control: max-age=<config>`.
+A track, alone or in its album, carries `availability`: `available`, `missing`, or `unavailable`
+once the integrity watchdog has given up on its audio (SPEC §8.9).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +24,12 @@ from api.answers import cached_json
 from api.auth import requires
 from api.context import ctx
 from api.errors import ApiError
+from storage import catalog_read
 from storage.catalog import CatalogStore
 from storage.files import AUDIO_MEDIA_TYPES
 from storage.ids import InvalidId, content_id, image_id
+from storage.queue_admin import QueueAdminStore
+from storage.queue_schema import ContentType
 from storage.users import Permission
 
 blueprint = Blueprint("content", __name__, url_prefix="/v1/content")
@@ -81,7 +86,9 @@ async def _metadata(
     check: Callable[[object], str],
     raw: str,
     kind: str,
+    marks: Hashable = None,
 ) -> Response:
+    """The JSON of `method(id)`, kept while the catalog is unchanged and `marks` is the same."""
     ident = _valid(check, raw)
 
     def read() -> dict[str, Any]:
@@ -90,7 +97,36 @@ async def _metadata(
             raise ApiError(404, f"unknown {kind}", "NOT_FOUND")
         return found
 
-    return _cached(await cached_json(_catalog().db, (kind, ident), read))
+    return _cached(await cached_json(_catalog().db, (kind, ident, marks), read))
+
+
+async def _with_availability(
+    method: Callable[[str], dict[str, Any] | None], raw: str, kind: str
+) -> Response:
+    """An album's or a track's JSON, each track with its `availability` (SPEC §8.9): the
+    catalog says whether its audio is recorded, the download queue whether the watchdog gave
+    up on it. The marks of all the tracks are read with one statement, in the catalog read's
+    worker thread; an answer is kept until the catalog or the marks change (the marks' version
+    is itself read at most once per write to the queue). No download manager, no marks."""
+    admin: QueueAdminStore | None = ctx().queue_admin
+    if admin is None:
+        version = None
+    else:
+        version = await admin.db.run_cached(
+            ("unavailable_version",), lambda _: True, admin.unavailable_version
+        )
+
+    def read(ident: str) -> dict[str, Any] | None:
+        found = method(ident)
+        if found is None:
+            return None
+        unavailable: set[str] = set()
+        if admin is not None:
+            ids = catalog_read.track_ids(found)
+            unavailable = admin.unavailable_among(ContentType.TRACK_AUDIO, ids)
+        return catalog_read.add_availability(found, unavailable)
+
+    return await _metadata(read, content_id, raw, kind, version)
 
 
 def _open_media(body_class: Any, path: Path, root: Path) -> Any:
@@ -137,13 +173,13 @@ async def artist(artist_id: str) -> Response:
 @blueprint.get("/album/<path:album_id>")
 @requires(Permission.AccessCatalog)
 async def album(album_id: str) -> Response:
-    return await _metadata(_catalog().get_album, content_id, album_id, "album")
+    return await _with_availability(_catalog().get_album, album_id, "album")
 
 
 @blueprint.get("/track/<path:track_id>")
 @requires(Permission.AccessCatalog)
 async def track(track_id: str) -> Response:
-    return await _metadata(_catalog().get_track, content_id, track_id, "track")
+    return await _with_availability(_catalog().get_track, track_id, "track")
 
 
 @blueprint.get("/image/<path:raw_id>")

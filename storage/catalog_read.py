@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 _EXISTING = {
@@ -53,6 +53,30 @@ def _track(row: sqlite3.Row, artist_ids: list[str]) -> dict[str, Any]:
         "audio_available": row["audio_format"] is not None,
         "audio_format": row["audio_format"],
     }
+
+
+def _tracks_of(shape: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tracks of an album's JSON, or the track JSON itself."""
+    tracks: list[dict[str, Any]] = shape.get("tracks", [shape])
+    return tracks
+
+
+def track_ids(shape: dict[str, Any]) -> list[str]:
+    """The ids of the tracks in an album's or a track's JSON."""
+    return [track["id"] for track in _tracks_of(shape)]
+
+
+def add_availability(shape: dict[str, Any], unavailable: Collection[str]) -> dict[str, Any]:
+    """Give each track of an album's or a track's JSON its `availability` (SPEC §8.9), in place:
+    `unavailable` if its id is among `unavailable` (the watchdog gave up on its audio, which
+    outranks a format still recorded for a file since lost), else `available` if the catalog
+    records its audio, else `missing`."""
+    for track in _tracks_of(shape):
+        if track["id"] in unavailable:
+            track["availability"] = "unavailable"
+        else:
+            track["availability"] = "available" if track["audio_available"] else "missing"
+    return shape
 
 
 def _artists(conn: sqlite3.Connection, ids: Sequence[str]) -> list[dict[str, Any]]:

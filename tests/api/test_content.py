@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -10,8 +12,14 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from api.app import create_app
 from api.context import AppContext
+from daemon.config import Config
+from daemon.services import build_context, close_context
 from storage.catalog import synthetic_bundles
+from storage.queue_schema import ContentType, ErrorType
+from tests.conftest import FAST_HASHER, login, make_user
+from tests.support.queue_rows import BASE, insert
 
 AUDIO = bytes(range(256)) * 40  # 10,240 distinct-ish bytes, so a wrong offset shows
 COVER_BYTES = b"\xff\xd8\xff\xe0" + b"jpeg" * 100
@@ -65,6 +73,8 @@ async def test_metadata_routes_answer_the_spec_shapes(
     assert album["discs"][0]["track_ids"] == [t["id"] for t in album["tracks"]]
     assert [a["id"] for a in album["artists"]] == [seeded["artist"]]
     assert [t["audio_format"] for t in album["tracks"]] == ["flac", "mp3", None]
+    # Without the download manager nothing is ever given up on: the catalog alone decides.
+    assert [t["availability"] for t in album["tracks"]] == ["available", "available", "missing"]
 
     r = await get(client, f"/v1/content/track/{seeded['track']}", user_headers)
     assert r.status_code == 200
@@ -72,6 +82,7 @@ async def test_metadata_routes_answer_the_spec_shapes(
         "id": seeded["track"], "name": "Track 0.1", "album_id": seeded["album"],
         "artist_ids": [seeded["artist"]], "number": 1, "disc_number": 1, "duration_ms": 180_000,
         "is_explicit": False, "audio_available": True, "audio_format": "flac",
+        "availability": "available",
     }  # fmt: skip
 
 
@@ -89,6 +100,72 @@ async def test_metadata_read_again_follows_every_catalog_change(
     unknown = f"/v1/content/album/{UNKNOWN}"
     assert (await get(client, unknown, user_headers)).status_code == 404
     assert (await get(client, unknown, user_headers)).status_code == 404
+
+
+def availabilities(body: dict[str, Any]) -> Any:
+    """The `availability` of a track's JSON, or those of an album's tracks."""
+    return [t["availability"] for t in body["tracks"]] if "tracks" in body else body["availability"]
+
+
+@pytest.fixture
+def with_downloads(tmp_path: Path) -> Iterator[AppContext]:
+    """A context with the download manager on (its own databases under tmp_path/dm)."""
+    (tmp_path / "dm").mkdir()
+    config = Config(db_dir=tmp_path / "dm", media_path=tmp_path / "dm", downloader_url="http://x")
+    context = build_context(config, hasher=FAST_HASHER)
+    yield context
+    close_context(context)
+
+
+def give_up_on(context: AppContext, track: str) -> str:
+    """A watchdog repair of the track's audio that failed not_found: the track is marked."""
+    item = insert(
+        context.queue_admin.db, status="IN_PROGRESS", priority=1, content_type="TRACK_AUDIO",
+        content_id=track, request_source="WATCHDOG",
+    )  # fmt: skip
+    context.queue.fail(item, ErrorType.NOT_FOUND, "no audio", BASE)
+    return item
+
+
+async def test_tracks_the_watchdog_gave_up_on_are_unavailable_at_once(
+    with_downloads: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = with_downloads
+    bundle = next(synthetic_bundles(1, 3))
+    context.catalog.ingest_many([bundle])
+    first, second, third = (t.id for t in bundle.tracks)
+    context.catalog.set_track_audio(first, "flac")
+    context.catalog.set_track_audio(second, "mp3")  # recorded, but its file was lost
+    lookups: list[list[str]] = []
+    among = context.queue_admin.unavailable_among
+
+    def counted(content_type: ContentType, ids: list[str]) -> set[str]:
+        lookups.append(list(ids))
+        return among(content_type, ids)
+
+    monkeypatch.setattr(context.queue_admin, "unavailable_among", counted)
+    make_user(context, "regular")
+    async with create_app(context).test_app() as app:
+        client = app.test_client()
+        headers = await login(client, "regular")
+
+        async def availability(kind: str, ident: str) -> Any:
+            r = await get(client, f"/v1/content/{kind}/{ident}", headers)
+            assert r.status_code == 200
+            return availabilities(await r.get_json())
+
+        album = bundle.album.id
+        assert await availability("album", album) == ["available", "available", "missing"]
+        assert lookups == [[first, second, third]]  # one statement for the album's tracks
+        assert await availability("album", album) == ["available", "available", "missing"]
+        assert len(lookups) == 1  # kept while neither the catalog nor the marks change
+        repairs = {track: give_up_on(context, track) for track in (second, third)}
+        assert await availability("album", album) == ["available", "unavailable", "unavailable"]
+        assert await availability("track", third) == "unavailable"
+        context.queue_admin.admin_retry(repairs[third], "root", BASE + 60)
+        assert await availability("track", third) == "missing"
+        assert await availability("album", album) == ["available", "unavailable", "missing"]
+        assert await availability("track", first) == "available"
 
 
 async def test_image_route_serves_the_file(
@@ -143,7 +220,8 @@ async def test_malformed_ids_are_400(
     r = await get(client, path, user_headers)
     assert r.status_code == 400, path
     body = await r.get_json()
-    assert body["code"] == "INVALID_ID"
+    # A NUL is refused as bad text (SPEC §11) before the id is looked at.
+    assert body["code"] == ("INVALID_TEXT" if "%00" in bad else "INVALID_ID")
     assert body["error"]
 
 
@@ -238,7 +316,7 @@ async def test_any_text_id_is_400_or_404_never_500(
     async def fetch(route: str, raw: str) -> None:
         r = await client.get(f"/v1/content/{route}/{quote(raw, safe='')}", headers=user_headers)
         assert r.status_code in (400, 404), (route, raw, r.status_code)
-        assert (await r.get_json())["code"] in ("INVALID_ID", "NOT_FOUND")
+        assert (await r.get_json())["code"] in ("INVALID_ID", "INVALID_TEXT", "NOT_FOUND")
         answers.append(r.status_code)
 
     @settings(max_examples=100, deadline=None, database=None)
