@@ -18,7 +18,9 @@ A missing folder is an error, not "everything is missing": an unmounted media di
 scan rather than queue a repair for every file in the catalog. Each missing file is reported once
 per scan even when several albums or artists share it. A repair is skipped when a non-terminal
 item already exists for that content, or (tracks, covers) for the album it belongs to, whose
-download will write the file.
+download will write the file. It is not queued either, and counted as `items_unavailable`, while
+the content is marked unavailable: an earlier repair found the downloader no longer has it, less
+than `unavailable_recheck_days` ago (`storage.queue_marks`).
 """
 
 from __future__ import annotations
@@ -85,15 +87,18 @@ def list_folder(folder: Path) -> str:
 
 @dataclass
 class ScanState:
-    """What a scan knows while it runs: the active queue, the files seen, and its tallies."""
+    """What a scan knows while it runs: the active queue, the content given up on, the files
+    seen missing, and its tallies."""
 
     active: set[tuple[str, str]]
+    given_up: set[tuple[str, str]] = field(default_factory=set)
     seen: set[tuple[str, str]] = field(default_factory=set)
     missing: dict[ContentType, int] = field(
         default_factory=lambda: dict.fromkeys((kind for kind, _, _ in KINDS), 0)
     )
     queued: int = 0
     skipped: int = 0
+    unavailable: int = 0
 
     def consider(self, repair: Repair) -> bool:
         """Tally one missing file; True if a repair should be attempted."""
@@ -104,6 +109,9 @@ class ScanState:
         self.missing[repair.content_type] += 1
         if key in self.active or any((ALBUM, album) in self.active for album in repair.album_ids):
             self.skipped += 1
+            return False
+        if key in self.given_up:
+            self.unavailable += 1
             return False
         return True
 
@@ -122,5 +130,6 @@ class ScanState:
             "missing_artist_images": self.missing[ContentType.ARTIST_IMAGE],
             "items_queued": self.queued,
             "items_skipped": self.skipped,
+            "items_unavailable": self.unavailable,
             "scan_duration_ms": duration_ms,
         }

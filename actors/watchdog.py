@@ -20,6 +20,11 @@ truly in parallel with the loop, so listings and statements run in a thread of t
 priority (`in_background_thread`): they take only the CPU the API leaves idle. Repairs are
 queued `batch_size` per transaction, in worker threads too.
 
+Content the watchdog gave up on (a repair failed `not_found`) is not queued again until
+`unavailable_recheck_days` have passed (see `storage.queue_marks`); the scan reads those marks
+with the active items, in one snapshot, and a complete scan drops the marks of files it found
+present.
+
 Cancelling a scan stops its statement within milliseconds: the worker waiting for it polls
 `trio.from_thread.check_cancelled`, the statement's progress handler sees the stop and
 interrupts it, and the resulting `sqlite3.OperationalError` is turned back into the
@@ -123,16 +128,20 @@ class IntegrityWatchdog:
         started = time.perf_counter()
         now = self.clock()
         await self.admin.db.run(self.admin.record_scan_started, now)
-        active = await self.admin.db.run(self.admin.active_repair_ids)
+        held = await self.admin.db.run(self.admin.repair_filter, now)
         # Both folders are listed before anything is queued: a missing one fails the scan.
         listings = {
             "audio": await self._list(self.media.audio_dir),
             "images": await self._list(self.media.images_dir),
         }
-        state = ScanState(active)
+        state = ScanState(held.active, held.unavailable)
         for content_type, kind, folder in KINDS:
             missing = await self._missing(kind, listings[folder])
             await self._queue(state, content_type, missing, now)
+        # A mark of a file no longer missing (restored, or gone from the catalog) means nothing.
+        found = {key: at for key, at in held.marks.items() if key not in state.seen}
+        if found:
+            await self.admin.db.run(self.admin.forget_marks, found)
         report = state.report(round((time.perf_counter() - started) * 1000))
         await self.admin.db.run(self.admin.record_scan_completed, report, now)
         log.info("integrity scan: %s", report)

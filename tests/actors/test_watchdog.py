@@ -1,4 +1,5 @@
-"""The integrity watchdog: what a scan finds and queues, one scan at a time, cancellation, jobs.
+"""The integrity watchdog: what a scan finds and queues, one scan at a time, cancellation, jobs,
+and giving up on what the downloader no longer has (across days of scans, with the processor).
 
 These tests run on the real clock: the scan works in worker threads, and an autojump clock would
 jump past every timeout while a thread runs.
@@ -11,11 +12,14 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from unittest.mock import patch
 
+import httpx
 import pytest
 import trio
 from hypothesis import given, settings
@@ -23,6 +27,7 @@ from hypothesis import strategies as st
 
 from actors import integrity_scan
 from actors import watchdog as watchdog_module
+from actors.downloader import DownloaderClient
 from actors.jobs.base import ShutdownBehavior
 from actors.jobs.download_jobs import (
     ScanFailed,
@@ -31,8 +36,14 @@ from actors.jobs.download_jobs import (
     integrity_watchdog_job,
 )
 from actors.messages import Hook, ScanRequest, WakeProcessor
+from actors.processor import Processor
 from actors.watchdog import IntegrityWatchdog
+from api.app import create_app
+from api.context import AppContext
 from daemon.config import Config, DownloadManagerConfig, JobSettings
+from daemon.services import build_context, close_context
+from fake_downloader import CatalogSpec, Knobs, build_catalog
+from fake_downloader import create_app as fake_downloader_app
 from storage import catalog_read
 from storage.catalog import (
     AlbumBundle,
@@ -44,11 +55,17 @@ from storage.catalog import (
     synthetic_image_id,
 )
 from storage.files import MediaLayout
+from storage.queue import QueueStore
 from storage.queue_admin import QueueAdminStore
-from storage.queue_schema import AuditEvent
+from storage.queue_schema import DAY, TERMINAL, AuditEvent, ErrorType
+from storage.users import Role
+from tests.conftest import FAST_HASHER, login, make_user
+from tests.support.bridge import TrioBridge
 from tests.support.queue_rows import BASE, audit, audit_rows, insert, open_store
 
 TIMEOUT = 20
+# The downloader's own catalog: none of the synthetic catalog's ids are in it (each is a 404).
+FAKE_SPEC = CatalogSpec(seed=1, artists=1, albums_per_artist=1, tracks_per_album=1)
 
 
 @pytest.fixture
@@ -133,6 +150,7 @@ async def test_scan_queues_one_repair_per_missing_file(
         "missing_artist_images": 1,
         "items_queued": 6,
         "items_skipped": 0,
+        "items_unavailable": 0,
     }
     assert isinstance(report["scan_duration_ms"], int)
     tracks = [t.id for b in bundles for t in b.tracks]
@@ -484,3 +502,196 @@ def test_download_jobs_follow_the_configuration(tmp_path: Path, admin: QueueAdmi
     )
     assert set(tuned) == {"integrity_watchdog"}
     assert tuned["integrity_watchdog"].schedule.interval_secs == 6 * 3600
+
+
+# -- giving up on what the downloader no longer has (SPEC §8.9) ----------------------------------
+
+
+def give_up_on(admin: QueueAdminStore, content_type: str, content_id: str, at: int) -> str:
+    """A repair of the content that failed not_found at `at`, as the processor records it."""
+    item = insert(
+        admin.db, status="IN_PROGRESS", priority=1, content_type=content_type,
+        content_id=content_id, request_source="WATCHDOG", created_at=at,
+    )  # fmt: skip
+    QueueStore(admin.db, admin.dm).fail(item, ErrorType.NOT_FOUND, "no audio", at)
+    return item
+
+
+async def test_marked_content_is_counted_not_queued_and_marks_of_present_files_go(
+    watchdog: Running, admin: QueueAdminStore, bundles: list[AlbumBundle]
+) -> None:
+    tracks = [t.id for b in bundles for t in b.tracks]
+    give_up_on(admin, "TRACK_AUDIO", tracks[5], BASE - DAY)  # still missing
+    give_up_on(admin, "TRACK_AUDIO", tracks[0], BASE - DAY)  # its file is back
+    report = await run_job(watchdog.send)
+    assert (report["missing_track_audio"], report["items_queued"]) == (4, 5)
+    assert (report["items_skipped"], report["items_unavailable"]) == (0, 1)
+    assert ("TRACK_AUDIO", tracks[5]) not in {
+        (i["content_type"], i["content_id"]) for i in queued(admin) if i["status"] == "PENDING"
+    }
+    assert set(admin.repair_filter(BASE).marks) == {("TRACK_AUDIO", tracks[5])}
+    completed = audit_rows(admin.db, "WATCHDOG_SCAN_COMPLETED")
+    assert json.loads(completed[-1]["details"])["items_unavailable"] == 1
+
+
+def availabilities(body: dict[str, Any]) -> Any:
+    """The `availability` of a track's JSON, or those of an album's tracks."""
+    return [t["availability"] for t in body["tracks"]] if "tracks" in body else body["availability"]
+
+
+class Wall:
+    """The wall clock (unix seconds) of the watchdog and the processor; only the test moves it.
+    (The scan works in worker threads, so the autojump clock is not used: see the top.)"""
+
+    def __init__(self) -> None:
+        self.now = BASE
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@dataclass
+class Journey:
+    context: AppContext
+    client: Any
+    headers: dict[str, str]
+    scans: trio.MemorySendChannel[ScanRequest]
+    knobs: Knobs
+    wall: Wall
+
+    async def scan_on_day(self, day: int) -> dict[str, Any]:
+        self.wall.now = BASE + day * DAY
+        report = await run_job(self.scans)
+        await self.settle()
+        return report
+
+    async def settle(self, advance: int = 0) -> None:
+        """Wait until the processor has nothing left to do, moving the wall `advance` s a round."""
+        with trio.fail_after(TIMEOUT):
+            while self.rows("SELECT 1 FROM queue_items WHERE status NOT IN (?, ?)", *TERMINAL):
+                self.wall.now += advance
+                await trio.sleep(0.03)
+
+    def rows(self, sql: str, *params: Any) -> list[Any]:
+        with self.context.queue_admin.db.read() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def failed_repairs(self) -> float:
+        labels = {"content_type": "TRACK_AUDIO", "result": "failed"}
+        value = self.context.metrics.registry.get_sample_value(
+            "pezzottify_download_processed_total", labels
+        )
+        return value or 0.0
+
+    def gave_up(self) -> list[dict[str, Any]]:
+        return audit_rows(self.context.queue_admin.db, "WATCHDOG_GAVE_UP")
+
+    async def availability(self, kind: str, ident: str) -> Any:
+        response = await self.client.get(f"/v1/content/{kind}/{ident}", headers=self.headers)
+        assert response.status_code == 200
+        return availabilities(await response.get_json())
+
+
+@asynccontextmanager
+async def journey(tmp_path: Path, bundle: AlbumBundle) -> AsyncIterator[Journey]:
+    """The daemon's stores, API, watchdog and processor, against a fake downloader that has
+    none of `bundle`'s content (404): the bundle's first track has its file, the second not."""
+    dm = DownloadManagerConfig(max_retries=1, initial_backoff_secs=60, process_interval_secs=0.02)
+    config = Config(
+        db_dir=tmp_path, media_path=tmp_path / "media", downloader_url="http://fake",
+        download_manager=dm,
+    )  # fmt: skip
+    context = build_context(config, hasher=FAST_HASHER)
+    context.catalog.ingest_many([bundle])
+    present = bundle.tracks[0].id
+    context.catalog.set_track_audio(present, "flac")
+    context.media.audio_path(present, "flac").write_bytes(b"audio")
+    for image in (*bundle.album.image_ids, *bundle.artists[0].image_ids):
+        context.media.image_path(image).write_bytes(b"jpeg")
+    knobs = Knobs()
+    transport = httpx.ASGITransport(fake_downloader_app(build_catalog(FAKE_SPEC), knobs))  # type: ignore[arg-type]
+    downloader = DownloaderClient(
+        "http://fake", 30, transport=transport, media_transport=TrioBridge(transport)
+    )
+    wall = Wall()
+    scan_send, scan_recv = trio.open_memory_channel[ScanRequest](1)
+    wake_send, wake_recv = trio.open_memory_channel[WakeProcessor](1)
+    shutdown = trio.Event()
+    watchdog = IntegrityWatchdog(
+        scan_recv, context.catalog, context.queue_admin, context.media, wake=wake_send, clock=wall
+    )
+    processor = Processor(
+        context.queue, context.catalog, downloader, context.media, context.metrics, dm, wake_recv,
+        None, shutdown=shutdown, shutdown_timeout=5, clock=wall,
+    )  # fmt: skip
+    make_user(context, "admin", (Role.Admin,))
+    try:
+        async with create_app(context).test_app() as app, trio.open_nursery() as nursery:
+            client = app.test_client()
+            headers = await login(client, "admin")
+            await nursery.start(watchdog.run)
+            await nursery.start(processor.run)
+            yield Journey(context, client, headers, scan_send, knobs, wall)
+            shutdown.set()
+            nursery.cancel_scope.cancel()
+    finally:
+        await downloader.aclose()
+        close_context(context)
+
+
+async def test_a_permanently_missing_track_costs_one_failed_repair_per_recheck_period(
+    tmp_path: Path,
+) -> None:
+    bundle = next(synthetic_bundles(1, 2, artists=1))
+    album, (present, lost) = bundle.album.id, (t.id for t in bundle.tracks)
+    async with journey(tmp_path, bundle) as j:
+        first = await j.scan_on_day(0)
+        assert (first["items_queued"], first["items_unavailable"]) == (1, 0)
+        assert j.failed_repairs() == 1  # the downloader answered 404
+        (decision,) = j.gave_up()
+        assert (decision["content_type"], decision["content_id"]) == ("TRACK_AUDIO", lost)
+        assert json.loads(decision["details"])["recheck_after"] == BASE + 7 * DAY
+        assert await j.availability("track", lost) == "unavailable"
+        assert await j.availability("album", album) == ["available", "unavailable"]
+
+        # Four more daily scans: the track is counted, not asked for again.
+        for day in (1, 2, 3, 4):
+            report = await j.scan_on_day(day)
+            assert (report["missing_track_audio"], report["items_queued"]) == (1, 0)
+            assert (report["items_skipped"], report["items_unavailable"]) == (0, 1)
+        assert j.failed_repairs() == 1
+        assert len(j.gave_up()) == 1
+        completed = audit_rows(j.context.queue_admin.db, "WATCHDOG_SCAN_COMPLETED")
+        assert json.loads(completed[-1]["details"]) == report
+
+        # A week on, one repair checks again; it fails the same way: a second decision.
+        recheck = await j.scan_on_day(7)
+        assert (recheck["items_queued"], recheck["items_unavailable"]) == (1, 0)
+        assert j.failed_repairs() == 2
+        second = j.gave_up()[-1]
+        assert len(j.gave_up()) == 2 and second["queue_item_id"] != decision["queue_item_id"]
+        assert (await j.scan_on_day(8))["items_unavailable"] == 1
+
+        # An admin retries that repair: the mark goes at once. This time the downloader fails
+        # otherwise (503, its retry spent), which says nothing about what it has: no mark.
+        j.knobs.fail("audio", 503)
+        retry = await j.client.post(
+            f"/v1/download/admin/retry/{second['queue_item_id']}", headers=j.headers
+        )
+        assert retry.status_code == 200
+        assert await j.availability("track", lost) == "missing"
+        await j.settle(advance=60)
+        assert j.failed_repairs() == 3
+        failed = j.rows("SELECT error_type FROM queue_items WHERE id = ?", second["queue_item_id"])
+        assert failed[0][0] == "connection"
+        assert len(j.gave_up()) == 2
+        assert await j.availability("album", album) == ["available", "missing"]
+
+        # So the next scan asks again, and the downloader's 404 gives up on it once more.
+        j.knobs.clear()
+        again = await j.scan_on_day(9)
+        assert (again["items_queued"], again["items_unavailable"]) == (1, 0)
+        assert len(j.gave_up()) == 3
+        assert await j.availability("track", lost) == "unavailable"
+        assert await j.availability("track", present) == "available"
+        assert j.failed_repairs() == 4  # over 9 days and 8 scans (5 the same week: 1 failure)
