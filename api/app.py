@@ -17,8 +17,10 @@ from quart_trio import QuartTrio
 
 from api import admin_users, auth_routes, content, download, download_admin, jobs, listening
 from api.auth import PERMISSION_ATTR, public
+from api.client import current_client
 from api.context import AppContext
 from api.errors import ApiError, register_error_handlers
+from api.text import check_url
 
 log = logging.getLogger("pezzottify.http")
 MAX_BODY = 1024 * 1024
@@ -64,6 +66,7 @@ def create_app(context: AppContext) -> QuartTrio:
     if context.config.frontend_dir_path is not None:
         _serve_frontend(app, context)
     _observe_requests(app, context)
+    _check_public_urls(app)
     # quart-schema's view is a bound method; wrap it to carry the declaration.
     openapi_view = app.view_functions["openapi"]
 
@@ -80,6 +83,18 @@ def check_route_permissions(app: QuartTrio) -> None:
         view = app.view_functions[rule.endpoint]
         if not hasattr(view, PERMISSION_ATTR):
             raise RuntimeError(f"route {rule.rule} declares no permission (@requires or @public)")
+
+
+def _check_public_urls(app: QuartTrio) -> None:
+    """Bad text in the path or query of a public route, or of a path that matches no route, is
+    refused here; `requires` checks a session route's after its permission check."""
+
+    @app.before_request
+    async def refuse_bad_text() -> None:
+        rule = request.url_rule
+        view = app.view_functions.get(rule.endpoint) if rule is not None else None
+        if getattr(view, PERMISSION_ATTR, None) is None:
+            check_url()
 
 
 def _serve_frontend(app: QuartTrio, context: AppContext) -> None:
@@ -120,10 +135,16 @@ def _observe_requests(app: QuartTrio, context: AppContext) -> None:
 
 
 async def _log_request(level: str, response: Response, elapsed: float) -> None:
-    """One line per request; headers (credentials redacted) and bodies at the higher levels.
-    Bodies of routes that carry passwords are never logged."""
+    """One line per request, naming the client as resolved behind trusted proxies; headers
+    (credentials redacted) and bodies at the higher levels. Bodies of routes that carry passwords
+    are never logged."""
     log.info(
-        "%s %s -> %d (%.1f ms)", request.method, request.path, response.status_code, elapsed * 1000
+        "%s %s -> %d (%.1f ms) from %s",
+        request.method,
+        request.path,
+        response.status_code,
+        elapsed * 1000,
+        current_client().address,
     )
     if level in ("headers", "body"):
         headers = {

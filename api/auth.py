@@ -4,6 +4,8 @@ Every view is decorated with `@requires(Permission.X, ...)` or `@public`; the ap
 to start if a route has neither. `requires` resolves the session token (Authorization header,
 `Bearer <t>` or raw, winning over the `session_token` cookie), answers 401 for no or unknown
 token and 403 for a missing permission — all before the handler (and so before the body is read).
+Only then is the path and query string checked for bad text (`api.text.check_url`), so a caller
+without a session learns nothing about a route but that it needs one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from quart import g, request
 
 from api.context import ctx
 from api.errors import ApiError
+from api.text import check_url
 from storage.users import Permission, User
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -58,6 +61,7 @@ def requires(*permissions: Permission) -> Callable[[F], F]:
             missing = [p.name for p in permissions if p not in user.permissions]
             if missing:
                 raise ApiError(403, f"missing permission {', '.join(missing)}", "FORBIDDEN")
+            check_url()
             return await view(*args, **kwargs)
 
         setattr(wrapper, PERMISSION_ATTR, tuple(permissions))

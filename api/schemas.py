@@ -1,10 +1,10 @@
 """Request-body and query-string plumbing shared by the blueprints.
 
 Bodies are pydantic models that forbid unknown fields and coerce nothing (`"1"` is not an int):
-an explicit allow-list per write endpoint. `json_body` adds a 415 for non-JSON bodies in front
-of quart-schema's validation (which also feeds `/openapi.json`); `querystring` is quart-schema's
-`validate_querystring`. Both let the model validate itself: quart-schema builds a pydantic
-TypeAdapter for every request.
+an explicit allow-list per write endpoint. `json_body` adds a 415 for non-JSON bodies, and the
+decoding and bad-text checks of `api.text`, in front of quart-schema's validation (which also
+feeds `/openapi.json`); `querystring` is quart-schema's `validate_querystring`. Both let the
+model validate itself: quart-schema builds a pydantic TypeAdapter for every request.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from quart_schema.validation import QuerystringValidationError, RequestSchemaVal
 from werkzeug.datastructures import MultiDict
 
 from api.errors import ApiError
+from api.text import check_json_text, decode_json
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 M = TypeVar("M", bound=BaseModel)
@@ -47,14 +48,10 @@ def json_body(model: type[BaseModel]) -> Callable[[F], F]:
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
             if request.mimetype != "application/json":
                 raise ApiError(415, "request body must be application/json")
-            # The framework lets a body that is not UTF-8, or nested deeper than the parser
-            # recurses, escape as a 500.
-            try:
-                body = await request.get_json()
-            except UnicodeDecodeError:
-                raise ApiError(400, "request body is not valid UTF-8", "BAD_REQUEST") from None
-            except RecursionError:
-                raise ApiError(400, "request body is nested too deeply", "BAD_REQUEST") from None
+            # Decoded here rather than by the framework, whose errors say neither what is wrong
+            # nor where, and checked for bad text before the model sees any of it.
+            body = decode_json(await request.get_data(cache=True, as_text=False))
+            check_json_text(body)
             data = _validated(model, body, RequestSchemaValidationError)
             return await view(*args, data=data, **kwargs)
 

@@ -55,6 +55,10 @@ PERSONAS: dict[str, tuple[tuple[Role, ...], tuple[Permission, ...]]] = {
 SUPERUSER = "root"
 # The user that user-admin routes act on, so the matrix never demotes one of its own personas.
 TARGET = "target-user"
+# Plausible body values by field name, then by JSON type (see `example_body`).
+NAMED_VALUES = {"user_handle": "new-handle", "password": "a-long-enough-password",
+                "role": "Regular", "permission": "LikeContent"}  # fmt: skip
+EXAMPLES = {"string": "Example", "integer": 1, "number": 1.5, "boolean": True, "array": []}
 
 
 def security_config(tmp_path: Path, **overrides: Any) -> Config:
@@ -113,6 +117,31 @@ def routes(app: Any) -> list[Route]:
         for method in sorted((rule.methods or set()) - IGNORED_METHODS):
             found.append(Route(rule.rule, method, arguments, declared, view))
     return sorted(found, key=lambda r: (r.rule, r.method))
+
+
+def json_type(schema: dict[str, Any]) -> str:
+    for option in [schema, *schema.get("anyOf", [])]:
+        if option.get("type") not in (None, "null"):
+            return str(option["type"])
+    return "string"
+
+
+def properties(model: type[BaseModel]) -> dict[str, dict[str, Any]]:
+    props: dict[str, dict[str, Any]] = model.model_json_schema().get("properties", {})
+    return props
+
+
+def example_body(model: type[BaseModel]) -> dict[str, Any]:
+    """A plausible body: every field with a value of its type (ids valid, names by role)."""
+    body: dict[str, Any] = {}
+    for name, schema in properties(model).items():
+        if name in NAMED_VALUES:
+            body[name] = NAMED_VALUES[name]
+        elif name.endswith("_id") and json_type(schema) == "string":
+            body[name] = random_content_id()
+        else:
+            body[name] = EXAMPLES.get(json_type(schema), "Example")
+    return body
 
 
 @dataclass

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import trio
 from prometheus_client import generate_latest
-from pydantic import BaseModel
 
 from actors.jobs.base import utc_now
 from api.app import MAX_BODY
@@ -29,7 +28,10 @@ from tests.security.routes import (
     SUPERUSER,
     Route,
     Samples,
+    example_body,
+    json_type,
     prepared,
+    properties,
     random_content_id,
     routes,
     samples_for,
@@ -50,9 +52,6 @@ INJECTIONS = ("' OR 1=1 --", '"; DROP TABLE users; --', "%' --", "1) UNION SELEC
 # Fields a client might try to assign; each body route gets those it does not declare.
 MASS_ASSIGNMENT = {"role": "Admin", "permissions": ["ServerAdmin"], "is_admin": True,
                    "status": "COMPLETED", "requested_by": "x", "retry_count": 0}  # fmt: skip
-NAMED_VALUES = {"user_handle": "new-handle", "password": "a-long-enough-password",
-                "role": "Regular", "permission": "LikeContent"}  # fmt: skip
-EXAMPLES = {"string": "Example", "integer": 1, "number": 1.5, "boolean": True, "array": []}
 WRONG = {"string": 123, "integer": "1", "number": "1.5", "boolean": "true", "array": "x",
          "object": []}  # fmt: skip
 
@@ -74,31 +73,6 @@ async def root(context: AppContext, nursery: trio.Nursery) -> AsyncIterator[dict
 async def client(app: Any) -> AsyncIterator[Any]:
     async with app.test_app():
         yield app.test_client(use_cookies=False)
-
-
-def json_type(schema: dict[str, Any]) -> str:
-    for option in [schema, *schema.get("anyOf", [])]:
-        if option.get("type") not in (None, "null"):
-            return str(option["type"])
-    return "string"
-
-
-def properties(model: type[BaseModel]) -> dict[str, dict[str, Any]]:
-    props: dict[str, dict[str, Any]] = model.model_json_schema().get("properties", {})
-    return props
-
-
-def example_body(model: type[BaseModel]) -> dict[str, Any]:
-    """A plausible body: every field with a value of its type (ids valid, names by role)."""
-    body: dict[str, Any] = {}
-    for name, schema in properties(model).items():
-        if name in NAMED_VALUES:
-            body[name] = NAMED_VALUES[name]
-        elif name.endswith("_id") and json_type(schema) == "string":
-            body[name] = random_content_id()
-        else:
-            body[name] = EXAMPLES.get(json_type(schema), "Example")
-    return body
 
 
 def body_routes(app: Any) -> list[Route]:
