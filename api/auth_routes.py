@@ -1,7 +1,9 @@
 """Sessions: login, session, logout (SPEC §4.2).
 
 Login hashes off the event loop (Argon2id) under a limiter; the answer is the same for an unknown
-handle and a wrong password, and repeated failures per address and per handle answer 429.
+handle and a wrong password, and repeated failures from one client address, or for one handle
+from one client address, answer 429 (`api.throttle`; the address as `api.client` resolves it
+behind trusted proxies). The session cookie is `Secure` when the client came over HTTPS.
 """
 
 from __future__ import annotations
@@ -11,19 +13,15 @@ import secrets
 import trio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from quart import Blueprint, Response, g, jsonify, request
+from quart import Blueprint, Response, g, jsonify
 
 from api.auth import COOKIE, current_user, public, requires
-from api.context import ctx
+from api.client import current_client
+from api.context import AppContext, ctx
 from api.errors import ApiError
 from api.schemas import StrictBody, json_body
 
 blueprint = Blueprint("auth", __name__, url_prefix="/v1/auth")
-# A hash verified when the handle is unknown, so both failures cost the same time.
-_DUMMY_HASH = (
-    "$argon2id$v=19$m=65536,t=3,p=4$SkPNJIDk+5npvBE8PuXFLQ"
-    "$uuWNf4E5q8nnAgPZd/RhHujSk9uf1Xk1MOUQ+o3Z7cY"
-)
 
 
 class LoginBody(StrictBody):
@@ -32,6 +30,16 @@ class LoginBody(StrictBody):
     device_uuid: str | None = None
     device_type: str | None = None
     device_name: str | None = None
+
+
+async def _unknown_user_hash(context: AppContext) -> str:
+    """A hash verified when the handle is unknown, so both failures cost the same time: made
+    once by the server's own hasher, so it costs what the users' hashes cost."""
+    if context.unknown_user_hash is None:
+        context.unknown_user_hash = await trio.to_thread.run_sync(
+            context.hasher.hash, secrets.token_urlsafe(16), limiter=context.hash_limiter
+        )
+    return context.unknown_user_hash
 
 
 def _verify(hasher: PasswordHasher, pw_hash: str, password: str) -> bool:
@@ -46,19 +54,19 @@ def _verify(hasher: PasswordHasher, pw_hash: str, password: str) -> bool:
 @json_body(LoginBody)
 async def login(data: LoginBody) -> tuple[Response, int]:
     context = ctx()
-    keys = (f"addr:{request.remote_addr}", f"user:{data.user_handle}")
-    wait = context.throttle.retry_after(*keys)
+    client = current_client()
+    wait = context.throttle.retry_after(client.address, data.user_handle)
     if wait is not None:
         raise ApiError(
             429, "too many failed logins; try again later", headers={"Retry-After": str(wait)}
         )
     found = await context.users.db.run(context.users.password_hash, data.user_handle)
-    pw_hash = found[1] if found else _DUMMY_HASH
+    pw_hash = found[1] if found else await _unknown_user_hash(context)
     ok = await trio.to_thread.run_sync(
         _verify, context.hasher, pw_hash, data.password, limiter=context.hash_limiter
     )
     if not ok or found is None:
-        context.throttle.failed(*keys)
+        context.throttle.failed(client.address, data.user_handle)
         raise ApiError(401, "wrong user handle or password", "INVALID_CREDENTIALS")
     user = found[0]
     if context.hasher.check_needs_rehash(pw_hash):
@@ -72,7 +80,7 @@ async def login(data: LoginBody) -> tuple[Response, int]:
     response = jsonify(
         {"token": token, "user_handle": user.handle, "permissions": user.permission_names()}
     )
-    response.set_cookie(COOKIE, token, httponly=True, samesite="Lax", path="/")
+    response.set_cookie(COOKIE, token, httponly=True, samesite="Lax", path="/", secure=client.https)
     return response, 201
 
 
@@ -89,5 +97,5 @@ async def logout() -> Response:
     context = ctx()
     await context.users.db.run(context.users.delete_session, g.token)
     response = jsonify({"status": "logged_out"})
-    response.delete_cookie(COOKIE, path="/")
+    response.delete_cookie(COOKIE, path="/", secure=current_client().https)
     return response

@@ -42,6 +42,8 @@ class AppContext:
     scheduler_view: Any = None  # the scheduler's read-only SchedulerView
     # Argon2 costs ~64 MiB and tens of ms per hash; bound how many run at once.
     hash_limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(2))
+    # Made by `hasher` at the first login for an unknown handle (see api.auth_routes).
+    unknown_user_hash: str | None = None
 
 
 def ctx() -> AppContext:

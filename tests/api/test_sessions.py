@@ -127,3 +127,48 @@ async def test_openapi_documents_every_route(app: Any, client: Any) -> None:
         assert path in paths, path
         documented = {m.upper() for m in paths[path]}
         assert (rule.methods or set()) - {"HEAD", "OPTIONS"} <= documented, path
+
+
+async def test_bad_text_in_a_login_is_400_and_creates_no_session(
+    context: AppContext, client: Any
+) -> None:
+    make_user(context, "alice")
+    bodies = [
+        b'{"user_handle": "\\ud800", "password": "x"}',
+        b'{"user_handle": "alice", "password": "secret-password\\u0000"}',
+        b'{"user_handle": "alice", "password": "secret-password", "device_name": "\\udfff"}',
+        b'{"user_handle": "alice", "password": "secret-password", "device_type": "a\\u0000"}',
+    ]
+    for body in bodies:
+        r = await client.post(
+            "/v1/auth/login", data=body, headers={"Content-Type": "application/json"}
+        )
+        assert r.status_code == 400, body
+        answer = await r.get_json()
+        assert answer["code"] == "INVALID_TEXT" and "invalid text in" in answer["error"]
+        assert "Set-Cookie" not in r.headers
+    with context.users.db.read() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 0
+
+
+async def test_malformed_login_json_says_where(client: Any) -> None:
+    r = await client.post(
+        "/v1/auth/login",
+        data='{"user_handle": "alice",\n "password": }',
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 400
+    assert await r.get_json() == {
+        "code": "MALFORMED_JSON",
+        "error": "malformed JSON at line 2, column 14: Expecting value",
+    }
+
+
+async def test_the_cookie_is_secure_only_over_https(context: AppContext, client: Any) -> None:
+    make_user(context, "alice")
+    body = {"user_handle": "alice", "password": "secret-password"}
+    plain = await client.post("/v1/auth/login", json=body)
+    secure = await client.post("/v1/auth/login", json=body, scheme="https")
+    assert plain.status_code == secure.status_code == 201
+    assert "Secure" not in plain.headers["Set-Cookie"]
+    assert "Secure" in secure.headers["Set-Cookie"]
