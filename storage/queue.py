@@ -336,7 +336,8 @@ class QueueStore(QueueStoreBase):
 
         not_found / bad_request fail at once; rate_limited waits `retry_after` (default 5 s)
         without counting a retry; anything else waits the backoff for its retry_count, or fails
-        once `max_retries` retries are spent. A child failing terminally settles its album.
+        once `max_retries` retries are spent. A child failing terminally settles its album; a
+        watchdog repair failing not_found marks its content unavailable (`storage.queue_marks`).
         """
         with self.db.write() as conn:
             row = self._take_in_progress(conn, item_id)
