@@ -23,8 +23,9 @@ from pathlib import Path
 
 from bench import services
 from bench.common import Pairs, Row, Stats, Target, alternate
+from bench.seed import synthetic_bundles, synthetic_id
 from daemon.config import DownloadManagerConfig
-from storage.catalog import CatalogStore, synthetic_bundles, synthetic_id
+from storage.catalog import CatalogStore
 from storage.db import Database
 from storage.queue_requests import RequestStore
 from storage.queue_schema import MIGRATIONS, now

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from bench import seed
 from bench.common import Row, Target, alternate, ms
+from bench.seed import synthetic_id
 from daemon.config import DownloadManagerConfig
-from storage.catalog import synthetic_id
 from storage.db import Database
 from storage.queue import QueueStore
 from storage.queue_requests import RequestStore

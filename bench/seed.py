@@ -1,4 +1,7 @@
-"""Fast seeding of benchmark databases: queue rows and a catalog with its media files.
+"""Benchmark and test data: a synthetic catalog, and fast seeding of queue rows and media files.
+
+`synthetic_bundles` makes deterministic albums (ids derived from counters) that tests and
+benchmarks ingest through the real store; `bench.library_seed` writes the same rows in bulk.
 
 Seeding is never measured. Queue rows go in with one `executemany` inside one transaction on a
 database created by the real migrations (so every index the stores rely on is there), written
@@ -9,6 +12,7 @@ daemon never runs it, so the query plans measured are the ones it gets.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import shutil
 import sqlite3
@@ -17,8 +21,17 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from storage.catalog import CatalogStore, synthetic_bundles, synthetic_id, synthetic_image_id
+from storage.catalog import (
+    AlbumBundle,
+    AlbumRecord,
+    ArtistRecord,
+    CatalogStore,
+    DiscRecord,
+    ImageRecord,
+    TrackRecord,
+)
 from storage.db import Database
+from storage.ids import content_id
 from storage.queue_schema import MIGRATIONS
 
 T0 = 1_700_000_000
@@ -29,6 +42,44 @@ _COLUMNS = (
     "created_at, started_at, next_retry_at, max_retries, children_created, last_activity_at"
 )
 _INSERT = f"INSERT INTO queue_items ({_COLUMNS}) VALUES ({', '.join('?' * 14)})"  # noqa: S608
+
+
+def synthetic_id(kind: str, n: int) -> str:
+    """A valid content id derived from a one-letter kind and a counter (seeding, benchmarks)."""
+    return content_id(f"{kind}{n:021d}")
+
+
+def synthetic_image_id(kind: str, n: int) -> str:
+    return hashlib.sha1(f"{kind}{n}".encode()).hexdigest()
+
+
+def synthetic_bundles(
+    albums: int, tracks_per_album: int = 10, *, artists: int = 100, start: int = 0
+) -> Iterator[AlbumBundle]:
+    """Deterministic albums for tests and benchmarks (`ingest_many(synthetic_bundles(10_000))`
+    seeds 100,000 tracks). Album k belongs to artist k % artists; each album has one cover and
+    each artist one portrait; no track has audio. Ids derive from the counters, so re-seeding
+    the same range changes nothing."""
+    for k in range(start, start + albums):
+        a = k % artists
+        artist = ArtistRecord(
+            synthetic_id("R", a), f"Artist {a}", ("synthetic",), (synthetic_image_id("R", a),)
+        )
+        album_id = synthetic_id("L", k)
+        track_ids = tuple(
+            synthetic_id("T", k * tracks_per_album + t) for t in range(tracks_per_album)
+        )
+        album = AlbumRecord(
+            album_id, f"Album {k}", "album", "Synthetic Records", 946684800 + k * 86400,
+            ("synthetic",), (artist.id,), (synthetic_image_id("L", k),),
+            (DiscRecord(1, None, track_ids),),
+        )  # fmt: skip
+        tracks = [
+            TrackRecord(tid, f"Track {k}.{t + 1}", album_id, (artist.id,), t + 1, 1, 180_000, False)
+            for t, tid in enumerate(track_ids)
+        ]
+        images = [ImageRecord(i, "large", 640, 640) for i in (*album.image_ids, *artist.image_ids)]
+        yield AlbumBundle(album, tracks, [artist], images)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

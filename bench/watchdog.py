@@ -36,9 +36,9 @@ from actors.messages import ScanRequest
 from actors.watchdog import IntegrityWatchdog
 from bench import seed, services
 from bench.common import Pairs, Row, Target, alternate_async, ms, percentile
+from bench.seed import synthetic_id
 from daemon.config import Config
 from daemon.services import build_context, close_context
-from storage.catalog import synthetic_id
 from storage.users import Role
 
 NAME = "watchdog"

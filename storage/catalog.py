@@ -14,10 +14,9 @@ Reads (the JSON shapes of SPEC §5, the integrity scan's comparisons) live in `s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,41 +251,3 @@ class CatalogStore:
         """Rows per kind: artists, albums, tracks, images."""
         with self.db.read() as conn:
             return read.counts(conn)
-
-
-def synthetic_id(kind: str, n: int) -> str:
-    """A valid content id derived from a one-letter kind and a counter (seeding, benchmarks)."""
-    return content_id(f"{kind}{n:021d}")
-
-
-def synthetic_image_id(kind: str, n: int) -> str:
-    return hashlib.sha1(f"{kind}{n}".encode()).hexdigest()
-
-
-def synthetic_bundles(
-    albums: int, tracks_per_album: int = 10, *, artists: int = 100, start: int = 0
-) -> Iterator[AlbumBundle]:
-    """Deterministic albums for tests and benchmarks (`ingest_many(synthetic_bundles(10_000))`
-    seeds 100,000 tracks). Album k belongs to artist k % artists; each album has one cover and
-    each artist one portrait; no track has audio. Ids derive from the counters, so re-seeding
-    the same range changes nothing."""
-    for k in range(start, start + albums):
-        a = k % artists
-        artist = ArtistRecord(
-            synthetic_id("R", a), f"Artist {a}", ("synthetic",), (synthetic_image_id("R", a),)
-        )
-        album_id = synthetic_id("L", k)
-        track_ids = tuple(
-            synthetic_id("T", k * tracks_per_album + t) for t in range(tracks_per_album)
-        )
-        album = AlbumRecord(
-            album_id, f"Album {k}", "album", "Synthetic Records", 946684800 + k * 86400,
-            ("synthetic",), (artist.id,), (synthetic_image_id("L", k),),
-            (DiscRecord(1, None, track_ids),),
-        )  # fmt: skip
-        tracks = [
-            TrackRecord(tid, f"Track {k}.{t + 1}", album_id, (artist.id,), t + 1, 1, 180_000, False)
-            for t, tid in enumerate(track_ids)
-        ]
-        images = [ImageRecord(i, "large", 640, 640) for i in (*album.image_ids, *artist.image_ids)]
-        yield AlbumBundle(album, tracks, [artist], images)

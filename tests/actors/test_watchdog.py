@@ -40,20 +40,13 @@ from actors.processor import Processor
 from actors.watchdog import IntegrityWatchdog
 from api.app import create_app
 from api.context import AppContext
+from bench.seed import synthetic_bundles, synthetic_id, synthetic_image_id
 from daemon.config import Config, DownloadManagerConfig, JobSettings
 from daemon.services import build_context, close_context
 from fake_downloader import CatalogSpec, Knobs, build_catalog
 from fake_downloader import create_app as fake_downloader_app
 from storage import catalog_read
-from storage.catalog import (
-    AlbumBundle,
-    ArtistRecord,
-    CatalogStore,
-    ImageRecord,
-    synthetic_bundles,
-    synthetic_id,
-    synthetic_image_id,
-)
+from storage.catalog import AlbumBundle, ArtistRecord, CatalogStore, ImageRecord
 from storage.files import MediaLayout
 from storage.queue import QueueStore
 from storage.queue_admin import QueueAdminStore

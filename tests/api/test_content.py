@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from api.app import create_app
 from api.context import AppContext
+from bench.seed import synthetic_bundles
 from daemon.config import Config
 from daemon.services import build_context, close_context
-from storage.catalog import synthetic_bundles
 from storage.queue_schema import ContentType, ErrorType
 from tests.conftest import FAST_HASHER, login, make_user
 from tests.support.queue_rows import BASE, insert

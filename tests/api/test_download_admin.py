@@ -17,9 +17,9 @@ from actors.messages import ScanRequest, WakeProcessor
 from actors.watchdog import IntegrityWatchdog
 from api.app import create_app
 from api.context import AppContext
+from bench.seed import synthetic_bundles
 from daemon.config import Config, DownloadManagerConfig
 from daemon.services import build_context, close_context
-from storage.catalog import synthetic_bundles
 from storage.queue_schema import AuditEvent, now
 from storage.users import Permission, Role
 from tests.conftest import FAST_HASHER, login, make_user

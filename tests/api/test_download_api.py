@@ -20,9 +20,9 @@ from actors.downloader import DownloaderClient
 from actors.messages import WakeProcessor
 from api.app import create_app
 from api.context import AppContext
+from bench.seed import synthetic_bundles, synthetic_id
 from daemon.config import Config, DownloadManagerConfig
 from daemon.services import build_context, close_context
-from storage.catalog import synthetic_bundles, synthetic_id
 from storage.queue_requests import RequestStore
 from storage.queue_schema import now
 from storage.users import Permission, Role

@@ -8,7 +8,7 @@ from typing import Any
 
 from actors.jobs.popular_content import popular_content_job
 from api.context import AppContext
-from storage.catalog import synthetic_bundles, synthetic_id
+from bench.seed import synthetic_bundles, synthetic_id
 from tests.conftest import login, make_user
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)

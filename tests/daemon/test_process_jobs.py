@@ -7,7 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from storage.catalog import CatalogStore, synthetic_bundles
+from bench.seed import synthetic_bundles
+from storage.catalog import CatalogStore
 from tests.support.process import DaemonProcess, run_cli
 
 

@@ -21,9 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.seed import synthetic_bundles
 from fake_downloader import CatalogSpec
 from storage import queue_schema
-from storage.catalog import CatalogStore, synthetic_bundles
+from storage.catalog import CatalogStore
 from storage.db import Database
 from storage.users import UserStore
 from tests.reliability.harness import FakeDownloaderProcess, Rig, rig, running_fake

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import httpx
 
+from bench.seed import synthetic_bundles
 from fake_downloader import CatalogSpec, build_catalog
-from storage.catalog import CatalogStore, synthetic_bundles
+from storage.catalog import CatalogStore
 from tests.reliability.harness import Rig, auth, rig, running_fake
 from tests.reliability.invariants import (
     Expected,

@@ -16,8 +16,8 @@ from urllib.parse import quote
 import pytest
 
 from api.context import AppContext
+from bench.seed import synthetic_bundles
 from daemon.config import Config
-from storage.catalog import synthetic_bundles
 from tests.security.routes import Route, routes
 
 TRAVERSALS = ("../../etc/passwd", "..%2f..%2fetc%2fpasswd", "%2e%2e/%2e%2e/etc/passwd",

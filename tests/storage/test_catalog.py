@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.seed import synthetic_bundles
 from storage.catalog import (
     MIGRATIONS,
     AlbumBundle,
@@ -19,7 +20,6 @@ from storage.catalog import (
     DiscRecord,
     ImageRecord,
     TrackRecord,
-    synthetic_bundles,
 )
 from storage.db import Database, SchemaTooNew
 from storage.ids import InvalidId
