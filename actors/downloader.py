@@ -225,7 +225,7 @@ class DownloaderClient:
                 deadline.cancel()
                 response.close()
         except (Stopped, DownloaderError) as exc:
-            if stopped() or not deadline.expired:
+            if stopped() or not deadline.passed():
                 raise
             raise self._too_long(path) from exc
         except httpx.TimeoutException as exc:
