@@ -1,38 +1,34 @@
 """The client of the external downloader service (SPEC §12) and the boundary of its errors.
 
-Two httpx connection pools with the same explicit connect/read/write/pool timeouts and connection
-limits, built from config: an `httpx.AsyncClient` for the API's calls (search, discography), on
-the event loop, and a blocking `httpx.HTTPTransport` for the processor's, in worker threads: the
-album step's three calls (`album_now` and its twins) and media bodies (see
-`actors.downloader_stream` for why). `transport` and `media_transport` are the test seams
-(`httpx.MockTransport`, or an async transport bridged to the worker threads). Every failure
-leaves as a `DownloaderError` subclass whose `error_type` follows SPEC §8.6; the JSON answers are
-validated into catalog records by `actors.downloader_json`.
+One `httpx.AsyncClient` for every call (search, discography, an album's metadata, media
+bodies), built from config with explicit connect/read/write/pool timeouts and connection
+limits; `transport` is the test seam (`httpx.MockTransport`, or `httpx.ASGITransport` around the
+fake downloader). Every failure leaves as a `DownloaderError` subclass whose `error_type`
+follows SPEC §8.6; the JSON answers are validated into catalog records by
+`actors.downloader_json`.
 
-Metadata calls read at most `MAX_JSON_BYTES` and are bounded as a whole by the configured
-timeout. Downloads stream: the body's size is checked against `max_bytes` while it arrives and
-against Content-Length at the end, a large body goes to a temporary file batch by batch, and
-only a complete body is published under its final name. The read timeout applies per chunk, so a
-stalled download fails within it while a long healthy one is never cut off.
+`downloader_timeout_sec` bounds each whole request, body included (SPEC §8.6 "Deadlines"): a
+body that trickles or stalls is abandoned as `DownloaderTimeout` when it passes, whatever the
+rate at which bytes come, and the connection is closed. Metadata answers are read into memory
+up to `MAX_JSON_BYTES`; a media body streams to the caller's sink, bounded by its cap.
 """
 
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
 
 from actors import downloader_json as parse
-from actors.downloader_errors import (
+from actors.downloader_json import AlbumMeta, ArtistMeta
+from actors.downloader_stream import MediaBody, read_capped
+from actors.failures import (
     DownloaderBadRequest,
     DownloaderConnectionError,
     DownloaderError,
@@ -40,36 +36,11 @@ from actors.downloader_errors import (
     DownloaderParseError,
     DownloaderRateLimited,
     DownloaderTimeout,
-    DownloaderTooLarge,
-    StorageFailure,
 )
-from actors.downloader_json import AlbumMeta, ArtistMeta
-from actors.downloader_stream import (
-    Received,
-    Stopped,
-    body_chunks,
-    content_length,
-    read_capped,
-    read_capped_now,
-)
-from actors.downloader_stream import receive_now as receive_body
 from storage.catalog import TrackRecord
 from storage.ids import is_content_id
 
-__all__ = [
-    "AlbumMeta",
-    "ArtistMeta",
-    "DownloaderBadRequest",
-    "DownloaderClient",
-    "DownloaderConnectionError",
-    "DownloaderError",
-    "DownloaderNotFound",
-    "DownloaderParseError",
-    "DownloaderRateLimited",
-    "DownloaderTimeout",
-    "DownloaderTooLarge",
-    "StorageFailure",
-]
+__all__ = ["AlbumMeta", "ArtistMeta", "DownloaderClient", "MediaBody"]
 
 CONNECT_TIMEOUT_S = 10.0
 MAX_JSON_BYTES = 16 * 1024 * 1024
@@ -141,7 +112,6 @@ class DownloaderClient:
         timeout: float,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
-        media_transport: httpx.BaseTransport | None = None,
         max_connections: int = 4,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -160,19 +130,9 @@ class DownloaderClient:
             follow_redirects=False,
             trust_env=False,  # configuration comes from the config file only
         )
-        # The processor's calls: a bare transport, used from worker threads. A client
-        # would add a quarter to the CPU of each download (cookies, URL merging, hooks) and
-        # nothing a download needs; redirects are not followed and no proxy is read either way.
-        self._media = media_transport or httpx.HTTPTransport(limits=limits)
-        self._media_timeouts = timeouts.as_dict()
 
     async def aclose(self) -> None:
-        """Close both pools. A worker still blocked on a download abandoned by a cancellation
-        (see `downloader_stream.in_worker`) sees its connection fail and cleans up after itself."""
-        try:
-            await self._client.aclose()
-        finally:
-            self._media.close()
+        await self._client.aclose()
 
     @asynccontextmanager
     async def _open(
@@ -193,59 +153,13 @@ class DownloaderClient:
         except httpx.TransportError as exc:
             raise _unreachable(path, exc) from exc
 
-    @contextmanager
-    def _open_now(
-        self, path: str, stopped: Callable[[], bool], accept: str = "*/*"
-    ) -> Iterator[tuple[httpx.Response, Iterator[bytes]]]:
-        """Blocking `_open` (no content coding: sizes are counted as sent): a 2xx response and
-        its body's chunks, the whole request bounded by the timeout (see `_Deadline`): a body
-        still arriving when it passes, however slowly it trickles or long it stalls, ends as
-        `DownloaderTimeout`. The chunks end with `Stopped` once `stopped()` turns True."""
-        deadline = _Deadline(self.timeout)
-
-        def ended() -> bool:
-            return stopped() or deadline.passed()
-
-        request = httpx.Request(
-            "GET",
-            self.base_url + path,
-            headers={"accept": accept, "accept-encoding": "identity"},
-            extensions={"timeout": self._media_timeouts},
-        )
-        try:
-            response = self._media.handle_request(request)
-            try:
-                deadline.enforce(response)
-                chunks = body_chunks(response, path, ended)
-                if not 200 <= response.status_code < 300:
-                    body = b"".join(_capped(chunks, MAX_ERROR_BODY_BYTES))
-                    raise _status_error(response, body, path)
-                yield response, chunks
-            finally:
-                deadline.cancel()
-                response.close()
-        except (Stopped, DownloaderError) as exc:
-            if stopped() or not deadline.passed():
-                raise
-            raise self._too_long(path) from exc
-        except httpx.TimeoutException as exc:
-            raise _timeout(path) from exc
-        except httpx.TransportError as exc:
-            raise _unreachable(path, exc) from exc
-
     async def _get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """The JSON answer of one GET, bounded in size and, as a whole, by the timeout."""
-        with trio.move_on_after(self.timeout) as scope:
+        with trio.move_on_after(self.timeout) as deadline:
             async with self._open(path, params, {"accept": "application/json"}) as response:
                 body = await read_capped(response, path, MAX_JSON_BYTES)
-        if scope.cancelled_caught:
+        if deadline.cancelled_caught:
             raise self._too_long(path)
-        return _decode(body, path)
-
-    def _get_json_now(self, path: str, stopped: Callable[[], bool]) -> Any:
-        """Blocking `_get_json` (for a worker thread, see `in_worker`): the same bounds."""
-        with self._open_now(path, stopped, "application/json") as (_, chunks):
-            body = read_capped_now(chunks, path, MAX_JSON_BYTES)
         return _decode(body, path)
 
     def _too_long(self, path: str) -> DownloaderTimeout:
@@ -263,86 +177,30 @@ class DownloaderClient:
         path = f"/artist/{_valid_id(artist_id, 'artist')}/discography"
         return parse.parse_discography(await self._get_json(path))
 
-    # The album step's calls block: the processor makes all three and ingests their answers in
-    # one worker thread (see `actors.download_steps`); `stopped` is `in_worker`'s.
-
-    def album_now(self, album_id: str, stopped: Callable[[], bool]) -> AlbumMeta:
+    async def album(self, album_id: str) -> AlbumMeta:
         path = f"/album/{_valid_id(album_id, 'album')}"
-        return parse.parse_album(self._get_json_now(path, stopped), album_id)
+        return parse.parse_album(await self._get_json(path), album_id)
 
-    def album_tracks_now(self, album_id: str, stopped: Callable[[], bool]) -> list[TrackRecord]:
+    async def album_tracks(self, album_id: str) -> list[TrackRecord]:
         path = f"/album/{_valid_id(album_id, 'album')}/tracks"
-        return parse.parse_tracks(self._get_json_now(path, stopped), album_id)
+        return parse.parse_tracks(await self._get_json(path), album_id)
 
-    def artist_now(self, artist_id: str, stopped: Callable[[], bool]) -> ArtistMeta:
+    async def artist(self, artist_id: str) -> ArtistMeta:
         path = f"/artist/{_valid_id(artist_id, 'artist')}"
-        return parse.parse_artist(self._get_json_now(path, stopped), artist_id)
+        return parse.parse_artist(await self._get_json(path), artist_id)
 
-    def receive_now(
-        self,
-        path_for: Callable[[str], Path],
-        url_path: str,
-        max_bytes: int,
-        stopped: Callable[[], bool],
-    ) -> Received:
-        """Blocking: receive `url_path` for the file `path_for(media_type)` names, not yet
-        published; run it in a worker thread (`downloader_stream.in_worker`).
+    @asynccontextmanager
+    async def media(self, path: str, max_bytes: int) -> AsyncIterator[MediaBody]:
+        """A media body on its way (see `MediaBody`), for the block to receive.
 
-        `path_for` gets the Content-Type without parameters and raises `DownloaderParseError`
-        (or ValueError) for a type it does not accept. The caller must `publish` or `discard`
-        the result; if this fails, the temporary file is removed. Stops with
-        `downloader_stream.Stopped` at the first chunk after `stopped()` turns True.
+        The whole request, the block included, is bounded by the timeout: past it the block is
+        cancelled and this raises `DownloaderTimeout` (the block's own cleanup runs first).
         """
-        with self._open_now(url_path, stopped) as (response, chunks):
-            media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-            try:
-                final = path_for(media_type)
-            except ValueError as exc:
-                raise DownloaderParseError(f"cannot store {url_path}: {exc}") from exc
-            expected = content_length(response, url_path)
-            if expected is not None and expected > max_bytes:
-                raise DownloaderTooLarge(f"too large: {url_path} is {expected} bytes")
-            body = receive_body(final, chunks, url_path, max_bytes, expected)
-            body.media_type = media_type
-            return body
-
-
-class _Deadline:
-    """The time limit of one whole request made from a worker thread.
-
-    A body that trickles is caught as its chunks arrive (`passed`); one that stalls is cut at
-    the deadline by a timer that shuts the connection's socket down, which ends the blocked
-    read at once (the transport's read timeout alone would wait a full timeout from the last
-    byte). `expired` then tells the failure that follows from a real one.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.at = time.monotonic() + seconds
-        self.expired = False
-        self._timer: threading.Timer | None = None
-
-    def passed(self) -> bool:
-        if time.monotonic() >= self.at:
-            self.expired = True
-        return self.expired
-
-    def enforce(self, response: httpx.Response) -> None:
-        stream = response.extensions.get("network_stream")
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        if sock is None:  # a test transport: the chunks' checks are all there is
-            return
-        self._timer = threading.Timer(max(0.0, self.at - time.monotonic()), self._cut, [sock])
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _cut(self, sock: socket.socket) -> None:
-        self.expired = True
-        with suppress(OSError):  # already closed: nothing left to cut
-            sock.shutdown(socket.SHUT_RDWR)
-
-    def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        with trio.move_on_after(self.timeout) as deadline:
+            async with self._open(path, headers={"accept-encoding": "identity"}) as response:
+                yield MediaBody(response, path, max_bytes)
+        if deadline.cancelled_caught:
+            raise self._too_long(path)
 
 
 def _decode(body: bytes, path: str) -> Any:
@@ -352,16 +210,6 @@ def _decode(body: bytes, path: str) -> Any:
         raise DownloaderParseError(f"invalid JSON from {path}: {exc}") from exc
     except RecursionError:  # a per-item failure like any bad answer, not a bug
         raise DownloaderParseError(f"JSON from {path} is nested too deeply") from None
-
-
-def _capped(chunks: Iterator[bytes], cap: int) -> Iterator[bytes]:
-    """The chunks up to `cap` bytes in all: an error body is only read for its message."""
-    size = 0
-    for chunk in chunks:
-        yield chunk[: max(0, cap - size)]
-        size += len(chunk)
-        if size >= cap:
-            return
 
 
 def _timeout(path: str) -> DownloaderTimeout:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from actors.downloader_errors import DownloaderParseError
+from actors.failures import DownloaderParseError
 from storage.catalog import AlbumRecord, ArtistRecord, DiscRecord, ImageRecord, TrackRecord
 from storage.ids import is_content_id, is_image_id
 

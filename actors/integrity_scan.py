@@ -5,9 +5,7 @@ one statement per kind (`CatalogStore.missing_files`) returns only the catalog r
 not among them. The comparison thus runs in SQLite's C code, during which the sqlite3 module
 releases the interpreter lock, instead of in Python per row while holding it (see
 `actors.watchdog` for why that matters); normally nothing is missing and almost no Python runs
-per row. Listings and statements run in a new thread of the idle scheduling class
-(`actors.priority.in_background_thread`), so that what runs without the lock does not compete
-with the event loop for a core. Which files count as present:
+per row. Which files count as present:
 
 - a track has audio iff the catalog records an `audio_format` for it and `audio/<id>.<format>`
   exists: exactly the file the stream route serves. A track never downloaded (format NULL) is
@@ -69,7 +67,7 @@ def json_array(names: list[bytes]) -> str:
 def _json_items(names: list[bytes]) -> str:
     """`json.dumps` of the names without its brackets. When no name needs escaping, as is the
     case in a media folder, a few calls over one joined string instead of an encoder call per
-    name (100,000 names: about 40 ms instead of 65 in all)."""
+    name."""
     if not names:
         return ""
     joined = b"/".join(names)  # no name holds a "/"

@@ -6,29 +6,22 @@ channel, which is what keeps "one scan at a time" true whoever asks. Cancelling 
 request's `cancel` event, and the actor cancels the scan; shutting the daemon down cancels the
 actor (a cancellable actor) and the scan with it.
 
-A scan never blocks the event loop, and never holds the interpreter lock against it for long.
-Each media folder is listed with one `os.listdir`, and the catalog is compared against the
-listing by one SQLite statement per kind (see `actors.integrity_scan`), which returns only the
-rows whose file is missing. The comparison runs in SQLite's C code, and the sqlite3 module
-releases the lock during `sqlite3_step`: unlike Python code in a worker thread, it does not make
-the event loop's thread wait up to the interpreter's switch interval (5 ms) each time it wakes.
-This replaced keyset pages of 100 rows compared in Python, ~2,200 worker-thread calls per
-100,000 tracks, kept that small because bigger pages held the lock longer (API p99 during a
-scan over idle: 1.4-1.7x at 100 rows, 2-3.5x at 500, 2.5-4x at 2,000); the handoffs between
-pages made that scan cost 4-5.5x a bare listing plus read. Work that runs without the lock runs
-truly in parallel with the loop, so listings and statements run in a thread of the lowest CPU
-priority (`in_background_thread`): they take only the CPU the API leaves idle. Repairs are
-queued `batch_size` per transaction, in worker threads too.
+A scan never blocks the event loop. Each media folder is listed with one `os.listdir` (in the
+media folder's threads, `storage.offload`), and the catalog is compared against the listing by
+one SQLite statement per kind (see `actors.integrity_scan`), which returns only the rows whose
+file is missing. The comparison runs in SQLite's C code, which releases the interpreter lock
+while it steps, so the event loop keeps answering while it runs (`docs/benchmarks.md` has the
+API's latency during a scan). Repairs are queued `batch_size` per transaction.
 
 Content the watchdog gave up on (a repair failed `not_found`) is not queued again until
 `unavailable_recheck_days` have passed (see `storage.queue_marks`); the scan reads those marks
 with the active items, in one snapshot, and a complete scan drops the marks of files it found
 present.
 
-Cancelling a scan stops its statement within milliseconds: the worker waiting for it polls
-`trio.from_thread.check_cancelled`, the statement's progress handler sees the stop and
-interrupts it, and the resulting `sqlite3.OperationalError` is turned back into the
-cancellation (not a failed scan). A listing has nothing to undo, so a cancelled scan abandons it.
+Cancelling a scan stops its statement within milliseconds: the statement's progress handler
+polls `trio.from_thread.check_cancelled` and interrupts it, and the resulting
+`sqlite3.OperationalError` is turned back into the cancellation (not a failed scan). A listing
+runs to its end (one system call), then the cancellation takes effect.
 
 If cancelled, a scan leaves the repairs of the batches already queued (each commits whole) and
 a WATCHDOG_SCAN_STARTED entry without its WATCHDOG_SCAN_COMPLETED.
@@ -47,7 +40,6 @@ import trio
 
 from actors.integrity_scan import KINDS, MissingRow, ScanState, list_folder
 from actors.messages import ScanRequest, WakeProcessor, offer
-from actors.priority import in_background_thread
 from storage.db import StorageError
 from storage.files import MediaLayout
 from storage.queue_admin import QueueAdminStore
@@ -66,11 +58,14 @@ async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
 
 def _cancel_requested() -> bool:
     """In a worker thread: True once the task waiting for it is cancelled (a progress handler:
-    True interrupts the running statement)."""
+    True interrupts the running statement). Run on the event loop (`Offload.inline`), a call
+    cannot be cancelled midway, and this is always False."""
     try:
         trio.from_thread.check_cancelled()
     except trio.Cancelled:
         return True
+    except RuntimeError:  # not in a worker thread
+        return False
     return False
 
 
@@ -148,28 +143,17 @@ class IntegrityWatchdog:
         return report
 
     async def _list(self, folder: Path) -> str:
-        """The folder's names as a JSON array. A listing has nothing to undo, so a cancelled scan
-        abandons it rather than wait for it."""
-
-        def listing(_: Callable[[], bool]) -> str:
-            return list_folder(folder)
-
-        return await trio.to_thread.run_sync(
-            in_background_thread, listing, _cancel_requested, abandon_on_cancel=True
-        )
+        """The folder's names as a JSON array (one listing, in the media folder's threads)."""
+        return await self.media.offload.run(list_folder, folder)
 
     async def _missing(self, kind: str, names: str) -> list[MissingRow]:
         """The catalog's rows of `kind` whose file is not in `names`, by one statement that this
         task's cancellation interrupts."""
-
-        def compare(stopped: Callable[[], bool]) -> list[MissingRow]:
-            rows: list[MissingRow] = self.catalog.missing_files(kind, names, stopped)
-            return rows
-
         try:
-            return await trio.to_thread.run_sync(
-                in_background_thread, compare, _cancel_requested, limiter=self.catalog.db.limiter
+            rows: list[MissingRow] = await self.catalog.db.run(
+                self.catalog.missing_files, kind, names, _cancel_requested
             )
+            return rows
         except sqlite3.OperationalError:
             # 'interrupted' because this task was cancelled: deliver the cancellation instead.
             await trio.lowlevel.checkpoint_if_cancelled()

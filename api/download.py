@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import Field, StringConstraints
 from quart import Blueprint, Response
 
-from actors.downloader_errors import DownloaderError, DownloaderNotFound
+from actors.failures import DownloaderError, DownloaderNotFound
 from actors.messages import WakeProcessor, offer
 from api.answers import cached_json
 from api.auth import current_user, requires

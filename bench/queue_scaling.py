@@ -87,10 +87,10 @@ def claim_complete(store: QueueStore, ops: int) -> float:
     started = time.perf_counter()
     for _ in range(ops):
         at = now()
-        claimed = store.claim(at, most=1).items
-        if not claimed:
+        claimed = store.claim(at).item
+        if claimed is None:
             raise RuntimeError("the queue ran dry; seed more items")
-        store.complete(claimed[0]["id"], 256 * 1024, 5, at)
+        store.complete(claimed["id"], 256 * 1024, 5, at)
     return (time.perf_counter() - started) / ops
 
 

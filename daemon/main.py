@@ -11,6 +11,7 @@ import logging
 import socket
 import sys
 from collections.abc import Sequence
+from functools import partial
 
 import trio
 
@@ -19,6 +20,7 @@ from daemon.logs import flush_logging, setup_logging, write_line
 from daemon.supervisor import CrashLoop
 from daemon.wiring import run_daemon
 from storage.db import StorageError
+from storage.files import Faults, no_faults
 
 log = logging.getLogger("pezzottify.daemon")
 
@@ -43,7 +45,8 @@ def check_port_free(host: str, port: int, name: str) -> None:
             raise ConfigError(f"{name} {port} on {host}: {reason}") from exc
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, faults: Faults = no_faults) -> int:
+    """Run the daemon; `faults` is the crash tests' hook (`storage.files.Faults`)."""
     try:
         config: Config = load_config(sys.argv[1:] if argv is None else argv)
         for key in ("port", "metrics_port"):
@@ -55,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in describe(config):
         log.info("config: %s", line)
     try:
-        trio.run(run_daemon, config)
+        trio.run(partial(run_daemon, config, faults=faults))
     except BaseException as exc:
         flush_logging()  # the daemon's last lines before the reason it stopped
         return exit_status(exc)

@@ -16,7 +16,7 @@ from daemon.metrics import Metrics
 from storage import queue_schema
 from storage.catalog import CatalogStore
 from storage.db import Database
-from storage.files import MediaLayout
+from storage.files import Faults, MediaLayout, no_faults
 from storage.jobs import JobStore
 from storage.queue import QueueStore
 from storage.queue_admin import QueueAdminStore
@@ -25,13 +25,19 @@ from storage.users import UserStore
 
 
 def build_context(
-    config: Config, metrics: Metrics | None = None, hasher: PasswordHasher | None = None
+    config: Config,
+    metrics: Metrics | None = None,
+    hasher: PasswordHasher | None = None,
+    *,
+    faults: Faults = no_faults,
 ) -> AppContext:
+    """`faults` is the crash tests' hook (`storage.files.Faults`); a daemon nobody tests has
+    none."""
     context = AppContext(
         config=config,
         metrics=metrics or Metrics(),
         users=UserStore.open(config.db_dir / "user.db"),
-        media=MediaLayout(config.media_path),
+        media=MediaLayout(config.media_path, faults=faults),
         throttle=LoginThrottle(),
         hasher=hasher or PasswordHasher(),
         catalog=CatalogStore.open(config.db_dir / "catalog.db"),
@@ -40,7 +46,9 @@ def build_context(
     if config.download_enabled:
         # One Database (one write connection) shared by the queue's three stores.
         queue_db = Database(config.db_dir / "download_queue.db", queue_schema.MIGRATIONS)
-        context.queue = QueueStore(queue_db, config.download_manager, metrics=context.metrics)
+        context.queue = QueueStore(
+            queue_db, config.download_manager, metrics=context.metrics, faults=faults
+        )
         url = config.downloader_url or ""  # set: download_enabled
         context.downloader = DownloaderClient(url, config.downloader_timeout_sec)
         context.requests = RequestStore(queue_db, config.download_manager, metrics=context.metrics)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import Any
 
 import trio
@@ -28,6 +29,7 @@ from daemon.config import Config
 from daemon.metrics import Metrics, metrics_app
 from daemon.services import build_context, close_context
 from daemon.supervisor import ActorSpec, Shutdown, Supervisor
+from storage.files import Faults, no_faults
 
 log = logging.getLogger("pezzottify.daemon")
 
@@ -64,6 +66,7 @@ async def run_daemon(
     *,
     shutdown: trio.Event | None = None,
     context: AppContext | None = None,
+    faults: Faults = no_faults,
     task_status: trio.TaskStatus[AppContext] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the daemon until shutdown; report the context when every actor is ready.
@@ -72,7 +75,8 @@ async def run_daemon(
     """
     shutdown = shutdown if shutdown is not None else trio.Event()
     if context is None:
-        context = await trio.to_thread.run_sync(build_context, config, Metrics())
+        build = partial(build_context, config, Metrics(), faults=faults)
+        context = await trio.to_thread.run_sync(build)
     channels = Channels.open()
     context.scheduler = channels.scheduler_send
     context.wake_processor = channels.wake_send

@@ -71,6 +71,7 @@ class FakeDownloaderApp:
         found = route(scope["path"])
         endpoint = found[0] if found else "unknown"
         knobs.counts[endpoint] += 1
+        knobs.changed()
         if knobs.latency_ms > 0:
             await trio.sleep(knobs.latency_ms / 1000)
         head = scope["method"] == "HEAD"
@@ -174,11 +175,13 @@ class _AudioSlot:
         self._knobs = knobs
         self._held = True
         knobs.active_audio += 1
+        knobs.changed()
 
     def release(self) -> None:
         if self._held:
             self._held = False
             self._knobs.active_audio -= 1
+            self._knobs.changed()
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

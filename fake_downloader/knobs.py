@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import trio
 
 ENDPOINTS = (
     "search", "discography", "album", "album_tracks", "artist", "track", "audio", "image",
@@ -102,11 +105,22 @@ class Knobs:
     counts: Counter[str] = field(default_factory=Counter)
     active_audio: int = 0
     rng: random.Random = field(init=False, repr=False)
+    _changes: trio.lowlevel.ParkingLot = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.shapes not in SHAPES:
             raise ValueError(f"unknown shapes {self.shapes!r}; expected one of {SHAPES}")
         self.rng = random.Random(self.fail_seed)
+        self._changes = trio.lowlevel.ParkingLot()
+
+    def changed(self) -> None:
+        """Called by the app when a request arrives or an audio download starts or ends."""
+        self._changes.unpark_all()
+
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Wait (no polling) until `condition()` holds, e.g. `lambda: knobs.active_audio > 0`."""
+        while not condition():
+            await self._changes.park()
 
     def fail(
         self, endpoint: str, status: int, rate: float = 1.0, *, times: int | None = None

@@ -17,7 +17,6 @@ one transaction together with the version bump, so a crash leaves the old or the
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import queue
 import sqlite3
@@ -27,7 +26,7 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-import trio
+from storage.offload import Offload
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -147,6 +146,7 @@ class Database:
         *,
         readers: int = 4,
         synchronous: str = "FULL",
+        offload: Offload | None = None,
     ) -> None:
         self.path = path
         self._synchronous = synchronous
@@ -162,7 +162,7 @@ class Database:
         self._reader_count = readers
         self._pool_lock = threading.Lock()
         # Threads beyond readers + one writer would only queue on the locks above.
-        self.limiter = trio.CapacityLimiter(readers + 1)
+        self.offload = offload if offload is not None else Offload(readers + 1)
         self.generation = 0  # moves after every write transaction (see `run_cached`)
         self._answers: OrderedDict[Hashable, tuple[int, Any]] = OrderedDict()
 
@@ -211,14 +211,10 @@ class Database:
         return self._readers.get()
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a blocking store call in a worker thread.
-
-        If cancelled, the call still runs to its end (its transaction commits or rolls back
-        whole) and the cancellation is delivered afterwards.
-        """
-        return await trio.to_thread.run_sync(
-            functools.partial(fn, *args, **kwargs), limiter=self.limiter
-        )
+        """Run a blocking store call off the event loop (`storage.offload`): if cancelled, the
+        call still runs to its end (its transaction commits or rolls back whole) and the
+        cancellation is delivered afterwards."""
+        return await self.offload.run(fn, *args, **kwargs)
 
     async def run_cached(self, key: Hashable, keep: Callable[[T], bool], fn: Callable[[], T]) -> T:
         """`run(fn)`, or the answer of an earlier call filed under `key` if no write has

@@ -1,20 +1,28 @@
-"""Media files: where they live and how they are written.
+"""Media files: where they live, how they are written and published.
 
 Paths are a pure function of validated ids (`audio/<track_id>.<ext>`, `images/<image_id>.jpg`)
 with the extension from an allow-list, so nothing from outside ever names a file. Writes are
 atomic: bytes go to `<final>.<random>.part` in the same directory, are fsynced, renamed into place
 and the directory fsynced, so a crash leaves either no file or the whole file under the final
 name, plus at most a `.part` file that the startup sweep removes.
+
+`MediaFile` is the async face of a file arriving from the network: it gathers the body's chunks
+into batches and hands each batch, then the publishing, to the media folder's `Offload` (worker
+threads; a call that has begun runs to its end). Disk errors leave as `OSError`, for the caller
+to translate. A `Faults` hook, given by the crash tests, is called at each step of publishing.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
+import trio
+
 from storage.ids import content_id, image_id
+from storage.offload import Offload
 
 AUDIO_TYPES: dict[str, str] = {
     "audio/flac": "flac",
@@ -26,18 +34,36 @@ AUDIO_TYPES: dict[str, str] = {
 }
 AUDIO_MEDIA_TYPES: dict[str, str] = {ext: mime for mime, ext in AUDIO_TYPES.items()}
 PART_SUFFIX = ".part"
-FAULT_ENV = "PEZ_TEST_FAULT_POINT"
+# Bytes of a body gathered before one write to its temporary file: few thread hops, bounded
+# memory (a smaller body is written and published in one call).
+WRITE_BATCH_BYTES = 1024 * 1024
+CLEANUP_S = 5.0
+
+# Called with the name of each step of publishing a file and of recording a completion
+# ("after_write", "after_fsync", "after_rename", "after_dirfsync", "before_commit",
+# "after_commit"); the crash tests pass one that kills the process at the step they name.
+Faults = Callable[[str], None]
+
+
+def no_faults(step: str) -> None:
+    """The hook of a daemon that nobody is testing: nothing happens at any step."""
 
 
 class MediaLayout:
-    """The media folder's layout; creates its subfolders on construction."""
+    """The media folder's layout, and how its blocking work leaves the event loop; creates its
+    subfolders on construction."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, *, offload: Offload | None = None, faults: Faults = no_faults
+    ) -> None:
         self.root = root
         self.audio_dir = root / "audio"
         self.images_dir = root / "images"
         self.audio_dir.mkdir(parents=True, exist_ok=True)
         self.images_dir.mkdir(parents=True, exist_ok=True)
+        # Two threads: one file being written while a listing or a sweep runs.
+        self.offload = offload if offload is not None else Offload(2)
+        self.faults = faults
 
     def audio_path(self, track_id: str, ext: str) -> Path:
         if ext not in AUDIO_MEDIA_TYPES:
@@ -48,7 +74,7 @@ class MediaLayout:
         return self.images_dir / f"{image_id(image)}.jpg"
 
     def sweep_partials(self) -> int:
-        """Remove `.part` files left by a crash; return how many."""
+        """Remove `.part` files left by a crash; return how many (blocking)."""
         removed = 0
         for folder in (self.audio_dir, self.images_dir):
             for entry in os.scandir(folder):
@@ -58,86 +84,103 @@ class MediaLayout:
         return removed
 
 
-def fault_point(name: str) -> None:
-    """Die here (SIGKILL-like) when tests ask for it through the environment."""
-    if os.environ.get(FAULT_ENV) == name:
-        os._exit(137)
-
-
 class AtomicWriter:
-    """Write one file atomically. Use as a context manager; call `commit()` to publish.
+    """Write one file atomically (blocking). Use as a context manager or call `discard()`;
+    call `commit()` to publish. Leaving without `commit()` deletes the temporary file."""
 
-    Leaving the block without `commit()` (an error, a cancellation) deletes the temporary file.
-    """
-
-    def __init__(self, final: Path) -> None:
+    def __init__(self, final: Path, faults: Faults = no_faults) -> None:
         self.final = final
         self.tmp = final.with_name(f"{final.name}.{secrets.token_hex(4)}{PART_SUFFIX}")
         self.size = 0
-        self.created = False  # the temporary file was made (it may remain until exit/unlink)
         self.committed = False  # the file is under its final name
+        self._faults = faults
         self._fd: int | None = None  # a bare descriptor: one system call per step, no buffer
 
     def __enter__(self) -> AtomicWriter:
-        self.open()
         return self
 
-    def open(self) -> None:
-        """Create the temporary file (the context manager does this on entry)."""
-        self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        self.created = True
-
-    @property
-    def opened(self) -> bool:
-        """True while the temporary file is open (from `open` until commit or exit)."""
-        return self._fd is not None
-
     def write(self, data: bytes) -> None:
-        assert self._fd is not None
+        """Append `data`, creating the temporary file on the first call."""
+        if self._fd is None:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            self._fd = os.open(self.tmp, flags, 0o666)
         view = memoryview(data)
         while view:  # a regular file takes it all at once unless interrupted
             view = view[os.write(self._fd, view) :]
         self.size += len(data)
 
-    def commit(self, *, sync_dir: bool = True) -> None:
-        """Fsync, rename into place, fsync the directory.
-
-        With `sync_dir=False` the caller fsyncs the directory (`sync_dirs`) before it relies on
-        the file, so several files published together share one directory fsync.
-        """
+    def commit(self) -> None:
+        """Fsync, rename into place, fsync the directory."""
+        if self._fd is None:
+            self.write(b"")  # an empty file is a file too
         assert self._fd is not None
-        fault_point("after_write")
+        self._faults("after_write")
         os.fsync(self._fd)
-        fault_point("after_fsync")
+        self._faults("after_fsync")
         fd, self._fd = self._fd, None
         os.close(fd)
         os.replace(self.tmp, self.final)
         self.committed = True
-        fault_point("after_rename")
-        if sync_dir:
-            sync_dirs([self.final.parent])
+        self._faults("after_rename")
+        fsync_dir(self.final.parent)
+        self._faults("after_dirfsync")
 
-    def __exit__(self, *exc: object) -> None:
+    def discard(self) -> None:
+        """Close and remove the temporary file, if one was made and not published (a failed
+        rename leaves it closed, and still to remove)."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
+        if not self.committed:
             self.tmp.unlink(missing_ok=True)
 
-
-def write_atomic(final: Path, chunks: Iterator[bytes] | bytes) -> int:
-    """Write all chunks to `final` atomically; return the size written."""
-    with AtomicWriter(final) as writer:
-        for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
-            writer.write(chunk)
-        writer.commit()
-        return writer.size
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
 
 
-def sync_dirs(folders: Iterable[Path]) -> None:
-    """Make the renames into these folders durable."""
-    for folder in folders:
-        fsync_dir(folder)
-    fault_point("after_dirfsync")
+class MediaFile:
+    """A media file arriving in chunks, written off the event loop (see the module docstring).
+
+    `write` each chunk, then `publish`; if anything stops it before, `discard` removes the
+    temporary file (publishing a file already under its final name changes nothing).
+    """
+
+    def __init__(self, media: MediaLayout, final: Path) -> None:
+        self._offload = media.offload
+        self.writer = AtomicWriter(final, media.faults)
+        self._batch: list[bytes] = []
+        self._batched = 0
+
+    @property
+    def size(self) -> int:
+        return self.writer.size + self._batched
+
+    async def write(self, chunk: bytes) -> None:
+        self._batch.append(chunk)
+        self._batched += len(chunk)
+        if self._batched >= WRITE_BATCH_BYTES:
+            await self._offload.run(self.writer.write, self._take())
+
+    async def publish(self) -> None:
+        """Write what is left, fsync, rename into place and fsync the folder, in one call."""
+        rest = self._take()
+
+        def finish() -> None:
+            self.writer.write(rest)
+            self.writer.commit()
+
+        await self._offload.run(finish)
+
+    async def discard(self) -> None:
+        """Remove the temporary file (bounded, shielded: safe in a `finally`)."""
+        self._take()
+        with trio.move_on_after(CLEANUP_S, shield=True):
+            await self._offload.run(self.writer.discard)
+
+    def _take(self) -> bytes:
+        data = b"".join(self._batch)
+        self._batch, self._batched = [], 0
+        return data
 
 
 def fsync_dir(path: Path) -> None:

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from storage import queue_marks
-from storage.files import fault_point
 from storage.ids import content_id, image_id
 from storage.queue_admin_read import capacity
 from storage.queue_schema import (
@@ -77,15 +76,6 @@ _CLAIM_NO_NEW_ALBUM = """UPDATE queue_items SET status = 'IN_PROGRESS',
         ORDER BY priority, parent_id IS NULL, created_at, seq LIMIT 1) RETURNING *"""
 
 
-# The next item in claim order, unless it is an album: what a run of files claims after its first.
-_CLAIM_FILE = """UPDATE queue_items SET status = 'IN_PROGRESS',
-    started_at = COALESCE(started_at, ?), last_attempt_at = ?, last_activity_at = ?,
-    next_retry_at = NULL
-    WHERE seq = (SELECT seq FROM queue_items INDEXED BY queue_claim WHERE status = 'PENDING'
-        ORDER BY priority, parent_id IS NULL, created_at, seq LIMIT 1)
-        AND content_type <> 'ALBUM' RETURNING *"""
-
-
 def _promote_due_retries(conn: sqlite3.Connection, now: int) -> int:
     cursor = conn.execute(
         """UPDATE queue_items INDEXED BY queue_retry_due SET status = 'PENDING',
@@ -96,31 +86,22 @@ def _promote_due_retries(conn: sqlite3.Connection, now: int) -> int:
 
 
 def _take(
-    conn: sqlite3.Connection, now: int, *, albums_allowed: bool, most: int
-) -> tuple[list[sqlite3.Row], list[AuditEvent]]:
-    """Claim up to `most` items in claim order; see `QueueStore.claim`."""
-    rows: list[sqlite3.Row] = []
-    events: list[AuditEvent] = []
-    while len(rows) < most:
-        if not albums_allowed:
-            statement = _CLAIM_NO_NEW_ALBUM
-        else:
-            statement = _CLAIM_FILE if rows else _CLAIM_ANY
-        row: sqlite3.Row | None = conn.execute(statement, (now, now, now)).fetchone()
-        if row is None:
-            break
-        rows.append(row)
-        attempt = {"attempt": row["retry_count"] + 1}
-        events.append(append_audit(conn, AuditEvent.DOWNLOAD_STARTED, row, attempt, at=now))
-        if row["parent_id"] is not None:
-            touch_parent(conn, row["parent_id"], now)
-        if row["content_type"] == ContentType.ALBUM.value:
-            break
-    return rows, events
+    conn: sqlite3.Connection, now: int, *, albums_allowed: bool
+) -> tuple[sqlite3.Row | None, list[AuditEvent]]:
+    """Claim the next item in claim order (DOWNLOAD_STARTED); see `QueueStore.claim`."""
+    statement = _CLAIM_ANY if albums_allowed else _CLAIM_NO_NEW_ALBUM
+    row: sqlite3.Row | None = conn.execute(statement, (now, now, now)).fetchone()
+    if row is None:
+        return None, []
+    attempt = {"attempt": row["retry_count"] + 1}
+    events = [append_audit(conn, AuditEvent.DOWNLOAD_STARTED, row, attempt, at=now)]
+    if row["parent_id"] is not None:
+        touch_parent(conn, row["parent_id"], now)
+    return row, events
 
 
 class Claimed(NamedTuple):
-    items: list[sqlite3.Row]  # in claim order; empty when nothing is ready
+    item: sqlite3.Row | None  # None when nothing is ready
     capacity: dict[str, Any]  # CapacityStatus after the claim
 
 
@@ -192,31 +173,28 @@ class QueueStore(QueueStoreBase):
         only, so an album counts against the capacity once.
         """
         with self.db.write() as conn:
-            rows, events = _take(conn, now, albums_allowed=albums_allowed, most=1)
+            row, events = _take(conn, now, albums_allowed=albums_allowed)
         self._count(events)
-        return rows[0] if rows else None
+        return row
 
-    def claim(self, now: int, *, most: int) -> Claimed:
+    def claim(self, now: int) -> Claimed:
         """The processor's claim, as one transaction: promote the retries that are due, then
-        take up to `most` items in claim order (as `claim_next`), new albums only while the
-        global capacity allows.
-
-        An album is taken alone, and a run of files stops before the next album in the order:
-        an album's children must exist before anything queued after it is claimed. Returns the
-        items and the capacity after the claim (an album started now counts).
+        take the next item in claim order (as `claim_next`), a new album only while the global
+        capacity allows. Returns the item (None when nothing is ready) and the capacity after
+        the claim (an album started now counts).
 
         The claim does not wait for the disk (`Database.write(durable=False)`): a claim rolled
-        back by a power cut leaves its items as the startup recovery would have made them, and
+        back by a power cut leaves its item as the startup recovery would have made it, and
         the retries it promoted due again; the completion's commit makes it durable anyway.
         """
         with self.db.write(durable=False) as conn:
             _promote_due_retries(conn, now)
             room = capacity(conn, self.dm, now)
-            rows, events = _take(conn, now, albums_allowed=not room["at_capacity"], most=most)
-            if rows and rows[0]["content_type"] == ContentType.ALBUM.value:
+            row, events = _take(conn, now, albums_allowed=not room["at_capacity"])
+            if row is not None and row["content_type"] == ContentType.ALBUM.value:
                 room = capacity(conn, self.dm, now)
         self._count(events)
-        return Claimed(rows, room)
+        return Claimed(row, room)
 
     def capacity(self, now: int) -> dict[str, Any]:
         """CapacityStatus (SPEC §8.3): albums started this UTC hour / day against the limits."""
@@ -258,58 +236,31 @@ class QueueStore(QueueStoreBase):
     def complete(self, item_id: str, size: int, duration_ms: int, now: int) -> bool:
         """IN_PROGRESS → COMPLETED (DOWNLOAD_COMPLETED), counted in the hourly activity, and
         the parent album settled in the same transaction. True if a top-level album completed.
+        Content the watchdog had given up on is no longer marked unavailable.
         """
-        return self.complete_many([Completion(item_id, size, duration_ms)], now) > 0
-
-    def complete_many(self, done: Sequence[Completion], now: int) -> int:
-        """`complete` for several items in one transaction (the processor's finisher records
-        the files it published together); returns how many top-level albums completed.
-
-        The hour's activity is counted once, and each album touched and settled once, for the
-        whole batch: the same end state as completing the items one by one. Content the
-        watchdog had given up on is no longer marked unavailable.
-        """
-        if not done:
-            return 0
-        events: list[AuditEvent] = []
-        albums_done = 0
-        parents: dict[str, None] = {}  # in order of first appearance
-        counts = {kind: [0, 0] for kind in ContentType}  # items, bytes
-        fetched: list[tuple[str, str]] = []
         with self.db.write() as conn:
-            for item in done:
-                row = self._mark_completed(conn, item, now)
-                fetched.append((row["content_type"], row["content_id"]))
-                kind = ContentType(row["content_type"])
-                counts[kind][0] += 1
-                counts[kind][1] += item.size
-                details = {"bytes": item.size, "duration_ms": item.duration_ms}
-                events.append(
-                    append_audit(conn, AuditEvent.DOWNLOAD_COMPLETED, row, details, at=now)
-                )
-                if row["parent_id"] is not None:
-                    parents[row["parent_id"]] = None
-                else:
-                    albums_done += row["content_type"] == ContentType.ALBUM.value
+            row = self._mark_completed(conn, Completion(item_id, size, duration_ms), now)
+            kind = ContentType(row["content_type"])
+            details = {"bytes": size, "duration_ms": duration_ms}
+            events = [append_audit(conn, AuditEvent.DOWNLOAD_COMPLETED, row, details, at=now)]
             # A file the watchdog had given up on has come after all.
-            queue_marks.clear_many(conn, fetched)
-            tracks, track_bytes = counts[ContentType.TRACK_AUDIO]
-            images = counts[ContentType.ALBUM_IMAGE][0] + counts[ContentType.ARTIST_IMAGE][0]
-            image_bytes = counts[ContentType.ALBUM_IMAGE][1] + counts[ContentType.ARTIST_IMAGE][1]
+            queue_marks.clear_many(conn, [(row["content_type"], row["content_id"])])
+            image = kind in (ContentType.ALBUM_IMAGE, ContentType.ARTIST_IMAGE)
             bump_activity(
-                conn, now, albums=counts[ContentType.ALBUM][0], tracks=tracks, images=images,
-                size=track_bytes + image_bytes,
+                conn, now, albums=int(kind is ContentType.ALBUM),
+                tracks=int(kind is ContentType.TRACK_AUDIO), images=int(image),
+                size=0 if kind is ContentType.ALBUM else size,
             )  # fmt: skip
-            for parent_id in parents:
-                touch_parent(conn, parent_id, now)
-                status, settled = settle_parent(conn, parent_id, now)
-                albums_done += status is Status.COMPLETED
+            album_done = row["parent_id"] is None and kind is ContentType.ALBUM
+            if row["parent_id"] is not None:
+                touch_parent(conn, row["parent_id"], now)
+                status, settled = settle_parent(conn, row["parent_id"], now)
+                album_done = status is Status.COMPLETED
                 events += settled
-            # Crash-test points on each side of the commit (inert unless a test sets them).
-            fault_point("before_commit")
-        fault_point("after_commit")
+            self.faults("before_commit")  # the crash tests' points on each side of the commit
+        self.faults("after_commit")
         self._count(events)
-        return albums_done
+        return album_done
 
     def _mark_completed(self, conn: sqlite3.Connection, item: Completion, now: int) -> sqlite3.Row:
         row: sqlite3.Row | None = conn.execute(

@@ -19,6 +19,7 @@ from typing import Any
 from daemon.config import DownloadManagerConfig
 from daemon.metrics import Metrics
 from storage.db import Database
+from storage.files import Faults, no_faults
 
 HOUR = 3600  # the queue's time windows are UTC hours and days (unix seconds)
 DAY = 86400
@@ -283,10 +284,12 @@ class QueueStoreBase:
         dm: DownloadManagerConfig | None = None,
         *,
         metrics: Metrics | None = None,
+        faults: Faults = no_faults,
     ) -> None:
         self.db = db
         self.dm = dm if dm is not None else DownloadManagerConfig()
         self.metrics = metrics
+        self.faults = faults  # the crash tests' hook (`storage.files.Faults`)
 
     def _count(self, events: Iterable[AuditEvent]) -> None:
         if self.metrics is not None:

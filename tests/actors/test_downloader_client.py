@@ -1,24 +1,22 @@
 """The downloader client against `httpx.MockTransport` (and the fake downloader over loopback for
-stalls and hostile bodies): the error table of SPEC §8.6, the JSON shapes of SPEC §12, and
-streamed downloads that publish only complete files."""
+stalls and hostile bodies): the error table of SPEC §8.6, the JSON shapes of SPEC §12, whole-
+request deadlines, and streamed downloads (`save_media`) that publish only complete files."""
 
 from __future__ import annotations
 
 import errno
-import functools
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 import trio
 
-from actors import downloader_stream
-from actors.downloader import (
+from actors.download_steps import Saved, save_media
+from actors.downloader import DownloaderClient
+from actors.failures import (
     DownloaderBadRequest,
-    DownloaderClient,
     DownloaderConnectionError,
     DownloaderError,
     DownloaderNotFound,
@@ -27,11 +25,10 @@ from actors.downloader import (
     DownloaderTimeout,
     StorageFailure,
 )
-from actors.downloader_stream import Received
 from fake_downloader import CatalogSpec, Knobs, audio_bytes, open_fake_downloader
 from storage import files
+from storage.offload import Offload
 from storage.queue_schema import ErrorType
-from tests.support.bridge import TrioBridge
 
 BASE = "http://downloader.test"
 ALBUM = "A" * 22
@@ -40,17 +37,10 @@ TRACK = "C" * 22
 COVER = "c" * 40
 PORTRAIT = "d" * 40
 Handler = Callable[[httpx.Request], Any]
-T = TypeVar("T")
 
 
 def client_for(handler: Handler, timeout: float = 5.0) -> DownloaderClient:
-    mock = httpx.MockTransport(handler)
-    return DownloaderClient(BASE, timeout, transport=mock, media_transport=TrioBridge(mock))
-
-
-async def now(call: Callable[[str, Callable[[], bool]], T], ident: str) -> T:
-    """One of the client's blocking calls, in a worker thread as the processor makes them."""
-    return await trio.to_thread.run_sync(call, ident, lambda: False)
+    return DownloaderClient(BASE, timeout, transport=httpx.MockTransport(handler))
 
 
 def answer(*args: Any, **kwargs: Any) -> Handler:
@@ -120,7 +110,7 @@ async def test_every_failure_maps_to_its_error_type(
 ) -> None:
     client = client_for(handler)
     with pytest.raises(kind) as caught:
-        await now(client.album_now, ALBUM)
+        await client.album(ALBUM)
     assert type(caught.value) is kind
     assert caught.value.error_type is error_type
     assert caught.value.message
@@ -130,7 +120,7 @@ async def test_every_failure_maps_to_its_error_type(
 async def test_error_messages_carry_the_status_and_the_downloaders_words() -> None:
     client = client_for(answer(404, json={"error": "nf", "message": "unknown album X"}))
     with pytest.raises(DownloaderNotFound) as caught:
-        await now(client.album_now, ALBUM)
+        await client.album(ALBUM)
     assert caught.value.status == 404
     assert "404" in caught.value.message and "unknown album X" in caught.value.message
 
@@ -144,7 +134,7 @@ async def test_rate_limited_honours_retry_after(header: str | None, expected: fl
     headers = {"retry-after": header} if header is not None else {}
     client = client_for(answer(429, headers=headers, json={"code": "TOO_MANY_REQUESTS"}))
     with pytest.raises(DownloaderRateLimited) as caught:
-        await now(client.artist_now, ARTIST)
+        await client.artist(ARTIST)
     assert caught.value.retry_after == expected
 
 
@@ -157,7 +147,7 @@ async def test_a_bad_id_is_refused_before_any_request() -> None:
 
     client = client_for(record)
     with pytest.raises(DownloaderBadRequest):
-        await now(client.album_now, "../../../etc/passwd")
+        await client.album("../../../etc/passwd")
     assert calls == []
 
 
@@ -173,30 +163,22 @@ async def test_json_calls_are_bounded_by_the_timeout(autojump_clock: trio.abc.Cl
     assert trio.current_time() - start == pytest.approx(30)
 
 
-def test_the_album_steps_calls_are_bounded_by_the_timeout_as_a_whole() -> None:
+async def test_an_albums_call_is_bounded_by_the_timeout_as_a_whole(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     """A trickle that keeps each read within the read timeout still ends at the timeout."""
 
-    def trickle() -> Iterator[bytes]:
+    async def trickle() -> AsyncIterator[bytes]:
         yield b'{"id": "'
         for _ in range(400):
-            time.sleep(0.01)
+            await trio.sleep(0.01)
             yield b"A"
 
-    mock = httpx.MockTransport(lambda request: httpx.Response(200, content=trickle()))
-    client = DownloaderClient(BASE, 0.5, media_transport=mock)
-    start = time.monotonic()
+    client = client_for(lambda request: httpx.Response(200, content=trickle()), timeout=0.5)
+    start = trio.current_time()
     with pytest.raises(DownloaderTimeout, match=r"longer than 0\.5 s"):
-        client.album_now(ALBUM, lambda: False)
-    assert 0.5 <= time.monotonic() - start < 2
-
-
-def test_the_album_steps_calls_stop_when_told() -> None:
-    calls: list[str] = []
-    mock = httpx.MockTransport(lambda request: calls.append("") or httpx.Response(200, json={}))
-    client = DownloaderClient(BASE, 5, media_transport=mock)
-    with pytest.raises(downloader_stream.Stopped):
-        client.artist_now(ARTIST, lambda: True)
-    assert len(calls) == 1  # stopped at the body's first chunk, before parsing anything
+        await client.album(ALBUM)
+    assert trio.current_time() - start == pytest.approx(0.5)
 
 
 # -- JSON shapes ---------------------------------------------------------------------------------
@@ -214,7 +196,7 @@ async def test_album_tracks_and_artist_become_catalog_records() -> None:
         return httpx.Response(200, json={**doc, "followers": 3})
 
     client = client_for(handler)
-    meta = await now(client.album_now, ALBUM)
+    meta = await client.album(ALBUM)
     assert (meta.album.name, meta.album.release_date, meta.album.genres) == (
         "Blue",
         -10_000,
@@ -223,20 +205,20 @@ async def test_album_tracks_and_artist_become_catalog_records() -> None:
     assert meta.album.artist_ids == (ARTIST,) and meta.album.image_ids == (COVER,)
     assert meta.album.discs[0].track_ids == (TRACK,)
     assert meta.covers[0].width == 64
-    (track,) = await now(client.album_tracks_now, ALBUM)
+    (track,) = await client.album_tracks(ALBUM)
     assert (track.id, track.duration_ms, track.is_explicit, track.number) == (TRACK, 1234, True, 1)
-    artist = await now(client.artist_now, ARTIST)
+    artist = await client.artist(ARTIST)
     assert (artist.artist.name, artist.artist.image_ids) == ("Miles", (PORTRAIT,))
 
 
 async def test_tracks_may_be_a_bare_array_and_must_belong_to_the_album() -> None:
     client = client_for(answer(200, json=[TRACK_DOC]))
-    assert [t.id for t in await now(client.album_tracks_now, ALBUM)] == [TRACK]
+    assert [t.id for t in await client.album_tracks(ALBUM)] == [TRACK]
     with pytest.raises(DownloaderParseError):
-        await now(client.album_tracks_now, ARTIST)  # the tracks name another album
+        await client.album_tracks(ARTIST)  # the tracks name another album
     missing = {k: v for k, v in TRACK_DOC.items() if k != "duration"}
     with pytest.raises(DownloaderParseError, match="duration"):
-        await now(client_for(answer(200, json=[missing])).album_tracks_now, ALBUM)
+        await client_for(answer(200, json=[missing])).album_tracks(ALBUM)
 
 
 async def test_search_and_discography_results_are_normalised() -> None:
@@ -266,14 +248,13 @@ async def test_search_and_discography_results_are_normalised() -> None:
 
 async def download(
     client: DownloaderClient, path_for: Callable[[str], Path], url_path: str, max_bytes: int
-) -> Received:
-    """Receive a media body in a worker thread as the processor does (`in_worker`), then
-    publish it: nothing is published if either fails or is cancelled."""
-    receive = functools.partial(client.receive_now, path_for, url_path, max_bytes)
-    body = await downloader_stream.in_worker(receive, Received.discard_now)
-    with trio.CancelScope(shield=True):
-        await trio.to_thread.run_sync(body.publish_now)
-    return body
+) -> Saved:
+    """Receive a media body and publish it as the processor does (`save_media`): nothing is
+    published if either fails or is cancelled."""
+    # The layout gives the file its way off the loop: inline here, so that the autojump clock
+    # never jumps while a file is being written.
+    media = files.MediaLayout(path_for("audio/flac").parent / "layout", offload=Offload.inline())
+    return await save_media(client, media, url_path, max_bytes, path_for)
 
 
 def audio_path(tmp_path: Path) -> Callable[[str], Path]:
@@ -287,7 +268,7 @@ def audio_path(tmp_path: Path) -> Callable[[str], Path]:
 
 
 def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
+    return sorted(p.name for p in folder.iterdir() if p.is_file())
 
 
 async def drip(body: bytes, chunk: int = 1000, delay: float = 0.0) -> AsyncIterator[bytes]:
@@ -303,12 +284,12 @@ async def test_a_download_publishes_exactly_the_bytes_sent(tmp_path: Path) -> No
         lambda request: httpx.Response(200, headers=headers, content=drip(body, 70_000))
     )
     result = await download(client, audio_path(tmp_path), f"/track/{TRACK}/audio", 10**7)
-    assert (result.size, result.media_type, result.writer.final.name) == (
+    assert (result.size, result.media_type, result.path.name) == (
         len(body),
         "audio/flac",
         f"{TRACK}.flac",
     )
-    assert result.writer.final.read_bytes() == body
+    assert result.path.read_bytes() == body
     assert leftovers(tmp_path) == [f"{TRACK}.flac"]
 
 
@@ -374,7 +355,8 @@ async def test_a_cancelled_download_leaves_no_file(
     body = b"y" * size
     headers = {"content-type": "audio/wav", "content-length": str(len(body))}
     client = client_for(
-        lambda request: httpx.Response(200, headers=headers, content=drip(body, chunk, 1.0))
+        lambda request: httpx.Response(200, headers=headers, content=drip(body, chunk, 1.0)),
+        timeout=60,  # the test cancels it first
     )
     with trio.move_on_after(10.5) as scope:
         await download(client, audio_path(tmp_path), f"/track/{TRACK}/audio", 10**8)
@@ -422,7 +404,7 @@ async def test_a_download_cancelled_while_the_downloader_is_silent_returns_promp
         start = trio.current_time()
         with trio.move_on_after(0.3):
             await download(client, audio_path(tmp_path), f"/track/{track}/audio", 10**6)
-        assert trio.current_time() - start < 0.3 + downloader_stream.STOP_WAIT_S + 1
+        assert trio.current_time() - start < 0.3 + 0.5  # the connection is closed at once
         assert leftovers(tmp_path) == []
         await client.aclose()
 
@@ -443,7 +425,7 @@ async def test_hostile_bodies_over_http_publish_nothing(
             await download(client, audio_path(tmp_path), f"/track/{track}/audio", 1_000_000)
         assert leftovers(tmp_path) == []
         result = await download(client, audio_path(tmp_path), f"/track/{track}/audio", 1_000_000)
-        assert result.writer.final.read_bytes() == audio_bytes(spec, track)
+        assert result.path.read_bytes() == audio_bytes(spec, track)
         await client.aclose()
 
 
@@ -454,6 +436,24 @@ async def test_an_endless_json_answer_is_cut_at_its_cap() -> None:
         client = DownloaderClient(fake.base_url, 30)
         album = fake.catalog.album_ids[0]
         with trio.fail_after(20), pytest.raises(DownloaderParseError, match="too large"):
-            await now(client.album_now, album)
-        assert (await now(client.album_now, album)).album.id == album
+            await client.album(album)
+        assert (await client.album(album)).album.id == album
         await client.aclose()
+
+
+async def test_a_media_body_is_bounded_by_the_timeout_as_a_whole(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """SPEC §8.6 "Deadlines": 512 bytes a second, each read well within any read timeout,
+    ends at the request's deadline as `timeout`, and leaves no file."""
+    body = b"z" * 100_000
+    headers = {"content-type": "audio/flac"}
+    client = client_for(
+        lambda request: httpx.Response(200, headers=headers, content=drip(body, 512, 1.0)),
+        timeout=20,
+    )
+    start = trio.current_time()
+    with pytest.raises(DownloaderTimeout, match="longer than 20 s"):
+        await download(client, audio_path(tmp_path), f"/track/{TRACK}/audio", 10**6)
+    assert trio.current_time() - start == pytest.approx(20)
+    assert leftovers(tmp_path) == []

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from actors.downloader_errors import DownloaderParseError
 from actors.downloader_json import parse_album, parse_artist, parse_search
+from actors.failures import DownloaderParseError
 from storage.catalog import ImageRecord
 
 ALBUM = "A" * 22

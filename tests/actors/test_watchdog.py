@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors import integrity_scan
-from actors import watchdog as watchdog_module
 from actors.downloader import DownloaderClient
 from actors.jobs.base import ShutdownBehavior
 from actors.jobs.download_jobs import (
@@ -53,7 +51,6 @@ from storage.queue_admin import QueueAdminStore
 from storage.queue_schema import DAY, TERMINAL, AuditEvent, ErrorType
 from storage.users import Role
 from tests.conftest import FAST_HASHER, login, make_user
-from tests.support.bridge import TrioBridge
 from tests.support.queue_rows import BASE, audit, audit_rows, insert, open_store
 
 TIMEOUT = 20
@@ -344,50 +341,6 @@ class WatchedCatalog:
         return self.inner.missing_files(kind, names, watched)
 
 
-class PolicyCatalog:
-    """The real catalog, noting the scheduling policy of each thread that compares."""
-
-    def __init__(self, inner: CatalogStore, policies: list[int]) -> None:
-        self.inner = inner
-        self.db = inner.db
-        self.policies = policies
-
-    def missing_files(
-        self, kind: str, names: str, stop: Callable[[], bool]
-    ) -> list[tuple[str, str | None]]:
-        self.policies.append(os.sched_getscheduler(0))
-        return self.inner.missing_files(kind, names, stop)
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="scheduling classes are Linux's")
-async def test_a_scan_runs_in_the_idle_class_and_leaves_the_other_threads_as_they_were(
-    catalog: CatalogStore,
-    admin: QueueAdminStore,
-    media: MediaLayout,
-    bundles: list[AlbumBundle],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The listings and comparisons take only the CPU nothing else wants; the event loop's and
-    the API's worker threads keep their normal priority."""
-    policies: list[int] = []
-
-    def listing(folder: Path) -> str:
-        policies.append(os.sched_getscheduler(0))
-        return integrity_scan.list_folder(folder)
-
-    monkeypatch.setattr(watchdog_module, "list_folder", listing)
-    send, recv = trio.open_memory_channel[ScanRequest](1)
-    actor = IntegrityWatchdog(recv, PolicyCatalog(catalog, policies), admin, media)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(actor.run)
-        report = await run_job(send)
-        nursery.cancel_scope.cancel()
-    assert report["missing_track_audio"] == 4
-    assert policies == [os.SCHED_IDLE] * 5  # two listings, three comparisons
-    worker = await trio.to_thread.run_sync(os.sched_getscheduler, 0)
-    assert (os.sched_getscheduler(0), worker) == (os.SCHED_OTHER, os.SCHED_OTHER)
-
-
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.binary(min_size=1, max_size=12).filter(lambda b: b"/" not in b and b"\0" not in b))
@@ -603,9 +556,7 @@ async def journey(tmp_path: Path, bundle: AlbumBundle) -> AsyncIterator[Journey]
         context.media.image_path(image).write_bytes(b"jpeg")
     knobs = Knobs()
     transport = httpx.ASGITransport(fake_downloader_app(build_catalog(FAKE_SPEC), knobs))  # type: ignore[arg-type]
-    downloader = DownloaderClient(
-        "http://fake", 30, transport=transport, media_transport=TrioBridge(transport)
-    )
+    downloader = DownloaderClient("http://fake", 30, transport=transport)
     wall = Wall()
     scan_send, scan_recv = trio.open_memory_channel[ScanRequest](1)
     wake_send, wake_recv = trio.open_memory_channel[WakeProcessor](1)

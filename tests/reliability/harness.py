@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +29,7 @@ from typing import Any
 import httpx
 
 from fake_downloader import Catalog, CatalogSpec, build_catalog
-from storage.files import FAULT_ENV
+from tests.reliability.faulty_daemon import KILLED
 from tests.reliability.invariants import queue_items, unsettled
 from tests.support.process import DaemonProcess, run_cli, script
 
@@ -36,7 +37,7 @@ FAULT_POINTS = (
     "after_write", "after_fsync", "after_rename", "after_dirfsync", "before_commit",
     "after_commit",
 )  # fmt: skip
-FAULT_EXIT = 137  # what `storage.files.fault_point` exits with
+FAULT_EXIT = KILLED  # what a daemon killed at a fault point exits with
 ADMIN, ADMIN_PASSWORD = "admin", "reliability-admin-password"
 TERMINAL = ("COMPLETED", "FAILED")
 DM_DEFAULTS: dict[str, Any] = {
@@ -157,8 +158,9 @@ class Rig:
     def start(self, fault: str | None = None) -> DaemonProcess:
         """Start an incarnation (dying at `fault` if given). It may die before it is ready."""
         assert self.daemon is None, "the previous incarnation is still running"
-        env = {FAULT_ENV: fault} if fault else {FAULT_ENV: ""}
-        self.daemon = DaemonProcess(self.db_dir, "--config", str(self.config_path), env=env)
+        faulty = [sys.executable, "-m", "tests.reliability.faulty_daemon", fault or ""]
+        command = faulty if fault else None
+        self.daemon = DaemonProcess(self.db_dir, "--config", str(self.config_path), command=command)
         return self.daemon
 
     def _ended(self, status: int) -> int:

@@ -25,7 +25,7 @@ from storage.db import (
     filesystem_type,
     warn_if_network_filesystem,
 )
-from storage.files import AtomicWriter, MediaLayout, write_atomic
+from storage.files import WRITE_BATCH_BYTES, MediaFile, MediaLayout
 from storage.ids import InvalidId, content_id, image_id
 
 MIGRATIONS = [
@@ -200,19 +200,19 @@ async def test_kept_answers_are_bounded_least_recently_used_first(tmp_path: Path
     db.close()
 
 
-def test_atomic_writer_publishes_whole_files_only(tmp_path: Path) -> None:
-    final = tmp_path / "f.bin"
-    assert write_atomic(final, [b"ab", b"cd"]) == 4
+async def test_a_media_file_is_published_whole_or_not_at_all(tmp_path: Path) -> None:
+    media = MediaLayout(tmp_path)
+    final = media.audio_path("A" * 22, "flac")
+    published = MediaFile(media, final)
+    for chunk in (b"ab", b"cd"):
+        await published.write(chunk)
+    await published.publish()
     assert final.read_bytes() == b"abcd"
-
-    def crash_before_commit() -> None:
-        with AtomicWriter(tmp_path / "g.bin") as writer:
-            writer.write(b"partial")
-            raise RuntimeError("crash before commit")
-
-    with pytest.raises(RuntimeError):
-        crash_before_commit()
-    assert sorted(os.listdir(tmp_path)) == ["f.bin"]
+    interrupted = MediaFile(media, media.audio_path("B" * 22, "flac"))
+    await interrupted.write(b"x" * (WRITE_BATCH_BYTES + 1))  # a first batch is on disk
+    assert [n for n in os.listdir(media.audio_dir) if n.endswith(".part")]
+    await interrupted.discard()
+    assert sorted(os.listdir(media.audio_dir)) == [final.name]
 
 
 def test_sweep_removes_part_files_only(tmp_path: Path) -> None:

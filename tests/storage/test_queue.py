@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from daemon.config import DownloadManagerConfig
 from daemon.metrics import Metrics
 from storage.db import Database
-from storage.queue import ChildSpec, Completion, QueueStateError, QueueStore
+from storage.queue import ChildSpec, QueueStateError, QueueStore
 from storage.queue_schema import (
     MIGRATIONS,
     ContentType,
@@ -110,12 +110,12 @@ children = st.tuples(st.just("children"), st.integers(0, 30), st.integers(1, 3),
 
 @settings(max_examples=60, deadline=None)
 @given(ops=st.lists(st.one_of(top_level, children), min_size=1, max_size=25),
-       albums_allowed=st.booleans(), most=st.integers(0, 4))  # fmt: skip
+       albums_allowed=st.booleans(), processor=st.booleans())  # fmt: skip
 def test_claims_follow_a_stable_sort_of_priority_children_age_and_insertion(
-    ops: list[tuple[Any, ...]], albums_allowed: bool, most: int
+    ops: list[tuple[Any, ...]], albums_allowed: bool, processor: bool
 ) -> None:
-    """One by one (`most` 0: `claim_next`) or in runs (`claim`, albums allowed or not by the
-    capacity): the same order, and a run is one album alone or files only."""
+    """`claim_next` told whether albums are allowed, or the processor's `claim` (albums
+    allowed or not by the capacity): the same order."""
     limit = 1_000 if albums_allowed else 0
     dm = DownloadManagerConfig(max_albums_per_hour=limit, max_albums_per_day=limit)
     with tempfile.TemporaryDirectory() as folder:
@@ -149,14 +149,14 @@ def test_claims_follow_a_stable_sort_of_priority_children_age_and_insertion(
                 for (child_id,) in reversed(new):
                     expected.append(((priority, 0, T0 + created, len(expected)), child_id))
         claimed = []
-        if most == 0:
-            while (one := store.claim_next(T0 + 10, albums_allowed=albums_allowed)) is not None:
-                claimed.append(one["id"])
-        else:
-            while run := store.claim(T0 + 10, most=most).items:
-                kinds = [r["content_type"] for r in run]
-                assert len(run) <= most and (kinds == ["ALBUM"] or "ALBUM" not in kinds)
-                claimed += [r["id"] for r in run]
+        while True:
+            if processor:
+                one = store.claim(T0 + 10).item
+            else:
+                one = store.claim_next(T0 + 10, albums_allowed=albums_allowed)
+            if one is None:
+                break
+            claimed.append(one["id"])
         store.db.close()
     assert claimed == [item_id for _, item_id in sorted(expected)]
 
@@ -177,26 +177,28 @@ def test_claim_marks_the_item_started_once_and_audits(store: QueueStore) -> None
     assert store.claim_next(T0 + 100, albums_allowed=True) is None
 
 
-def test_a_claim_takes_a_run_of_files_in_one_transaction(store: QueueStore) -> None:
-    album_id, kids = album_with_children(store, 6)
+def test_the_processors_claim_promotes_due_retries_and_counts_the_album_it_starts(
+    store: QueueStore,
+) -> None:
+    album_id, kids = album_with_children(store, 2)
     store.enqueue(ContentType.ALBUM, cid(7), T0)  # next in line once the children are taken
     retry = store.enqueue(
         ContentType.TRACK_AUDIO, cid(8), T0, priority=Priority.WATCHDOG, source=Source.WATCHDOG
     )
     assert store.claim_next(T0, albums_allowed=False)["id"] == retry["id"]  # type: ignore[index]
     store.fail(retry["id"], ErrorType.CONNECTION, "refused", T0)  # due at T0 + 60
-    first = store.claim(T0 + 60, most=4)
-    # The due retry was promoted in the same claim and comes first (its priority is higher).
-    assert [r["id"] for r in first.items] == [retry["id"], *kids[:3]]
-    assert all(row(store, i)["status"] == "IN_PROGRESS" for i in (retry["id"], *kids[:3]))
-    assert events(store, kids[0]) == ["DOWNLOAD_STARTED"]
+    first = store.claim(T0 + 60)
+    # The due retry was promoted in the same transaction and comes first (higher priority).
+    assert first.item is not None and first.item["id"] == retry["id"]
+    assert row(store, retry["id"])["status"] == "IN_PROGRESS"
     assert first.capacity["albums_this_hour"] == 1
-    second = store.claim(T0 + 61, most=4)
-    assert [r["id"] for r in second.items] == kids[3:]  # stops before the album
-    third = store.claim(T0 + 62, most=4)
-    assert [r["content_type"] for r in third.items] == ["ALBUM"]
+    taken = [store.claim(T0 + 61).item for _ in kids]
+    assert [t["id"] for t in taken if t is not None] == kids  # children before the new album
+    assert events(store, kids[0]) == ["DOWNLOAD_STARTED"]
+    third = store.claim(T0 + 62)
+    assert third.item is not None and third.item["content_type"] == "ALBUM"
     assert third.capacity["albums_this_hour"] == 2  # the album it just started counts
-    assert store.claim(T0 + 63, most=4).items == []
+    assert store.claim(T0 + 63).item is None
     assert row(store, album_id)["last_activity_at"] == T0 + 61
 
 
@@ -292,34 +294,32 @@ def test_an_album_completes_when_its_last_child_does(store: QueueStore) -> None:
     assert (hour["hour"], hour["albums"], hour["tracks"], hour["bytes"]) == (T0, 1, 3, 303)
 
 
-def test_completions_recorded_together_are_one_transaction(store: QueueStore) -> None:
+def test_completions_settle_their_albums_and_count_the_hour(store: QueueStore) -> None:
     first, first_kids = album_with_children(store, 2)
     for kid in first_kids:
         claim_child(store, kid, T0 + 10)
     second, second_kids = album_with_children(store, 3, number=2000)
     for kid in second_kids:
         claim_child(store, kid, T0 + 10)
-    done = [Completion(kid, 100, 5) for kid in [*first_kids, *second_kids[:2]]]
-    assert store.complete_many(done, T0 + 20) == 1  # the first album, not the second
+    done = [store.complete(kid, 100, 5, T0 + 20) for kid in [*first_kids, *second_kids[:2]]]
+    assert done == [False, True, False, False]  # the first album, not the second
     assert row(store, first)["status"] == "COMPLETED"
     assert row(store, second)["status"] == "IN_PROGRESS"
     assert [row(store, kid)["status"] for kid in second_kids] == [
         "COMPLETED", "COMPLETED", "IN_PROGRESS",
     ]  # fmt: skip
     assert all(events(store, kid)[-1] == "DOWNLOAD_COMPLETED" for kid in first_kids)
-    # As if completed one by one: the album's sum, both albums touched, the hour's counts.
     assert row(store, first)["bytes_downloaded"] == 200
     assert row(store, second)["last_activity_at"] == T0 + 20
     assert events(store, first)[-1] == "DOWNLOAD_COMPLETED"
     with store.db.read() as conn:
         hour = conn.execute("SELECT albums, tracks, images, bytes FROM activity_hourly").fetchone()
     assert tuple(hour) == (1, 4, 0, 400)
-    # One item that is not IN_PROGRESS any more refuses the whole batch: nothing is recorded.
+    # An item that is not IN_PROGRESS any more is refused, and nothing is recorded.
     with pytest.raises(QueueStateError):
-        store.complete_many([Completion(second_kids[2], 1, 1), Completion(first_kids[0], 1, 1)],
-                            T0 + 30)  # fmt: skip
-    assert row(store, second_kids[2])["status"] == "IN_PROGRESS"
-    assert row(store, second)["status"] == "IN_PROGRESS"
+        store.complete(first_kids[0], 1, 1, T0 + 30)
+    assert events(store, first_kids[0]).count("DOWNLOAD_COMPLETED") == 1
+    assert row(store, first)["bytes_downloaded"] == 200
 
 
 def test_an_album_with_nothing_to_fetch_completes_at_once(store: QueueStore) -> None:

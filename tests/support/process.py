@@ -39,10 +39,12 @@ class DaemonProcess:
         *extra: str,
         env: dict[str, str] | None = None,
         ready_timeout: float = 20,
+        command: Sequence[str] | None = None,
     ) -> None:
+        """`command` runs instead of `pezzottify-server`, with the same flags after it."""
         self.db_dir = db_dir
         args = [
-            *script("pezzottify-server"),
+            *(command or script("pezzottify-server")),
             "--db-dir",
             str(db_dir),
             "--host",

@@ -1,9 +1,11 @@
-"""The downloader's error hierarchy: one class per `error_type` of SPEC §8.6.
+"""Why processing a queue item failed: one tree, one class per `error_type` of SPEC §8.6.
 
-Everything that can go wrong talking to the downloader or writing what it sends is translated
-into one of these at the client boundary (`raise DownloaderTimeout(...) from exc`), so callers
-catch `DownloaderError` and record `error_type` / `message` / `retry_after` on the queue item;
-whether to retry is the queue's decision (`storage.queue`), not the client's.
+`ItemFailure` is the base; `DownloaderError` and its subclasses are what the downloader or its
+answers caused, `StorageFailure` what the disk or the catalog's database refused. Each is made
+at a boundary from what the library raised (`raise DownloaderTimeout(...) from exc` in the
+client, `StorageFailure` from an `OSError` or a full disk in the processor's steps), so the
+processor catches `ItemFailure` and records `error_type` / `message` / `retry_after` on the
+item. Whether to retry is the queue's decision (`storage.queue`), but for `permanent`.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from __future__ import annotations
 from storage.queue_schema import ErrorType
 
 
-class DownloaderError(Exception):
-    """A failed downloader call. The base class itself stands for an `unknown` failure."""
+class ItemFailure(Exception):
+    """A failed attempt at an item. The base class itself stands for an `unknown` failure."""
 
     error_type: ErrorType = ErrorType.UNKNOWN
     # True where asking again would only bring the same answer: failed at once, whatever its
@@ -26,6 +28,10 @@ class DownloaderError(Exception):
         self.message = message
         self.status = status
         self.retry_after = retry_after
+
+
+class DownloaderError(ItemFailure):
+    """The downloader failed or answered what cannot be used; the base for an odd status."""
 
 
 class DownloaderNotFound(DownloaderError):
@@ -53,25 +59,25 @@ class DownloaderConnectionError(DownloaderError):
 
 
 class DownloaderTimeout(DownloaderError):
-    """A connect/read/pool timeout, or a 504."""
+    """A connect/read/pool timeout, a 504, or a request past its deadline."""
 
     error_type = ErrorType.TIMEOUT
 
 
 class DownloaderParseError(DownloaderError):
-    """Invalid JSON, missing fields, bad ids, an unsupported content type, a truncated or
-    oversized body."""
+    """Invalid JSON, missing fields, bad ids, an unsupported content type, a truncated body."""
 
     error_type = ErrorType.PARSE
 
 
 class DownloaderTooLarge(DownloaderParseError):
-    """A media body over `max_file_bytes`: not retried, the same bytes would come again."""
+    """A body over its cap: not retried, the same bytes would come again."""
 
     permanent = True
 
 
-class StorageFailure(DownloaderError):
-    """Writing the download to disk failed (disk full, permission denied, I/O error)."""
+class StorageFailure(ItemFailure):
+    """Writing what was downloaded failed: disk full, permission denied, I/O error, or a
+    catalog write the disk refused."""
 
     error_type = ErrorType.STORAGE
