@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TextIO
 
 ENDPOINTS = (
     "search", "discography", "album", "album_tracks", "artist", "track", "audio", "image",
@@ -101,6 +102,8 @@ class Knobs:
     fail_seed: int = 0
     counts: Counter[str] = field(default_factory=Counter)
     active_audio: int = 0
+    # Where to log every response (`fake_downloader.response_log`); None = no log.
+    response_log: TextIO | None = None
     rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
