@@ -16,8 +16,12 @@ Figures:
   audio body, over the time work is ready (from the first request to the queue's last
   TRACK_AUDIO completion). The ceiling is 1.0; with one request at a time, the 30 ms latency
   before each file alone keeps a perfect client to T / (T + 30 ms) of it (T, a file's
-  transfer), which the row gives beside the figure, with the mean turnaround per file (from
-  the end of one audio body to the next audio request's arrival).
+  transfer), which the row gives beside the figure. The row also splits the time without
+  audio: the downloader's latency, the turnaround per file (from the end of one audio body to
+  the next audio request's arrival), the time between albums (images, the next album's
+  metadata and ingestion), the first and last moments. For scale, the median turnaround of a
+  bare loop (one `httpx.Client` fetching 8 of the files one after the other into a file,
+  nothing else, once the rounds are over) is given beside the daemon's.
 - album completion ÷ its transfer times, per album: from the album's processing start (its
   first request reaching the downloader, `/album/{id}`) to its COMPLETED in the queue, over the
   sum of its audio and image transfer intervals in the log. Median over the albums of every
@@ -304,8 +308,41 @@ def figures(drain: Drain, records: list[dict[str, Any]], catalog: Catalog) -> Ro
     )
 
 
-def measure(params: Params, keep_log: Path | None = None) -> list[RoundFigures]:
-    """Run the rounds; with `keep_log`, the fake downloader's log is copied there."""
+BARE_FILES = 8
+
+
+def bare_loop(url: str, catalog: Catalog, index: int, folder: Path) -> float:
+    """Fetch `BARE_FILES` audio files of album `index` one after the other with one
+    `httpx.Client`, each written to a file and nothing else; return when it started."""
+    started = time.monotonic()
+    tracks = list(catalog.album_tracks(index))[:BARE_FILES]
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for t in tracks:
+            with client.stream("GET", f"/track/{catalog.track_ids[t]}/audio") as response:
+                response.raise_for_status()
+                with open(folder / "bare.part", "wb") as file:
+                    for chunk in response.iter_bytes():
+                        file.write(chunk)
+    return started
+
+
+def median_turnaround(records: list[dict[str, Any]]) -> float:
+    audio = sorted(
+        (r for r in records if r["endpoint"] == "audio" and r["status"] == 200),
+        key=lambda r: r["start"],
+    )
+    return float(statistics.median(b["received"] - a["end"] for a, b in itertools.pairwise(audio)))
+
+
+@dataclass(frozen=True)
+class Measured:
+    rounds: list[RoundFigures]
+    bare_turnaround_s: float  # the same downloader, a bare sequential httpx loop
+
+
+def measure(params: Params, keep_log: Path | None = None) -> Measured:
+    """Run the rounds, then the bare loop; with `keep_log`, the fake downloader's log is
+    copied there."""
     s = spec(params, 1 + params.rounds * params.albums)
     catalog = build_catalog(s)
     rounds: list[RoundFigures] = []
@@ -330,12 +367,15 @@ def measure(params: Params, keep_log: Path | None = None) -> list[RoundFigures]:
                         rounds.append(figures(drain, read_log(log, drain.started), catalog))
                 finally:
                     requester.close()
+            # The daemon is idle now: the downloader's own turnaround, with the least client.
+            bare = median_turnaround(read_log(log, bare_loop(url, catalog, 0, Path(tmp))))
         if keep_log is not None:
             shutil.copyfile(log, keep_log)
-    return rounds
+    return Measured(rounds, bare)
 
 
-def rows(rounds: list[RoundFigures], params: Params) -> list[Row]:
+def rows(measured: Measured, params: Params) -> list[Row]:
+    rounds = measured.rounds
     sending = Stats.of([r.sending for r in rounds])
     albums = Stats.of([x for r in rounds for x in r.albums])
     file_s = statistics.median(r.file_s for r in rounds)
@@ -351,7 +391,8 @@ def rows(rounds: list[RoundFigures], params: Params) -> list[Row]:
         f"without audio {ms(sum(getattr(idle, f) for f in _IDLE_FIELDS))} of a "
         f"{statistics.median(r.window for r in rounds):.1f} s window: latency "
         f"{ms(idle.latency)}, turnaround {ms(idle.turnaround)} (median "
-        f"{ms(statistics.median(r.turnaround_s for r in rounds))} a file), between albums "
+        f"{ms(statistics.median(r.turnaround_s for r in rounds))} a file; a bare httpx loop "
+        f"{ms(measured.bare_turnaround_s)}), between albums "
         f"{ms(idle.between_albums)}, first and last {ms(idle.ends)}; {refused} audio 429s"
     )
     album_detail = (
