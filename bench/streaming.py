@@ -29,7 +29,7 @@ Figures:
   steps down another 10 % and runs again): the count is a floor within about 20 %. The daemon
   only. Target ≥ 200.
 - time to first byte: 50 such listeners play while a probe opens a new connection every
-  100 ms and asks for 256 KiB of a track; p99 of the time to its first body byte per 10 s
+  100 ms and asks for 256 KiB of a track; p99 of the time to its first body byte per 8 s
   round, median over the rounds (target ≤ 50 ms). nginx under the same load alternates with
   the daemon, so a p99 set by the machine rather than by the daemon shows on both.
 
@@ -89,8 +89,8 @@ class Params:
     realtime_max: int = 3000
     ramp_seconds: float = 3.0
     ttfb_streams: int = 50
-    ttfb_seconds: float = 10.0
-    ttfb_rounds: int = 2
+    ttfb_seconds: float = 8.0
+    ttfb_rounds: int = 3
     probe_every: float = 0.1
 
 
