@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test lint unit demo bench chaos clean
+.PHONY: test lint unit demo bench bench-nginx chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -31,7 +31,14 @@ $(VENV)/.bench-stamp: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $(VENV)/.bench-stamp
 
-bench: $(VENV)/.bench-stamp
+# The streaming benchmark compares the daemon with nginx from the OS packages (Debian's `nginx`,
+# the core server). It starts its own nginx on a free loopback port, never the system's service.
+bench-nginx:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends nginx)
+
+bench: $(VENV)/.bench-stamp bench-nginx
 	$(PY) -m bench
 
 chaos: $(STAMP)

@@ -21,7 +21,10 @@ from pathlib import Path
 
 from bench.common import HEADER, Row, format_table
 
-BENCHMARKS = ("queue_drain", "api", "queue_scaling", "watchdog", "startup", "tick", "million")
+BENCHMARKS = (
+    "queue_drain", "api", "queue_scaling", "watchdog", "startup", "tick", "million", "streaming",
+    "busy_downloader", "realistic_day",
+)  # fmt: skip
 # A benchmark lives in bench/<name>.py unless named here.
 MODULES = {"million": "library"}
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"

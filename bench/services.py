@@ -85,10 +85,11 @@ def _start_announcing(args: list[str], pattern: str) -> tuple[subprocess.Popen[s
 
     def drain() -> None:
         assert proc.stderr is not None
-        for line in proc.stderr:
-            if not found and (match := re.search(pattern, line)):
-                found.append(match.group(1))
-                ready.set()
+        with proc.stderr:  # closed at the end of the output, when the process has ended
+            for line in proc.stderr:
+                if not found and (match := re.search(pattern, line)):
+                    found.append(match.group(1))
+                    ready.set()
         ready.set()
 
     threading.Thread(target=drain, daemon=True).start()

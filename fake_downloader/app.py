@@ -2,6 +2,7 @@
 
 Per request: count it, wait `latency_ms`, maybe inject a failure, route and validate, refuse a
 second concurrent audio download (429), then deliver the reply, bent by a fault if one is armed.
+With `Knobs.response_log` set, every response is also logged (`fake_downloader.response_log`).
 Raw ASGI keeps streaming, truncation and disconnect handling fully under control.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -18,6 +20,7 @@ from fake_downloader import payloads, real_payloads
 from fake_downloader.catalog import Catalog
 from fake_downloader.content import audio_period, image_period
 from fake_downloader.knobs import Knobs
+from fake_downloader.response_log import logged
 from fake_downloader.responses import (
     HttpError,
     Receive,
@@ -63,6 +66,11 @@ class FakeDownloaderApp:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
+        elif scope["type"] == "http" and self.knobs.response_log is not None:
+            found = route(scope["path"])
+            endpoint, ident = found if found else ("unknown", "")
+            respond = partial(self._http, scope)
+            await logged(respond, receive, send, endpoint, ident, self.knobs.response_log)
         elif scope["type"] == "http":
             await self._http(scope, receive, send)
 

@@ -11,6 +11,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TextIO
 
 import trio
 
@@ -104,6 +105,8 @@ class Knobs:
     fail_seed: int = 0
     counts: Counter[str] = field(default_factory=Counter)
     active_audio: int = 0
+    # Where to log every response (`fake_downloader.response_log`); None = no log.
+    response_log: TextIO | None = None
     rng: random.Random = field(init=False, repr=False)
     _changes: trio.lowlevel.ParkingLot = field(init=False, repr=False)
 

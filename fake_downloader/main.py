@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="truncate, stall, stall_body, endless, trickle, bad_json or content_type=TYPE; "
         "repeatable")  # fmt: skip
     add("--stall-seconds", type=float, default=3600.0, help="how long a stall fault waits")
+    add("--log-responses", metavar="PATH", default=None,
+        help="append a JSON line per response to PATH (fake_downloader.response_log)")  # fmt: skip
     return parser
 
 
@@ -102,7 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec, knobs = _spec(args), _knobs(args)
     except ValueError as error:
         parser.error(str(error))
-    trio.run(_run, spec, knobs, args.host, args.port)
+    if args.log_responses is None:
+        trio.run(_run, spec, knobs, args.host, args.port)
+        return 0
+    with open(args.log_responses, "a", encoding="utf-8") as log:
+        knobs.response_log = log
+        trio.run(_run, spec, knobs, args.host, args.port)
     return 0
 
 
