@@ -11,7 +11,7 @@ import argon2
 import pytest
 
 from daemon.config import Config
-from daemon.services import build_context, close_context
+from daemon.services import close_root
 from storage.users import (
     InvalidHandle,
     InvalidPassword,
@@ -28,6 +28,7 @@ from storage.users import (
     parse_permission,
     parse_role,
 )
+from tests.conftest import open_test_root
 
 NO_DEVICE: dict[str, str | None] = {}
 
@@ -147,15 +148,15 @@ def test_only_a_sha256_of_the_token_is_stored(tmp_path: Path) -> None:
 
 
 def test_production_hasher_is_argon2id_with_strong_parameters(tmp_path: Path) -> None:
-    context = build_context(Config(db_dir=tmp_path, media_path=tmp_path))
+    root = open_test_root(Config(db_dir=tmp_path, media_path=tmp_path), hasher=None)
     try:
-        pw_hash = context.hasher.hash("correct horse")
-        context.users.create_user("alice", pw_hash=pw_hash)
-        found = context.users.password_hash("alice")
+        pw_hash = root.hasher.hash("correct horse")
+        root.users.create_user("alice", pw_hash=pw_hash)
+        found = root.users.password_hash("alice")
         assert found is not None
         stored = found[1]
     finally:
-        close_context(context)
+        close_root(root)
     assert stored.startswith("$argon2id$")
     params = argon2.extract_parameters(stored)
     assert params.type is argon2.Type.ID
