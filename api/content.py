@@ -13,14 +13,13 @@ once the integrity watchdog has given up on its audio (SPEC §8.9).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, current_app, jsonify, request
 
-from api.answers import cached_json
 from api.auth import requires
 from api.context import root
 from api.errors import ApiError
@@ -79,18 +78,13 @@ async def _metadata(
     check: Callable[[object], str],
     raw: str,
     kind: str,
-    marks: Hashable = None,
 ) -> Response:
-    """The JSON of `method(id)`, kept while the catalog is unchanged and `marks` is the same."""
+    """The JSON of `method(id)`, read in a worker thread; 404 if there is no such `kind`."""
     ident = _valid(check, raw)
-
-    def read() -> dict[str, Any]:
-        found = method(ident)
-        if found is None:
-            raise ApiError(404, f"unknown {kind}", "NOT_FOUND")
-        return found
-
-    return _cached(await cached_json(root().catalog.db, (kind, ident, marks), read))
+    found = await root().catalog.db.run(method, ident)
+    if found is None:
+        raise ApiError(404, f"unknown {kind}", "NOT_FOUND")
+    return _cached(jsonify(found))
 
 
 async def _with_availability(
@@ -99,16 +93,9 @@ async def _with_availability(
     """An album's or a track's JSON, each track with its `availability` (SPEC §8.9): the
     catalog says whether its audio is recorded, the download queue whether the watchdog gave
     up on it. The marks of all the tracks are read with one statement, in the catalog read's
-    worker thread; an answer is kept until the catalog or the marks change (the marks' version
-    is itself read at most once per write to the queue). No download manager, no marks."""
+    worker thread. No download manager, no marks."""
     downloads = root().downloads
     admin = downloads.queue_admin if downloads is not None else None
-    if admin is None:
-        version = None
-    else:
-        version = await admin.db.run_cached(
-            ("unavailable_version",), lambda _: True, admin.unavailable_version
-        )
 
     def read(ident: str) -> dict[str, Any] | None:
         found = method(ident)
@@ -120,7 +107,7 @@ async def _with_availability(
             unavailable = admin.unavailable_among(ContentType.TRACK_AUDIO, ids)
         return catalog_read.add_availability(found, unavailable)
 
-    return await _metadata(read, content_id, raw, kind, version)
+    return await _metadata(read, content_id, raw, kind)
 
 
 def _open_media(body_class: Any, path: Path, root: Path) -> Any:

@@ -17,18 +17,17 @@ from collections.abc import Awaitable
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, StringConstraints
-from quart import Blueprint, Response
+from quart import Blueprint, Response, jsonify
 
 from actors.downloader_errors import DownloaderError, DownloaderNotFound
 from actors.messages import WakeProcessor, offer
-from api.answers import cached_json
 from api.auth import current_user, requires
 from api.context import downloads_route, require_downloads, root
 from api.errors import ApiError
 from api.schemas import Query, StrictBody, json_body, page_limit, querystring
 from storage.ids import InvalidId, content_id
 from storage.queue_requests import Rejection, UserLimitStatus
-from storage.queue_schema import HOUR, Status, now
+from storage.queue_schema import Status, now
 from storage.users import Permission
 
 blueprint = Blueprint("download", __name__, url_prefix="/v1/download")
@@ -196,16 +195,13 @@ async def request_discography(data: DiscographyRequestBody) -> tuple[dict[str, A
 @querystring(MyRequestsQuery)
 async def my_requests(query_args: MyRequestsQuery) -> Response:
     store, user = require_downloads().requests, current_user().handle
-    limit = page_limit(query_args.limit)
-    at, status, offset = now(), query_args.status, query_args.offset
-
-    def read() -> dict[str, Any]:
-        requests, stats = store.my_requests_and_limits(user, status, limit, offset, at)
-        return {"requests": requests, "stats": stats.json()}
-
-    # The day's count and its reset move by the hour.
-    key = ("my-requests", user, status, limit, offset, at // HOUR)
-    return await cached_json(store.db, key, read)
+    limit, q = page_limit(query_args.limit), query_args
+    requests, stats = await store.db.run(
+        store.my_requests_and_limits, user, q.status, limit, q.offset, now()
+    )
+    # A Response rather than a dict: quart-schema would walk a returned dict with pydantic,
+    # and this page is what clients poll.
+    return jsonify({"requests": requests, "stats": stats.json()})
 
 
 @blueprint.get("/request/<path:item_id>")
@@ -223,11 +219,7 @@ async def request_detail(item_id: str) -> dict[str, Any]:
 @requires(Permission.RequestContent)
 @downloads_route
 async def limits() -> Response:
-    store, handle, at = require_downloads().requests, current_user().handle, now()
-
-    def read() -> dict[str, Any]:
-        user, capacity = store.limits_and_capacity(handle, at)
-        return {"user": user.json(), "global": capacity}
-
-    # The windows counted and their resets move by the hour.
-    return await cached_json(store.db, ("limits", handle, at // HOUR), read)
+    store = require_downloads().requests
+    user, capacity = await store.db.run(store.limits_and_capacity, current_user().handle, now())
+    # A Response, as for my-requests: clients poll it.
+    return jsonify({"user": user.json(), "global": capacity})

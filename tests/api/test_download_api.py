@@ -479,8 +479,8 @@ async def test_limits(client: Any, alice: dict[str, str]) -> None:
 async def test_limits_and_requests_read_again_follow_every_change(
     client: Any, alice: dict[str, str], root: Root
 ) -> None:
-    """Answers are kept between requests while the queue is unchanged (see `cached_json`):
-    each change shows at once, and one user's answer is never another's."""
+    """Read again, the pages show each change at once, and one user's answer is never
+    another's."""
 
     async def read(path: str, headers: dict[str, str]) -> Any:
         r = await client.get(path, headers=headers)
