@@ -3,6 +3,10 @@
 `create_app(root)` builds one app per daemon (no module-level app) from the daemon's root; the
 app keeps its own login throttle. It refuses to build if any route lacks a permission declaration
 (`@requires` or `@public`), so a new route cannot ship open by accident.
+
+quart-schema is set up as its documentation says: it validates request bodies and query strings
+(`api.schemas`), serves `/openapi.json`, and converts what a handler returns (a handler that
+returns a `Response` made by `jsonify` skips that conversion).
 """
 
 from __future__ import annotations
@@ -49,19 +53,15 @@ def create_app(root: Root, *, throttle: LoginThrottle | None = None) -> QuartTri
     # No redirects for '//' or a trailing '/': an odd path is answered, never bounced.
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
-    app.config["QUART_SCHEMA_CONVERT_CASING"] = False
     install(app, root, LoginThrottle() if throttle is None else throttle)
-    make_response = app.make_response
     QuartSchema(
         app,
         openapi_path="/openapi.json",
         swagger_ui_path=None,
         redoc_ui_path=None,
         scalar_ui_path=None,
+        convert_casing=False,  # field names are the SPEC's, snake_case both ways
     )
-    # Handlers return plain JSON values, never pydantic models, so quart-schema's response
-    # conversion (a pydantic TypeAdapter built for every response) is pure cost: keep Quart's.
-    app.make_response = make_response  # type: ignore[method-assign]
     register_error_handlers(app)
     for module in BLUEPRINT_MODULES:
         app.register_blueprint(module.blueprint)

@@ -18,13 +18,14 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, StringConstraints
 from quart import Blueprint, Response, jsonify
+from quart_schema import validate_querystring
 
 from actors.downloader_errors import DownloaderError, DownloaderNotFound
 from actors.messages import WakeProcessor, offer
 from api.auth import current_user, requires
 from api.context import downloads_route, require_downloads, root
 from api.errors import ApiError
-from api.schemas import Query, StrictBody, json_body, page_limit, querystring
+from api.schemas import Query, StrictBody, json_body, page_limit
 from storage.ids import InvalidId, content_id
 from storage.queue_requests import Rejection, UserLimitStatus
 from storage.queue_schema import Status, now
@@ -121,7 +122,7 @@ def _accepted(kind: str) -> None:
 @blueprint.get("/search")
 @requires(Permission.RequestContent)
 @downloads_route
-@querystring(SearchQuery)
+@validate_querystring(SearchQuery)
 async def search(query_args: SearchQuery) -> dict[str, Any]:
     downloader = require_downloads().downloader
     found = await _from_downloader(downloader.search(query_args.q, query_args.type, SEARCH_LIMIT))
@@ -192,7 +193,7 @@ async def request_discography(data: DiscographyRequestBody) -> tuple[dict[str, A
 @blueprint.get("/my-requests")
 @requires(Permission.RequestContent)
 @downloads_route
-@querystring(MyRequestsQuery)
+@validate_querystring(MyRequestsQuery)
 async def my_requests(query_args: MyRequestsQuery) -> Response:
     store, user = require_downloads().requests, current_user().handle
     limit, q = page_limit(query_args.limit), query_args

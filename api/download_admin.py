@@ -14,12 +14,13 @@ from typing import Any
 
 from pydantic import Field
 from quart import Blueprint
+from quart_schema import validate_querystring
 
 from actors.messages import WakeProcessor, offer
 from api.auth import current_user, requires
 from api.context import downloads_route, require_downloads
 from api.errors import ApiError
-from api.schemas import Query, page_limit, querystring
+from api.schemas import Query, page_limit
 from storage.queue_admin import RetryRefused
 from storage.queue_audit import AuditFilter
 from storage.queue_schema import AuditEvent, ContentType, Status, now
@@ -72,7 +73,7 @@ async def stats() -> dict[str, Any]:
 @blueprint.get("/failed")
 @requires(Permission.ViewAnalytics)
 @downloads_route
-@querystring(PageQuery)
+@validate_querystring(PageQuery)
 async def failed(query_args: PageQuery) -> dict[str, Any]:
     store = require_downloads().queue_admin
     items, total = await store.db.run(store.failed, page_limit(query_args.limit), query_args.offset)
@@ -97,7 +98,7 @@ async def retry(item_id: str) -> dict[str, Any]:
 @blueprint.get("/activity")
 @requires(Permission.ViewAnalytics)
 @downloads_route
-@querystring(ActivityQuery)
+@validate_querystring(ActivityQuery)
 async def activity(query_args: ActivityQuery) -> dict[str, Any]:
     store = require_downloads().queue_admin
     return await store.db.run(store.activity, min(query_args.hours, MAX_HOURS), now())
@@ -106,7 +107,7 @@ async def activity(query_args: ActivityQuery) -> dict[str, Any]:
 @blueprint.get("/requests")
 @requires(Permission.ViewAnalytics)
 @downloads_route
-@querystring(RequestsQuery)
+@validate_querystring(RequestsQuery)
 async def requests(query_args: RequestsQuery) -> dict[str, Any]:
     store = require_downloads().queue_admin
     items, total = await store.db.run(
@@ -125,7 +126,7 @@ async def requests(query_args: RequestsQuery) -> dict[str, Any]:
 @blueprint.get("/audit")
 @requires(Permission.ViewAnalytics)
 @downloads_route
-@querystring(AuditQuery)
+@validate_querystring(AuditQuery)
 async def audit(query_args: AuditQuery) -> dict[str, Any]:
     q = query_args
     where = AuditFilter(
@@ -156,7 +157,7 @@ async def audit_item(item_id: str) -> dict[str, Any]:
 @blueprint.get("/audit/user/<handle>")
 @requires(Permission.ViewAnalytics)
 @downloads_route
-@querystring(TimeRangeQuery)
+@validate_querystring(TimeRangeQuery)
 async def audit_user(handle: str, query_args: TimeRangeQuery) -> dict[str, Any]:
     q = query_args
     store = require_downloads().queue_admin

@@ -15,13 +15,14 @@ from typing import Any
 import trio
 from pydantic import Field
 from quart import Blueprint, Response, jsonify
+from quart_schema import validate_querystring
 
 from actors.jobs.base import JobSpec, Schedule
 from actors.messages import CancelJob, TriggerJob, ask
 from api.auth import requires
 from api.context import root
 from api.errors import ApiError
-from api.schemas import Query, page_limit, querystring
+from api.schemas import Query, page_limit
 from storage.jobs import JobRun, RunStatus
 from storage.users import Permission
 
@@ -154,7 +155,7 @@ async def cancel_job(job_id: str) -> tuple[Response, int]:
 
 @blueprint.get("/v1/admin/jobs/<job_id>/history")
 @requires(Permission.ServerAdmin)
-@querystring(HistoryQuery)
+@validate_querystring(HistoryQuery)
 async def job_history(job_id: str, query_args: HistoryQuery) -> Response:
     job = _job(job_id)
     limit = page_limit(query_args.limit, HISTORY_DEFAULT, HISTORY_MAX)

@@ -15,12 +15,13 @@ from typing import Any
 
 from pydantic import Field
 from quart import Blueprint, Response, jsonify
+from quart_schema import validate_querystring
 
 from api.auth import current_user, requires
 from api.context import root
 from api.errors import ApiError
 from api.jobs import rfc3339
-from api.schemas import Query, StrictBody, json_body, querystring
+from api.schemas import Query, StrictBody, json_body
 from storage.ids import is_content_id
 from storage.users import Permission
 
@@ -71,7 +72,7 @@ def _limit(value: int | None) -> int:
 
 @blueprint.get("/v1/content/popular")
 @requires(Permission.AccessCatalog)
-@querystring(PopularQuery)
+@validate_querystring(PopularQuery)
 async def popular(query_args: PopularQuery) -> Response:
     store = root().jobs
     found = await store.db.run(store.load_popular)
