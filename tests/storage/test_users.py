@@ -12,6 +12,7 @@ import pytest
 
 from daemon.config import Config
 from daemon.services import close_root
+from storage import users
 from storage.users import (
     InvalidHandle,
     InvalidPassword,
@@ -126,6 +127,22 @@ def test_password_change_and_removal_revoke_sessions(store: UserStore) -> None:
     assert store.session_user("alice-token-2") is None
     assert store.password_hash("alice") is None
     assert not store.require("alice").has_password
+
+
+def test_the_sessions_served_from_memory_are_bounded(
+    store: UserStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(users, "SESSION_CACHE_MAX", 3)
+    alice = store.create_user("alice", pw_hash="h1")
+    tokens = [f"token-{n}" for n in range(4)]
+    for token in tokens:
+        store.create_session(alice.id, token, NO_DEVICE)
+        assert store.session_user(token) is not None
+    # The fourth found the cache full: it holds that one alone, the others are read again.
+    assert [store.cached_session(token) is not None for token in tokens] == [
+        False, False, False, True,
+    ]  # fmt: skip
+    assert all(store.session_user(token) is not None for token in tokens)
 
 
 def test_only_a_sha256_of_the_token_is_stored(tmp_path: Path) -> None:
