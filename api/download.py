@@ -195,10 +195,9 @@ async def request_discography(data: DiscographyRequestBody) -> tuple[dict[str, A
 @downloads_route
 @validate_querystring(MyRequestsQuery)
 async def my_requests(query_args: MyRequestsQuery) -> Response:
-    store, user = require_downloads().requests, current_user().handle
-    limit, q = page_limit(query_args.limit), query_args
+    store, user, q = require_downloads().requests, current_user().handle, query_args
     requests, stats = await store.db.run(
-        store.my_requests_and_limits, user, q.status, limit, q.offset, now()
+        store.my_requests_and_limits, user, q.status, page_limit(q.limit), q.offset, now()
     )
     # A Response rather than a dict: quart-schema would walk a returned dict with pydantic,
     # and this page is what clients poll.
