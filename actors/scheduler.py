@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,15 +44,27 @@ CANCELLED_SCHEDULER_STOPPED = "Cancelled: the scheduler stopped"
 class SchedulerView:
     """A read-only picture of the scheduler for the API: jobs, which run, when each is next due.
 
-    Only the scheduler calls the `record_*` methods; everything lives on the one trio thread, so
-    readers always see a consistent state.
+    Only the scheduler calls `reset` and the `record_*` methods; everything lives on the one trio
+    thread, so readers always see a consistent state. The view is made before the scheduler and
+    handed to it, so a restarted scheduler fills the same view again (`reset`) and its readers
+    never hold a stale one; until a scheduler has started, the view lists no jobs.
     """
 
-    def __init__(self, jobs: list[JobSpec]) -> None:
-        self._specs = {job.id: job for job in sorted(jobs, key=lambda j: j.id)}
+    def __init__(self, jobs: Iterable[JobSpec] = ()) -> None:
+        self._specs: dict[str, JobSpec] = {}
         self._running: dict[str, int] = {}
         self._next: dict[str, datetime | None] = {}
         self._run_ended = trio.Event()
+        self.reset(jobs)
+
+    def reset(self, jobs: Iterable[JobSpec]) -> None:
+        """Show `jobs`, none running, none due yet (a scheduler starting)."""
+        self._specs = {job.id: job for job in sorted(jobs, key=lambda j: j.id)}
+        self._next = {}
+        if self._running:
+            self._running = {}
+            self._run_ended.set()
+            self._run_ended = trio.Event()
 
     def jobs(self) -> list[JobSpec]:
         """Registered jobs sorted by id."""
@@ -112,6 +124,7 @@ class Scheduler:
         shutdown: trio.Event,
         shutdown_timeout: float,
         wall_clock: Callable[[], datetime] = utc_now,
+        view: SchedulerView | None = None,
     ) -> None:
         self._jobs = {job.id: job for job in jobs}
         if len(self._jobs) != len(jobs):
@@ -122,7 +135,8 @@ class Scheduler:
         self._shutdown = shutdown
         self._shutdown_timeout = shutdown_timeout
         self._wall = wall_clock
-        self.view = SchedulerView(jobs)
+        self.view = view if view is not None else SchedulerView()
+        self.view.reset(jobs)
         self._due: dict[str, datetime | None] = {}
         self._active: dict[str, _ActiveRun] = {}
         self._runs: trio.Nursery | None = None

@@ -25,9 +25,9 @@ import trio
 from pydantic import Field
 from quart import Blueprint, Response, jsonify
 
-from actors.messages import Hook, HookFired
+from actors.messages import Hook, HookFired, SchedulerMessage
 from api.auth import requires
-from api.context import AppContext, ctx
+from api.context import root
 from api.errors import ApiError
 from api.schemas import StrictBody, json_body
 from storage.users import (
@@ -98,11 +98,9 @@ def user_errors() -> Iterator[None]:
         raise ApiError(status, str(exc), code) from exc
 
 
-def fire_user_created(context: AppContext) -> None:
-    if context.scheduler is None:
-        return
+def fire_user_created(inbox: trio.MemorySendChannel[SchedulerMessage]) -> None:
     try:
-        context.scheduler.send_nowait(HookFired(Hook.OnUserCreated))
+        inbox.send_nowait(HookFired(Hook.OnUserCreated))
     except trio.WouldBlock:
         log.warning("scheduler channel full; OnUserCreated hook dropped")
     except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -113,8 +111,7 @@ def fire_user_created(context: AppContext) -> None:
 @requires(Permission.ManagePermissions)
 @json_body(CreateUserBody)
 async def create_user(data: CreateUserBody) -> tuple[Response, int]:
-    context = ctx()
-    users = context.users
+    users = root().users
     with user_errors():
         handle = check_handle(data.user_handle)
         roles = tuple(dict.fromkeys(parse_role(name) for name in data.roles))
@@ -126,17 +123,17 @@ async def create_user(data: CreateUserBody) -> tuple[Response, int]:
         pw_hash = None
         if data.password is not None:
             pw_hash = await trio.to_thread.run_sync(
-                context.hasher.hash, data.password, limiter=context.hash_limiter
+                root().hasher.hash, data.password, limiter=root().hash_limiter
             )
         user = await users.db.run(users.create_user, handle, roles, pw_hash=pw_hash)
-    fire_user_created(context)
+    fire_user_created(root().scheduler.inbox)
     return jsonify(user_json(user)), 201
 
 
 @blueprint.get("")
 @requires(Permission.ManagePermissions)
 async def list_users() -> Response:
-    users = ctx().users
+    users = root().users
     return jsonify({"users": [user_json(u) for u in await users.db.run(users.all_users)]})
 
 
@@ -144,7 +141,7 @@ async def apply_change(
     change: Callable[[str, T], None], handle: str, parse: Callable[[str], T], name: str
 ) -> Response:
     """Parse a role or permission name, apply the change, answer with the updated user."""
-    users = ctx().users
+    users = root().users
     with user_errors():
         value = parse(name)
         await users.db.run(change, handle, value)
@@ -156,25 +153,25 @@ async def apply_change(
 @requires(Permission.ManagePermissions)
 @json_body(RoleBody)
 async def add_role(handle: str, data: RoleBody) -> Response:
-    return await apply_change(ctx().users.add_role, handle, parse_role, data.role)
+    return await apply_change(root().users.add_role, handle, parse_role, data.role)
 
 
 @blueprint.delete("/<handle>/roles/<role>")
 @requires(Permission.ManagePermissions)
 async def remove_role(handle: str, role: str) -> Response:
-    return await apply_change(ctx().users.remove_role, handle, parse_role, role)
+    return await apply_change(root().users.remove_role, handle, parse_role, role)
 
 
 @blueprint.post("/<handle>/permissions")
 @requires(Permission.ManagePermissions)
 @json_body(PermissionBody)
 async def add_permission(handle: str, data: PermissionBody) -> Response:
-    users = ctx().users
+    users = root().users
     return await apply_change(users.add_permission, handle, parse_permission, data.permission)
 
 
 @blueprint.delete("/<handle>/permissions/<permission>")
 @requires(Permission.ManagePermissions)
 async def remove_permission(handle: str, permission: str) -> Response:
-    users = ctx().users
+    users = root().users
     return await apply_change(users.remove_permission, handle, parse_permission, permission)

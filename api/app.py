@@ -1,8 +1,12 @@
 """The QuartTrio app factory: blueprints, error handlers, metrics, logging, OpenAPI.
 
-`create_app(context)` builds one app per daemon (no module-level app). It refuses to build if any
-route lacks a permission declaration (`@requires` or `@public`), so a new route cannot ship open
-by accident.
+`create_app(root)` builds one app per daemon (no module-level app) from the daemon's root; the
+app keeps its own login throttle. It refuses to build if any route lacks a permission declaration
+(`@requires` or `@public`), so a new route cannot ship open by accident.
+
+quart-schema is set up as its documentation says: it validates request bodies and query strings
+(`api.schemas`), serves `/openapi.json`, and converts what a handler returns (a handler that
+returns a `Response` made by `jsonify` skips that conversion).
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from quart_trio import QuartTrio
 from api import admin_users, auth_routes, content, download, download_admin, jobs, listening
 from api.auth import PERMISSION_ATTR, public
 from api.client import current_client
-from api.context import AppContext
+from api.context import install
 from api.errors import ApiError, register_error_handlers
 from api.text import check_url
+from api.throttle import LoginThrottle
+from daemon.root import Root
 
 log = logging.getLogger("pezzottify.http")
 MAX_BODY = 1024 * 1024
@@ -41,31 +47,27 @@ SECRET_BODIES = ("/v1/auth", "/v1/admin/users")
 LOGGED_BODY = 2048
 
 
-def create_app(context: AppContext) -> QuartTrio:
+def create_app(root: Root, *, throttle: LoginThrottle | None = None) -> QuartTrio:
     app = QuartTrio("pezzottify", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     # No redirects for '//' or a trailing '/': an odd path is answered, never bounced.
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
-    app.config["QUART_SCHEMA_CONVERT_CASING"] = False
-    app.extensions["pezzottify"] = context
-    make_response = app.make_response
+    install(app, root, LoginThrottle() if throttle is None else throttle)
     QuartSchema(
         app,
         openapi_path="/openapi.json",
         swagger_ui_path=None,
         redoc_ui_path=None,
         scalar_ui_path=None,
+        convert_casing=False,  # field names are the SPEC's, snake_case both ways
     )
-    # Handlers return plain JSON values, never pydantic models, so quart-schema's response
-    # conversion (a pydantic TypeAdapter built for every response) is pure cost: keep Quart's.
-    app.make_response = make_response  # type: ignore[method-assign]
     register_error_handlers(app)
     for module in BLUEPRINT_MODULES:
         app.register_blueprint(module.blueprint)
-    if context.config.frontend_dir_path is not None:
-        _serve_frontend(app, context)
-    _observe_requests(app, context)
+    if root.config.frontend_dir_path is not None:
+        _serve_frontend(app, root)
+    _observe_requests(app, root)
     _check_public_urls(app)
     # quart-schema's view is a bound method; wrap it to carry the declaration.
     openapi_view = app.view_functions["openapi"]
@@ -97,26 +99,26 @@ def _check_public_urls(app: QuartTrio) -> None:
             check_url()
 
 
-def _serve_frontend(app: QuartTrio, context: AppContext) -> None:
-    root = context.config.frontend_dir_path
-    assert root is not None
+def _serve_frontend(app: QuartTrio, root: Root) -> None:
+    folder = root.config.frontend_dir_path
+    assert folder is not None
 
     @app.get("/")
     @public
     async def frontend_index() -> Response:
-        return await send_from_directory(root, "index.html")
+        return await send_from_directory(folder, "index.html")
 
     @app.get("/<path:path>")
     @public
     async def frontend_file(path: str) -> Response:
         if path.startswith("v1/"):
             raise ApiError(404, "no such route", "NOT_FOUND")
-        return await send_from_directory(root, path)
+        return await send_from_directory(folder, path)
 
 
-def _observe_requests(app: QuartTrio, context: AppContext) -> None:
-    level = context.config.logging_level
-    metrics = context.metrics
+def _observe_requests(app: QuartTrio, root: Root) -> None:
+    level = root.config.logging_level
+    metrics = root.metrics
 
     @app.before_request
     async def start_timer() -> None:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from quart import g, request
 
-from api.context import ctx
+from api.context import root
 from api.errors import ApiError
 from api.text import check_url
 from storage.users import Permission, User
@@ -38,12 +38,12 @@ async def authenticate() -> User:
     token = request_token()
     if token is None:
         raise ApiError(401, "authentication required", "UNAUTHORIZED")
-    context = ctx()
+    users = root().users
     # A session resolved moments ago is served from memory: most requests then make one
     # worker-thread round trip (their own store call) instead of two.
-    user = context.users.cached_session(token)
+    user = users.cached_session(token)
     if user is None:
-        user = await context.users.db.run(context.users.session_user, token)
+        user = await users.db.run(users.session_user, token)
     if user is None:
         raise ApiError(401, "invalid or expired session", "UNAUTHORIZED")
     g.user = user

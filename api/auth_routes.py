@@ -17,7 +17,7 @@ from quart import Blueprint, Response, g, jsonify
 
 from api.auth import COOKIE, current_user, public, requires
 from api.client import current_client
-from api.context import AppContext, ctx
+from api.context import api_state, root
 from api.errors import ApiError
 from api.schemas import StrictBody, json_body
 
@@ -32,16 +32,6 @@ class LoginBody(StrictBody):
     device_name: str | None = None
 
 
-async def _unknown_user_hash(context: AppContext) -> str:
-    """A hash verified when the handle is unknown, so both failures cost the same time: made
-    once by the server's own hasher, so it costs what the users' hashes cost."""
-    if context.unknown_user_hash is None:
-        context.unknown_user_hash = await trio.to_thread.run_sync(
-            context.hasher.hash, secrets.token_urlsafe(16), limiter=context.hash_limiter
-        )
-    return context.unknown_user_hash
-
-
 def _verify(hasher: PasswordHasher, pw_hash: str, password: str) -> bool:
     try:
         return hasher.verify(pw_hash, password)
@@ -53,30 +43,27 @@ def _verify(hasher: PasswordHasher, pw_hash: str, password: str) -> bool:
 @public
 @json_body(LoginBody)
 async def login(data: LoginBody) -> tuple[Response, int]:
-    context = ctx()
+    state = api_state()
+    users, hasher, limiter = state.root.users, state.root.hasher, state.root.hash_limiter
     client = current_client()
-    wait = context.throttle.retry_after(client.address, data.user_handle)
+    wait = state.throttle.retry_after(client.address, data.user_handle)
     if wait is not None:
         raise ApiError(
             429, "too many failed logins; try again later", headers={"Retry-After": str(wait)}
         )
-    found = await context.users.db.run(context.users.password_hash, data.user_handle)
-    pw_hash = found[1] if found else await _unknown_user_hash(context)
-    ok = await trio.to_thread.run_sync(
-        _verify, context.hasher, pw_hash, data.password, limiter=context.hash_limiter
-    )
+    found = await users.db.run(users.password_hash, data.user_handle)
+    pw_hash = found[1] if found else await state.decoy.get()
+    ok = await trio.to_thread.run_sync(_verify, hasher, pw_hash, data.password, limiter=limiter)
     if not ok or found is None:
-        context.throttle.failed(client.address, data.user_handle)
+        state.throttle.failed(client.address, data.user_handle)
         raise ApiError(401, "wrong user handle or password", "INVALID_CREDENTIALS")
     user = found[0]
-    if context.hasher.check_needs_rehash(pw_hash):
-        new_hash = await trio.to_thread.run_sync(
-            context.hasher.hash, data.password, limiter=context.hash_limiter
-        )
-        await context.users.db.run(context.users.rehash_password, user.id, new_hash)
+    if hasher.check_needs_rehash(pw_hash):
+        new_hash = await trio.to_thread.run_sync(hasher.hash, data.password, limiter=limiter)
+        await users.db.run(users.rehash_password, user.id, new_hash)
     token = secrets.token_urlsafe(32)
     device = data.model_dump(include={"device_uuid", "device_type", "device_name"})
-    await context.users.db.run(context.users.create_session, user.id, token, device)
+    await users.db.run(users.create_session, user.id, token, device)
     response = jsonify(
         {"token": token, "user_handle": user.handle, "permissions": user.permission_names()}
     )
@@ -94,8 +81,8 @@ async def session() -> Response:
 @blueprint.route("/logout", methods=["GET", "POST"])
 @requires()
 async def logout() -> Response:
-    context = ctx()
-    await context.users.db.run(context.users.delete_session, g.token)
+    users = root().users
+    await users.db.run(users.delete_session, g.token)
     response = jsonify({"status": "logged_out"})
     response.delete_cookie(COOKIE, path="/", secure=current_client().https)
     return response

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from quart import g, request
 
-from api.context import ctx
+from api.context import root
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -111,7 +111,7 @@ def current_client() -> Client:
             request.scheme,
             request.headers.getlist("X-Forwarded-For"),
             request.headers.getlist("X-Forwarded-Proto"),
-            ctx().config.trusted_proxies,
+            root().config.trusted_proxies,
         )
         g.client = client
     return client

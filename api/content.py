@@ -13,22 +13,19 @@ once the integrity watchdog has given up on its audio (SPEC §8.9).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, current_app, jsonify, request
 
-from api.answers import cached_json
 from api.auth import requires
-from api.context import ctx
+from api.context import root
 from api.errors import ApiError
 from storage import catalog_read
-from storage.catalog import CatalogStore
 from storage.files import AUDIO_MEDIA_TYPES
 from storage.ids import InvalidId, content_id, image_id
-from storage.queue_admin import QueueAdminStore
 from storage.queue_schema import ContentType
 from storage.users import Permission
 
@@ -64,11 +61,6 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return begin, size if not last else min(int(last) + 1, size)
 
 
-def _catalog() -> CatalogStore:
-    catalog: CatalogStore = ctx().catalog
-    return catalog
-
-
 def _valid(check: Callable[[object], str], raw: str) -> str:
     try:
         return check(raw)
@@ -77,7 +69,7 @@ def _valid(check: Callable[[object], str], raw: str) -> str:
 
 
 def _cached(response: Response) -> Response:
-    response.headers["Cache-Control"] = f"max-age={ctx().config.content_cache_age_sec}"
+    response.headers["Cache-Control"] = f"max-age={root().config.content_cache_age_sec}"
     return response
 
 
@@ -86,18 +78,13 @@ async def _metadata(
     check: Callable[[object], str],
     raw: str,
     kind: str,
-    marks: Hashable = None,
 ) -> Response:
-    """The JSON of `method(id)`, kept while the catalog is unchanged and `marks` is the same."""
+    """The JSON of `method(id)`, read in a worker thread; 404 if there is no such `kind`."""
     ident = _valid(check, raw)
-
-    def read() -> dict[str, Any]:
-        found = method(ident)
-        if found is None:
-            raise ApiError(404, f"unknown {kind}", "NOT_FOUND")
-        return found
-
-    return _cached(await cached_json(_catalog().db, (kind, ident, marks), read))
+    found = await root().catalog.db.run(method, ident)
+    if found is None:
+        raise ApiError(404, f"unknown {kind}", "NOT_FOUND")
+    return _cached(jsonify(found))
 
 
 async def _with_availability(
@@ -106,15 +93,9 @@ async def _with_availability(
     """An album's or a track's JSON, each track with its `availability` (SPEC §8.9): the
     catalog says whether its audio is recorded, the download queue whether the watchdog gave
     up on it. The marks of all the tracks are read with one statement, in the catalog read's
-    worker thread; an answer is kept until the catalog or the marks change (the marks' version
-    is itself read at most once per write to the queue). No download manager, no marks."""
-    admin: QueueAdminStore | None = ctx().queue_admin
-    if admin is None:
-        version = None
-    else:
-        version = await admin.db.run_cached(
-            ("unavailable_version",), lambda _: True, admin.unavailable_version
-        )
+    worker thread. No download manager, no marks."""
+    downloads = root().downloads
+    admin = downloads.queue_admin if downloads is not None else None
 
     def read(ident: str) -> dict[str, Any] | None:
         found = method(ident)
@@ -126,7 +107,7 @@ async def _with_availability(
             unavailable = admin.unavailable_among(ContentType.TRACK_AUDIO, ids)
         return catalog_read.add_availability(found, unavailable)
 
-    return await _metadata(read, content_id, raw, kind, version)
+    return await _metadata(read, content_id, raw, kind)
 
 
 def _open_media(body_class: Any, path: Path, root: Path) -> Any:
@@ -139,10 +120,10 @@ def _open_media(body_class: Any, path: Path, root: Path) -> Any:
 async def _send_file(path: Path, mimetype: str, what: str) -> Response:
     """Stream a file (or the requested range of it); 404 if it is not on disk."""
     body_class = current_app.response_class.file_body_class
-    root = ctx().media.root
+    media_root = root().media.root
     try:
         # Construction stats the file; keep that syscall off the event loop too.
-        body = await trio.to_thread.run_sync(lambda: _open_media(body_class, path, root))
+        body = await trio.to_thread.run_sync(lambda: _open_media(body_class, path, media_root))
     except OSError:
         raise ApiError(404, f"{what} file not found", "NOT_FOUND") from None
     size = body.size
@@ -167,38 +148,38 @@ async def _send_file(path: Path, mimetype: str, what: str) -> Response:
 @blueprint.get("/artist/<path:artist_id>")
 @requires(Permission.AccessCatalog)
 async def artist(artist_id: str) -> Response:
-    return await _metadata(_catalog().get_artist, content_id, artist_id, "artist")
+    return await _metadata(root().catalog.get_artist, content_id, artist_id, "artist")
 
 
 @blueprint.get("/album/<path:album_id>")
 @requires(Permission.AccessCatalog)
 async def album(album_id: str) -> Response:
-    return await _with_availability(_catalog().get_album, album_id, "album")
+    return await _with_availability(root().catalog.get_album, album_id, "album")
 
 
 @blueprint.get("/track/<path:track_id>")
 @requires(Permission.AccessCatalog)
 async def track(track_id: str) -> Response:
-    return await _with_availability(_catalog().get_track, track_id, "track")
+    return await _with_availability(root().catalog.get_track, track_id, "track")
 
 
 @blueprint.get("/image/<path:raw_id>")
 @requires(Permission.AccessCatalog)
 async def image(raw_id: str) -> Response:
     valid_id = _valid(image_id, raw_id)
-    catalog = _catalog()
+    catalog = root().catalog
     if await catalog.db.run(catalog.get_image, valid_id) is None:
         raise ApiError(404, "unknown image", "NOT_FOUND")
-    return await _send_file(ctx().media.image_path(valid_id), "image/jpeg", "image")
+    return await _send_file(root().media.image_path(valid_id), "image/jpeg", "image")
 
 
 @blueprint.get("/stream/<path:raw_id>")
 @requires(Permission.AccessCatalog)
 async def stream(raw_id: str) -> Response:
     valid_id = _valid(content_id, raw_id)
-    catalog = _catalog()
+    catalog = root().catalog
     audio_format = await catalog.db.run(catalog.track_audio_format, valid_id)
     mimetype = AUDIO_MEDIA_TYPES.get(audio_format or "")
     if audio_format is None or mimetype is None:
         raise ApiError(404, "no audio for this track", "NOT_FOUND")
-    return await _send_file(ctx().media.audio_path(valid_id, audio_format), mimetype, "audio")
+    return await _send_file(root().media.audio_path(valid_id, audio_format), mimetype, "audio")

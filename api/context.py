@@ -1,51 +1,84 @@
-"""What the API handlers reach: stores, channels to actors, clients, settings.
+"""How handlers reach what the API was built with: the daemon's `Root` and the login's own state.
 
-Built by the supervisor and stored on the app (`app.extensions["pezzottify"]`); handlers read it
-with `ctx()`. Fields for the download manager are None when it is disabled.
+`create_app` stores one frozen `ApiState` on the app (`app.extensions["pezzottify"]`); handlers
+read it through the typed accessors here, nowhere else. `require_downloads` is the one place
+that answers 503 for a disabled download manager: the root's `downloads` is None exactly then.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+import functools
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import trio
 from argon2 import PasswordHasher
-from quart import current_app
+from quart import Quart, current_app
 
-from daemon.config import Config
-from daemon.metrics import Metrics
-from storage.files import MediaLayout
-from storage.users import UserStore
+from api.errors import ApiError
+from api.throttle import LoginThrottle
+from daemon.root import Downloads, Root
 
-if TYPE_CHECKING:
-    from api.throttle import LoginThrottle
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+EXTENSION = "pezzottify"
 
 
-@dataclass
-class AppContext:
-    config: Config
-    metrics: Metrics
-    users: UserStore
-    media: MediaLayout
+class DecoyHash:
+    """A hash to verify when the handle is unknown, so both login failures cost the same time:
+    made by the server's own hasher, so it costs what the users' hashes cost, at the first
+    login that needs it."""
+
+    def __init__(self, hasher: PasswordHasher, limiter: trio.CapacityLimiter) -> None:
+        self._hasher = hasher
+        self._limiter = limiter
+        self._hash: str | None = None
+
+    async def get(self) -> str:
+        if self._hash is None:
+            self._hash = await trio.to_thread.run_sync(
+                self._hasher.hash, secrets.token_urlsafe(16), limiter=self._limiter
+            )
+        return self._hash
+
+
+@dataclass(frozen=True)
+class ApiState:
+    root: Root
     throttle: LoginThrottle
-    hasher: PasswordHasher = field(default_factory=PasswordHasher)
-    # Other stores and channels are attached by the features that need them.
-    catalog: Any = None
-    jobs: Any = None
-    queue: Any = None
-    downloader: Any = None
-    requests: Any = None  # storage.queue_requests.RequestStore
-    queue_admin: Any = None  # storage.queue_admin.QueueAdminStore
-    scheduler: trio.MemorySendChannel[Any] | None = None
-    wake_processor: trio.MemorySendChannel[Any] | None = None
-    scheduler_view: Any = None  # the scheduler's read-only SchedulerView
-    # Argon2 costs ~64 MiB and tens of ms per hash; bound how many run at once.
-    hash_limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(2))
-    # Made by `hasher` at the first login for an unknown handle (see api.auth_routes).
-    unknown_user_hash: str | None = None
+    decoy: DecoyHash
 
 
-def ctx() -> AppContext:
-    context: AppContext = current_app.extensions["pezzottify"]
-    return context
+def install(app: Quart, root: Root, throttle: LoginThrottle) -> None:
+    app.extensions[EXTENSION] = ApiState(root, throttle, DecoyHash(root.hasher, root.hash_limiter))
+
+
+def api_state() -> ApiState:
+    state: ApiState = current_app.extensions[EXTENSION]
+    return state
+
+
+def root() -> Root:
+    return api_state().root
+
+
+def require_downloads() -> Downloads:
+    """The download manager's services, or the 503 that says it is disabled."""
+    downloads = root().downloads
+    if downloads is None:
+        raise ApiError(503, "the download manager is disabled", "DOWNLOAD_MANAGER_DISABLED")
+    return downloads
+
+
+def downloads_route(view: F) -> F:
+    """Declare a route of the download manager: `require_downloads` runs before the body or the
+    query string is validated (placed under `@requires`), so a bad request on a server without
+    the download manager is still told so."""
+
+    @functools.wraps(view)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        require_downloads()
+        return await view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

@@ -13,28 +13,25 @@ requests by type (a discography request counts once, however many albums it queu
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, StringConstraints
-from quart import Blueprint, Response
+from quart import Blueprint, Response, jsonify
+from quart_schema import validate_querystring
 
 from actors.failures import DownloaderError, DownloaderNotFound
 from actors.messages import WakeProcessor, offer
-from api.answers import cached_json
 from api.auth import current_user, requires
-from api.context import ctx
+from api.context import downloads_route, require_downloads, root
 from api.errors import ApiError
-from api.schemas import Query, StrictBody, json_body, page_limit, querystring
-from storage.catalog import CatalogStore
+from api.schemas import Query, StrictBody, json_body, page_limit
 from storage.ids import InvalidId, content_id
-from storage.queue_requests import Rejection, RequestStore, UserLimitStatus
-from storage.queue_schema import HOUR, Status, now
+from storage.queue_requests import Rejection, UserLimitStatus
+from storage.queue_schema import Status, now
 from storage.users import Permission
 
 blueprint = Blueprint("download", __name__, url_prefix="/v1/download")
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 T = TypeVar("T")
 
 MAX_OFFSET = 10**12  # keeps OFFSET an SQLite integer
@@ -68,28 +65,6 @@ class DiscographyRequestBody(StrictBody):
     artist_name: Text
 
 
-def download_enabled(view: F) -> F:
-    """Answer 503 when the download manager is off (placed under `@requires`)."""
-
-    @functools.wraps(view)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if ctx().requests is None or ctx().downloader is None:
-            raise ApiError(503, "the download manager is disabled", "DOWNLOAD_MANAGER_DISABLED")
-        return await view(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _store() -> RequestStore:
-    store: RequestStore = ctx().requests
-    return store
-
-
-def _catalog() -> CatalogStore:
-    catalog: CatalogStore = ctx().catalog
-    return catalog
-
-
 def _valid_id(raw: str) -> str:
     try:
         return content_id(raw)
@@ -109,7 +84,7 @@ async def _from_downloader(call: Awaitable[T]) -> T:
 
 async def _marked(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """SearchResults with `in_catalog` and `in_queue` added."""
-    catalog, store = _catalog(), _store()
+    catalog, store = root().catalog, require_downloads().requests
     albums = [r["id"] for r in results if r.get("type") == "album"]
     artists = [r["id"] for r in results if r.get("type") == "artist"]
     in_catalog = await catalog.db.run(catalog.existing_album_ids, albums)
@@ -140,17 +115,16 @@ def _rate_limited(limits: UserLimitStatus, **extra: Any) -> ApiError:
 
 
 def _accepted(kind: str) -> None:
-    context = ctx()
-    context.metrics.user_requests.labels(kind).inc()
-    offer(context.wake_processor, WakeProcessor())
+    root().metrics.user_requests.labels(kind).inc()
+    offer(require_downloads().wake, WakeProcessor())
 
 
 @blueprint.get("/search")
 @requires(Permission.RequestContent)
-@download_enabled
-@querystring(SearchQuery)
+@downloads_route
+@validate_querystring(SearchQuery)
 async def search(query_args: SearchQuery) -> dict[str, Any]:
-    downloader = ctx().downloader
+    downloader = require_downloads().downloader
     found = await _from_downloader(downloader.search(query_args.q, query_args.type, SEARCH_LIMIT))
     results = await _marked(found)
     return {"results": results, "total": len(results)}
@@ -158,21 +132,21 @@ async def search(query_args: SearchQuery) -> dict[str, Any]:
 
 @blueprint.get("/search/discography/<path:artist_id>")
 @requires(Permission.RequestContent)
-@download_enabled
+@downloads_route
 async def discography(artist_id: str) -> dict[str, Any]:
     valid = _valid_id(artist_id)
-    found = await _from_downloader(ctx().downloader.discography(valid))
+    found = await _from_downloader(require_downloads().downloader.discography(valid))
     artist, *albums = await _marked([found["artist"], *found["albums"]])
     return {"artist": artist, "albums": albums}
 
 
 @blueprint.post("/request/album")
 @requires(Permission.RequestContent)
-@download_enabled
+@downloads_route
 @json_body(AlbumRequestBody)
 async def request_album(data: AlbumRequestBody) -> tuple[dict[str, Any], int]:
     album_id = _valid_id(data.album_id)
-    catalog, store = _catalog(), _store()
+    catalog, store = root().catalog, require_downloads().requests
     in_catalog = album_id in await catalog.db.run(catalog.existing_album_ids, [album_id])
     result = await store.db.run(
         store.request_album,
@@ -190,13 +164,13 @@ async def request_album(data: AlbumRequestBody) -> tuple[dict[str, Any], int]:
 
 @blueprint.post("/request/discography")
 @requires(Permission.RequestContent)
-@download_enabled
+@downloads_route
 @json_body(DiscographyRequestBody)
 async def request_discography(data: DiscographyRequestBody) -> tuple[dict[str, Any], int]:
     artist_id = _valid_id(data.artist_id)
-    found = await _from_downloader(ctx().downloader.discography(artist_id))
+    found = await _from_downloader(require_downloads().downloader.discography(artist_id))
     albums = [(album["id"], album["name"]) for album in found["albums"]]
-    catalog, store = _catalog(), _store()
+    catalog, store = root().catalog, require_downloads().requests
     in_catalog = await catalog.db.run(catalog.existing_album_ids, [a for a, _ in albums])
     result = await store.db.run(
         store.request_discography,
@@ -218,27 +192,23 @@ async def request_discography(data: DiscographyRequestBody) -> tuple[dict[str, A
 
 @blueprint.get("/my-requests")
 @requires(Permission.RequestContent)
-@download_enabled
-@querystring(MyRequestsQuery)
+@downloads_route
+@validate_querystring(MyRequestsQuery)
 async def my_requests(query_args: MyRequestsQuery) -> Response:
-    store, user = _store(), current_user().handle
-    limit = page_limit(query_args.limit)
-    at, status, offset = now(), query_args.status, query_args.offset
-
-    def read() -> dict[str, Any]:
-        requests, stats = store.my_requests_and_limits(user, status, limit, offset, at)
-        return {"requests": requests, "stats": stats.json()}
-
-    # The day's count and its reset move by the hour.
-    key = ("my-requests", user, status, limit, offset, at // HOUR)
-    return await cached_json(store.db, key, read)
+    store, user, q = require_downloads().requests, current_user().handle, query_args
+    requests, stats = await store.db.run(
+        store.my_requests_and_limits, user, q.status, page_limit(q.limit), q.offset, now()
+    )
+    # A Response rather than a dict: quart-schema would walk a returned dict with pydantic,
+    # and this page is what clients poll.
+    return jsonify({"requests": requests, "stats": stats.json()})
 
 
 @blueprint.get("/request/<path:item_id>")
 @requires(Permission.RequestContent)
-@download_enabled
+@downloads_route
 async def request_detail(item_id: str) -> dict[str, Any]:
-    store = _store()
+    store = require_downloads().requests
     item = await store.db.run(store.item_for_user, item_id, current_user().handle)
     if item is None:
         raise ApiError(404, "no such request of yours", "NOT_FOUND")
@@ -247,13 +217,9 @@ async def request_detail(item_id: str) -> dict[str, Any]:
 
 @blueprint.get("/limits")
 @requires(Permission.RequestContent)
-@download_enabled
+@downloads_route
 async def limits() -> Response:
-    store, handle, at = _store(), current_user().handle, now()
-
-    def read() -> dict[str, Any]:
-        user, capacity = store.limits_and_capacity(handle, at)
-        return {"user": user.json(), "global": capacity}
-
-    # The windows counted and their resets move by the hour.
-    return await cached_json(store.db, ("limits", handle, at // HOUR), read)
+    store = require_downloads().requests
+    user, capacity = await store.db.run(store.limits_and_capacity, current_user().handle, now())
+    # A Response, as for my-requests: clients poll it.
+    return jsonify({"user": user.json(), "global": capacity})

@@ -10,24 +10,23 @@ validated by pydantic models (unknown parameters, bad numbers and bad enum value
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import Field
 from quart import Blueprint
+from quart_schema import validate_querystring
 
 from actors.messages import WakeProcessor, offer
 from api.auth import current_user, requires
-from api.context import ctx
+from api.context import downloads_route, require_downloads
 from api.errors import ApiError
-from api.schemas import Query, page_limit, querystring
-from storage.queue_admin import QueueAdminStore, RetryRefused
+from api.schemas import Query, page_limit
+from storage.queue_admin import RetryRefused
 from storage.queue_audit import AuditFilter
 from storage.queue_schema import AuditEvent, ContentType, Status, now
 from storage.users import Permission
 
 blueprint = Blueprint("download_admin", __name__, url_prefix="/v1/download/admin")
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 # Bounds keep every number representable as an SQLite integer.
 MAX_OFFSET = 10**12
@@ -63,71 +62,54 @@ class AuditQuery(TimeRangeQuery):
     content_id: str | None = None
 
 
-def download_enabled(view: F) -> F:
-    """Answer 503 when the download manager is off (placed under `@requires`)."""
-
-    @functools.wraps(view)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if ctx().queue_admin is None:
-            raise ApiError(503, "the download manager is disabled", "DOWNLOAD_MANAGER_DISABLED")
-        return await view(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _store() -> QueueAdminStore:
-    store: QueueAdminStore = ctx().queue_admin
-    return store
-
-
 @blueprint.get("/stats")
 @requires(Permission.ViewAnalytics)
-@download_enabled
+@downloads_route
 async def stats() -> dict[str, Any]:
-    store = _store()
+    store = require_downloads().queue_admin
     return await store.db.run(store.stats, now())
 
 
 @blueprint.get("/failed")
 @requires(Permission.ViewAnalytics)
-@download_enabled
-@querystring(PageQuery)
+@downloads_route
+@validate_querystring(PageQuery)
 async def failed(query_args: PageQuery) -> dict[str, Any]:
-    store = _store()
+    store = require_downloads().queue_admin
     items, total = await store.db.run(store.failed, page_limit(query_args.limit), query_args.offset)
     return {"items": items, "total": total}
 
 
 @blueprint.post("/retry/<item_id>")
 @requires(Permission.EditCatalog)
-@download_enabled
+@downloads_route
 async def retry(item_id: str) -> dict[str, Any]:
-    store = _store()
+    store = require_downloads().queue_admin
     try:
         item = await store.db.run(store.admin_retry, item_id, current_user().handle, now())
     except RetryRefused as exc:
         raise ApiError(
             exc.status, str(exc), "NOT_FOUND" if exc.status == 404 else "NOT_FAILED"
         ) from None
-    offer(ctx().wake_processor, WakeProcessor())
+    offer(require_downloads().wake, WakeProcessor())
     return item
 
 
 @blueprint.get("/activity")
 @requires(Permission.ViewAnalytics)
-@download_enabled
-@querystring(ActivityQuery)
+@downloads_route
+@validate_querystring(ActivityQuery)
 async def activity(query_args: ActivityQuery) -> dict[str, Any]:
-    store = _store()
+    store = require_downloads().queue_admin
     return await store.db.run(store.activity, min(query_args.hours, MAX_HOURS), now())
 
 
 @blueprint.get("/requests")
 @requires(Permission.ViewAnalytics)
-@download_enabled
-@querystring(RequestsQuery)
+@downloads_route
+@validate_querystring(RequestsQuery)
 async def requests(query_args: RequestsQuery) -> dict[str, Any]:
-    store = _store()
+    store = require_downloads().queue_admin
     items, total = await store.db.run(
         functools.partial(
             store.requests,
@@ -143,8 +125,8 @@ async def requests(query_args: RequestsQuery) -> dict[str, Any]:
 
 @blueprint.get("/audit")
 @requires(Permission.ViewAnalytics)
-@download_enabled
-@querystring(AuditQuery)
+@downloads_route
+@validate_querystring(AuditQuery)
 async def audit(query_args: AuditQuery) -> dict[str, Any]:
     q = query_args
     where = AuditFilter(
@@ -156,16 +138,16 @@ async def audit(query_args: AuditQuery) -> dict[str, Any]:
         since=q.since,
         until=q.until,
     )
-    store = _store()
+    store = require_downloads().queue_admin
     page = await store.db.run(store.audit, where, page_limit(q.limit), q.offset)
     return page.json()
 
 
 @blueprint.get("/audit/item/<item_id>")
 @requires(Permission.ViewAnalytics)
-@download_enabled
+@downloads_route
 async def audit_item(item_id: str) -> dict[str, Any]:
-    store = _store()
+    store = require_downloads().queue_admin
     found = await store.db.run(store.audit_for_item, item_id)
     if found is None:
         raise ApiError(404, f"no queue item {item_id}", "NOT_FOUND")
@@ -174,11 +156,11 @@ async def audit_item(item_id: str) -> dict[str, Any]:
 
 @blueprint.get("/audit/user/<handle>")
 @requires(Permission.ViewAnalytics)
-@download_enabled
-@querystring(TimeRangeQuery)
+@downloads_route
+@validate_querystring(TimeRangeQuery)
 async def audit_user(handle: str, query_args: TimeRangeQuery) -> dict[str, Any]:
     q = query_args
-    store = _store()
+    store = require_downloads().queue_admin
     page = await store.db.run(
         store.audit_for_user, handle, page_limit(q.limit), q.offset, q.since, q.until
     )

@@ -1,9 +1,10 @@
 """Background-job admin routes (SPEC §7.3), ServerAdmin only.
 
 Listings read the job store (history, last runs) and the scheduler's read-only view (registered
-jobs, what is running, next due times). Trigger and cancel are questions to the scheduler actor
-over its inbox, so 202/404/409 reflect what it actually did; if it does not answer in time or is
-shutting down, the answer is 503 rather than a guess.
+jobs, what is running, next due times; no jobs before the scheduler has started). Trigger and
+cancel are questions to the scheduler actor over its inbox, so 202/404/409 reflect what it
+actually did; if it is not running, does not answer in time or is shutting down, the answer is
+503 rather than a guess.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from typing import Any
 import trio
 from pydantic import Field
 from quart import Blueprint, Response, jsonify
+from quart_schema import validate_querystring
 
 from actors.jobs.base import JobSpec, Schedule
 from actors.messages import CancelJob, TriggerJob, ask
 from api.auth import requires
-from api.context import ctx
+from api.context import root
 from api.errors import ApiError
-from api.schemas import Query, page_limit, querystring
-from storage.jobs import JobRun, JobStore, RunStatus
+from api.schemas import Query, page_limit
+from storage.jobs import JobRun, RunStatus
 from storage.users import Permission
 
 blueprint = Blueprint("jobs", __name__)
@@ -69,7 +71,7 @@ def job_info(job: JobSpec, last_run: JobRun | None) -> dict[str, Any]:
     """JobInfo from the last run read from the store and the scheduler's state now. A run that
     ends between the two reads still shows as running (its end shows on the next read): a job is
     never reported idle while the run shown is still `running`."""
-    view = ctx().scheduler_view
+    view = root().scheduler.view
     running = view.running_run_id(job.id) is not None
     if last_run is not None and last_run.status is RunStatus.RUNNING:
         running = True
@@ -85,28 +87,22 @@ def job_info(job: JobSpec, last_run: JobRun | None) -> dict[str, Any]:
     }
 
 
-def _store() -> JobStore:
-    store: JobStore = ctx().jobs
-    return store
-
-
 def _job(job_id: str) -> JobSpec:
-    view = ctx().scheduler_view
-    job: JobSpec | None = view.job(job_id) if view is not None else None
+    job = root().scheduler.view.job(job_id)
     if job is None:
         raise ApiError(404, f"unknown job {job_id!r}", "JOB_NOT_FOUND")
     return job
 
 
 async def _ask(make: Any, job_id: str) -> tuple[str, Any]:
-    inbox = ctx().scheduler
-    if inbox is None:
-        raise ApiError(503, "the job scheduler is not running", "SCHEDULER_UNAVAILABLE")
+    inbox = root().scheduler.inbox
     with trio.move_on_after(ASK_TIMEOUT_S):
         try:
             return await ask(inbox, make, job_id)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            raise ApiError(
+                503, "the job scheduler is not running", "SCHEDULER_UNAVAILABLE"
+            ) from None
     raise ApiError(503, "the job scheduler did not answer", "SCHEDULER_UNAVAILABLE")
 
 
@@ -123,9 +119,8 @@ def _refusal(answer: str, job_id: str) -> ApiError:
 @blueprint.get("/v1/admin/jobs")
 @requires(Permission.ServerAdmin)
 async def list_jobs() -> Response:
-    view = ctx().scheduler_view
-    jobs: list[JobSpec] = view.jobs() if view is not None else []
-    store = _store()
+    jobs = root().scheduler.view.jobs()
+    store = root().jobs
     last = await store.db.run(store.last_runs)
     return jsonify({"jobs": [job_info(job, last.get(job.id)) for job in jobs]})
 
@@ -134,7 +129,7 @@ async def list_jobs() -> Response:
 @requires(Permission.ServerAdmin)
 async def get_job(job_id: str) -> Response:
     job = _job(job_id)
-    store = _store()
+    store = root().jobs
     return jsonify(job_info(job, await store.db.run(store.last_run, job.id)))
 
 
@@ -160,11 +155,11 @@ async def cancel_job(job_id: str) -> tuple[Response, int]:
 
 @blueprint.get("/v1/admin/jobs/<job_id>/history")
 @requires(Permission.ServerAdmin)
-@querystring(HistoryQuery)
+@validate_querystring(HistoryQuery)
 async def job_history(job_id: str, query_args: HistoryQuery) -> Response:
     job = _job(job_id)
     limit = page_limit(query_args.limit, HISTORY_DEFAULT, HISTORY_MAX)
     offset = query_args.offset or 0
-    store = _store()
+    store = root().jobs
     runs = await store.db.run(store.history, job.id, limit, offset)
     return jsonify({"history": [run_info(run) for run in runs]})

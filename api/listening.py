@@ -15,12 +15,13 @@ from typing import Any
 
 from pydantic import Field
 from quart import Blueprint, Response, jsonify
+from quart_schema import validate_querystring
 
 from api.auth import current_user, requires
-from api.context import ctx
+from api.context import root
 from api.errors import ApiError
 from api.jobs import rfc3339
-from api.schemas import Query, StrictBody, json_body, querystring
+from api.schemas import Query, StrictBody, json_body
 from storage.ids import is_content_id
 from storage.users import Permission
 
@@ -51,11 +52,10 @@ async def record_listening(data: ListeningBody) -> tuple[Response, int]:
     now = int(time.time())
     if data.played_at is not None and data.played_at > now + MAX_FUTURE_S:
         raise ApiError(400, "played_at is in the future", "BAD_REQUEST")
-    context = ctx()
-    track = await context.catalog.db.run(context.catalog.get_track, data.track_id)
+    catalog, users = root().catalog, root().users
+    track = await catalog.db.run(catalog.get_track, data.track_id)
     if track is None:
         raise ApiError(404, "unknown track", "NOT_FOUND")
-    users = context.users
     event_id = await users.db.run(
         users.record_listening,
         current_user().id,
@@ -72,9 +72,9 @@ def _limit(value: int | None) -> int:
 
 @blueprint.get("/v1/content/popular")
 @requires(Permission.AccessCatalog)
-@querystring(PopularQuery)
+@validate_querystring(PopularQuery)
 async def popular(query_args: PopularQuery) -> Response:
-    store = ctx().jobs
+    store = root().jobs
     found = await store.db.run(store.load_popular)
     body: dict[str, Any] = {"albums": [], "artists": [], "computed_at": None}
     if found is not None:
@@ -84,5 +84,5 @@ async def popular(query_args: PopularQuery) -> Response:
             "computed_at": rfc3339(found.computed_at),
         }
     response = jsonify(body)
-    response.headers["Cache-Control"] = f"max-age={ctx().config.content_cache_age_sec}"
+    response.headers["Cache-Control"] = f"max-age={root().config.content_cache_age_sec}"
     return response

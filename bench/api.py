@@ -8,11 +8,7 @@ connections in a closed loop for a few seconds per side. Figure: requests per se
 route / of the bare route, per pair; p50 and p99 of the route's latency are reported beside it.
 The daemon runs with its default logging (one line per request) and metrics; the processor and
 the integrity watchdog are kept idle (global capacity 0, watchdog job off) so that only the
-requests are measured. With nothing written meanwhile, the daemon answers all three routes from
-the answers it keeps in memory (`api/answers.py`) after the first request: this is the cost of a
-route read again while its data is unchanged, as by clients polling an idle queue. While the
-processor works, the queue changes with every file and limits and my-requests read SQLite
-each time (`docs/benchmarks.md` gives that cost).
+requests are measured. Every request reads SQLite: the daemon keeps no answers in memory.
 """
 
 from __future__ import annotations

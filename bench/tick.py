@@ -16,6 +16,7 @@ than an item each item waits for its own tick.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 import tempfile
 import time
@@ -24,12 +25,12 @@ from pathlib import Path
 
 import trio
 
-from actors.messages import Hook, HookFired, WakeProcessor
+from actors.messages import Hook, HookFired, SchedulerMessage, WakeProcessor
 from actors.processor import Processor
 from bench import services
 from bench.common import Pairs, Row, Stats, alternate_async
 from daemon.config import Config, DownloadManagerConfig
-from daemon.services import build_context, close_context
+from daemon.services import close_root, open_root
 from fake_downloader import CatalogSpec, build_catalog
 from storage.queue_schema import ContentType, now
 
@@ -81,23 +82,29 @@ class Side:
         self.shutdown = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.context = await trio.to_thread.run_sync(build_context, self.config)
+        inbox, _ = trio.open_memory_channel[SchedulerMessage](1)  # no scheduler runs here
+        self.root = await trio.to_thread.run_sync(
+            functools.partial(open_root, self.config, scheduler_inbox=inbox, wake=self.wake_send)
+        )
+        downloads = self.root.downloads
+        assert downloads is not None  # the download manager is on
+        self.queue = downloads.queue
         try:
             processor = self.kind(
-                self.context.queue, self.context.catalog, self.context.downloader,
-                self.context.media, self.context.metrics, self.config.download_manager,
+                downloads.queue, self.root.catalog, downloads.downloader,
+                self.root.media, self.root.metrics, self.config.download_manager,
                 self.wake_recv, self.hook_send, shutdown=self.shutdown, shutdown_timeout=5,
             )  # fmt: skip
             async with trio.open_nursery() as nursery:
                 await nursery.start(processor.run)
                 task_status.started()
         finally:
-            await self.context.downloader.aclose()
-            await trio.to_thread.run_sync(close_context, self.context)
+            await downloads.downloader.aclose()
+            await trio.to_thread.run_sync(close_root, self.root)
 
     async def album(self, album_id: str) -> float:
         """Seconds from the request to the album's completion."""
-        queue = self.context.queue
+        queue = self.queue
         started = time.perf_counter()
         await queue.db.run(queue.enqueue, ContentType.ALBUM, album_id, now())
         with contextlib.suppress(trio.WouldBlock):  # a wake-up is already pending

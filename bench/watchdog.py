@@ -18,6 +18,7 @@ started during the scan / during the idle window.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -32,13 +33,13 @@ from typing import Any
 import httpx
 import trio
 
-from actors.messages import ScanRequest
+from actors.messages import ScanRequest, SchedulerMessage, WakeProcessor
 from actors.watchdog import IntegrityWatchdog
 from bench import seed, services
 from bench.common import Pairs, Row, Target, alternate_async, ms, percentile
 from bench.seed import synthetic_id
 from daemon.config import Config
-from daemon.services import build_context, close_context
+from daemon.services import close_root, open_root
 from storage.users import Role
 
 NAME = "watchdog"
@@ -74,10 +75,15 @@ def floor(db_dir: Path) -> float:
 
 async def scan_cost(db_dir: Path, params: Params) -> Row:
     config = Config(db_dir=db_dir, media_path=db_dir, downloader_url="http://127.0.0.1:9")
-    context = await trio.to_thread.run_sync(build_context, config)
+    inbox, _ = trio.open_memory_channel[SchedulerMessage](1)  # no scheduler runs here
+    wake, _ = trio.open_memory_channel[WakeProcessor](1)
+    root = await trio.to_thread.run_sync(
+        functools.partial(open_root, config, scheduler_inbox=inbox, wake=wake)
+    )
     try:
+        assert root.downloads is not None  # the download manager is on
         _, recv = trio.open_memory_channel[ScanRequest](1)
-        actor = IntegrityWatchdog(recv, context.catalog, context.queue_admin, context.media)
+        actor = IntegrityWatchdog(recv, root.catalog, root.downloads.queue_admin, root.media)
         reports: list[dict[str, Any]] = []
 
         async def scan() -> float:
@@ -91,7 +97,7 @@ async def scan_cost(db_dir: Path, params: Params) -> Row:
         await scan()  # warm the page cache and the folder listings
         pairs = await alternate_async(scan, floor_side, params.rounds)
     finally:
-        await trio.to_thread.run_sync(close_context, context)
+        await trio.to_thread.run_sync(close_root, root)
     tracks = params.albums * 10
     detail = (
         f"scan {ms(pairs.side_a().median)} vs floor {ms(pairs.side_b().median)} "

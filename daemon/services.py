@@ -1,18 +1,23 @@
-"""Open every store the configuration calls for and bundle them into the API's context.
+"""Open every store the configuration calls for and compose them into the daemon's `Root`.
 
-Used by the supervisor at startup and by tests. Opening applies migrations, so this is where a
-database that is too new stops the daemon.
+Used by the wiring at startup and by tests and benchmarks. Opening applies migrations, so this is
+where a database that is too new stops the daemon; the databases opened before the one that
+failed are closed again.
 """
 
 from __future__ import annotations
 
+import contextlib
+
+import trio
 from argon2 import PasswordHasher
 
 from actors.downloader import DownloaderClient
-from api.context import AppContext
-from api.throttle import LoginThrottle
+from actors.messages import SchedulerMessage, WakeProcessor
+from actors.scheduler import SchedulerView
 from daemon.config import Config
 from daemon.metrics import Metrics
+from daemon.root import Downloads, Root, SchedulerHandle
 from storage import queue_schema
 from storage.catalog import CatalogStore
 from storage.db import Database
@@ -23,43 +28,71 @@ from storage.queue_admin import QueueAdminStore
 from storage.queue_requests import RequestStore
 from storage.users import UserStore
 
+HASHES_AT_ONCE = 2
 
-def build_context(
+
+def open_root(
     config: Config,
+    *,
+    scheduler_inbox: trio.MemorySendChannel[SchedulerMessage],
+    wake: trio.MemorySendChannel[WakeProcessor],
     metrics: Metrics | None = None,
     hasher: PasswordHasher | None = None,
-    *,
     faults: Faults = no_faults,
-) -> AppContext:
-    """`faults` is the crash tests' hook (`storage.files.Faults`); a daemon nobody tests has
-    none."""
-    context = AppContext(
+) -> Root:
+    """The root for `config` (blocking: opens the databases). `wake` is kept only when the
+    download manager is enabled; `faults` is the crash tests' hook (`storage.files.Faults`),
+    which a daemon nobody tests does without."""
+    metrics = Metrics() if metrics is None else metrics
+    with contextlib.ExitStack() as opened:
+        users = UserStore.open(config.db_dir / "user.db")
+        opened.callback(users.db.close)
+        catalog = CatalogStore.open(config.db_dir / "catalog.db")
+        opened.callback(catalog.db.close)
+        jobs = JobStore.open(config.db_dir / "server.db")
+        opened.callback(jobs.db.close)
+        downloads = None
+        if config.download_enabled:
+            downloads = _open_downloads(config, metrics, wake, faults)
+        opened.pop_all()
+    return Root(
         config=config,
-        metrics=metrics or Metrics(),
-        users=UserStore.open(config.db_dir / "user.db"),
+        metrics=metrics,
+        users=users,
+        catalog=catalog,
+        jobs=jobs,
         media=MediaLayout(config.media_path, faults=faults),
-        throttle=LoginThrottle(),
-        hasher=hasher or PasswordHasher(),
-        catalog=CatalogStore.open(config.db_dir / "catalog.db"),
-        jobs=JobStore.open(config.db_dir / "server.db"),
+        hasher=PasswordHasher() if hasher is None else hasher,
+        hash_limiter=trio.CapacityLimiter(HASHES_AT_ONCE),
+        scheduler=SchedulerHandle(scheduler_inbox, SchedulerView()),
+        downloads=downloads,
     )
-    if config.download_enabled:
-        # One Database (one write connection) shared by the queue's three stores.
-        queue_db = Database(config.db_dir / "download_queue.db", queue_schema.MIGRATIONS)
-        context.queue = QueueStore(
-            queue_db, config.download_manager, metrics=context.metrics, faults=faults
-        )
-        url = config.downloader_url or ""  # set: download_enabled
-        context.downloader = DownloaderClient(url, config.downloader_timeout_sec)
-        context.requests = RequestStore(queue_db, config.download_manager, metrics=context.metrics)
-        context.queue_admin = QueueAdminStore(
-            queue_db, config.download_manager, metrics=context.metrics
-        )
-    return context
 
 
-def close_context(context: AppContext) -> None:
-    stores = (context.users, context.catalog, context.jobs, context.queue, context.requests)
-    # The queue's stores share one Database: close each database once.
-    for db in {id(store.db): store.db for store in stores if store is not None}.values():
-        db.close()
+def _open_downloads(
+    config: Config,
+    metrics: Metrics,
+    wake: trio.MemorySendChannel[WakeProcessor],
+    faults: Faults,
+) -> Downloads:
+    # One Database (one write connection) shared by the queue's three stores.
+    queue_db = Database(config.db_dir / "download_queue.db", queue_schema.MIGRATIONS)
+    settings = config.download_manager
+    url = config.downloader_url or ""  # set: the download manager is enabled
+    return Downloads(
+        queue=QueueStore(queue_db, settings, metrics=metrics, faults=faults),
+        requests=RequestStore(queue_db, settings, metrics=metrics),
+        queue_admin=QueueAdminStore(queue_db, settings, metrics=metrics),
+        downloader=DownloaderClient(url, config.downloader_timeout_sec),
+        wake=wake,
+    )
+
+
+def close_root(root: Root) -> None:
+    """Close every database of the root (blocking); the downloader client is closed by its
+    owner, which can await."""
+    root.users.db.close()
+    root.catalog.db.close()
+    root.jobs.db.close()
+    if root.downloads is not None:
+        root.downloads.queue.db.close()  # the one database of the queue's stores

@@ -1,4 +1,4 @@
-"""Builds the running daemon from a configuration: stores, channels, actors, supervisor.
+"""Builds the running daemon from a configuration: channels, the root, actors, supervisor.
 
 Channel sizes are chosen here and explained where they are made. The wiring owns every channel
 endpoint and closes them when the supervisor returns; actors borrow them (an actor that is
@@ -7,12 +7,13 @@ restarted after a crash keeps receiving on the same channel).
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, fields
-from functools import partial
 from typing import Any
 
 import trio
+from argon2 import PasswordHasher
 
 from actors.http_server import HttpServer
 from actors.jobs.base import JobSpec
@@ -24,10 +25,10 @@ from actors.scheduler import Scheduler
 from actors.stale_detector import StaleDetector
 from actors.watchdog import IntegrityWatchdog
 from api.app import create_app
-from api.context import AppContext
 from daemon.config import Config
 from daemon.metrics import Metrics, metrics_app
-from daemon.services import build_context, close_context
+from daemon.root import Downloads, Root
+from daemon.services import close_root, open_root
 from daemon.supervisor import ActorSpec, Shutdown, Supervisor
 from storage.files import Faults, no_faults
 
@@ -65,56 +66,61 @@ async def run_daemon(
     config: Config,
     *,
     shutdown: trio.Event | None = None,
-    context: AppContext | None = None,
+    metrics: Metrics | None = None,
+    hasher: PasswordHasher | None = None,
     faults: Faults = no_faults,
-    task_status: trio.TaskStatus[AppContext] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[Root] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the daemon until shutdown; report the context when every actor is ready.
+    """Run the daemon until shutdown; report the root when every actor is ready.
 
-    On return (or cancellation) the downloader client and the databases are closed.
+    The channels are made first, then the root that carries their send ends. On return (or
+    cancellation) the channels, the downloader client and the databases are closed.
     """
     shutdown = shutdown if shutdown is not None else trio.Event()
-    if context is None:
-        build = partial(build_context, config, Metrics(), faults=faults)
-        context = await trio.to_thread.run_sync(build)
     channels = Channels.open()
-    context.scheduler = channels.scheduler_send
-    context.wake_processor = channels.wake_send
-    supervisor = Supervisor(
-        actor_specs(config, context, shutdown, channels),
-        shutdown=shutdown,
-        shutdown_timeout=config.shutdown_timeout_sec,
-        metrics=context.metrics,
-    )
+    root: Root | None = None
     try:
+        root = await trio.to_thread.run_sync(
+            functools.partial(
+                open_root,
+                config,
+                scheduler_inbox=channels.scheduler_send,
+                wake=channels.wake_send,
+                metrics=metrics,
+                hasher=hasher,
+                faults=faults,
+            )
+        )
+        supervisor = Supervisor(
+            actor_specs(root, shutdown, channels),
+            shutdown=shutdown,
+            shutdown_timeout=config.shutdown_timeout_sec,
+            metrics=root.metrics,
+        )
         async with trio.open_nursery() as nursery:
             await nursery.start(supervisor.run)
-            task_status.started(context)
+            task_status.started(root)
     finally:
         with trio.move_on_after(5, shield=True):
             await channels.aclose()
-            if context.downloader is not None:
-                await context.downloader.aclose()
-            await trio.to_thread.run_sync(close_context, context)
+            if root is not None:
+                if root.downloads is not None:
+                    await root.downloads.downloader.aclose()
+                await trio.to_thread.run_sync(close_root, root)
     log.info("stopped")
 
 
-def actor_specs(
-    config: Config, context: AppContext, shutdown: trio.Event, channels: Channels
-) -> list[ActorSpec]:
+def actor_specs(root: Root, shutdown: trio.Event, channels: Channels) -> list[ActorSpec]:
     """The actors in start order; the HTTP API comes last so 'listening' means ready."""
-    jobs = core_jobs(context) + download_jobs(context, channels.scan_send)
+    config = root.config
+    jobs = core_jobs(root) + download_jobs(root, channels.scan_send)
     specs = [
         # Graceful: the scheduler itself cancels cancellable runs and bounds the others.
-        ActorSpec(
-            "scheduler",
-            lambda: scheduler(config, context, shutdown, jobs, channels),
-            Shutdown.GRACEFUL,
-        )
+        ActorSpec("scheduler", lambda: scheduler(root, shutdown, jobs, channels), Shutdown.GRACEFUL)
     ]
-    if config.download_enabled:
-        specs += download_actor_specs(config, context, shutdown, channels)
-    app = create_app(context)
+    if root.downloads is not None:
+        specs += download_actor_specs(root, root.downloads, shutdown, channels)
+    app = create_app(root)
 
     def http(asgi: Any, port: int, announce: str) -> HttpServer:
         return HttpServer(
@@ -126,7 +132,7 @@ def actor_specs(
             announce=announce,
         )
 
-    metrics = metrics_app(context.metrics)
+    metrics = metrics_app(root.metrics)
     specs.append(
         ActorSpec(
             "metrics",
@@ -141,39 +147,35 @@ def actor_specs(
 
 
 def scheduler(
-    config: Config,
-    context: AppContext,
-    shutdown: trio.Event,
-    jobs: list[JobSpec],
-    channels: Channels,
+    root: Root, shutdown: trio.Event, jobs: list[JobSpec], channels: Channels
 ) -> Scheduler:
-    actor = Scheduler(
+    # A restarted scheduler is a new object that fills the root's view again.
+    return Scheduler(
         jobs,
-        context.jobs,
-        context.metrics,
+        root.jobs,
+        root.metrics,
         channels.scheduler_recv,
         shutdown=shutdown,
-        shutdown_timeout=config.shutdown_timeout_sec,
+        shutdown_timeout=root.config.shutdown_timeout_sec,
+        view=root.scheduler.view,
     )
-    # A restarted scheduler is a new object: the API must read the live one.
-    context.scheduler_view = actor.view
-    return actor
 
 
 def download_actor_specs(
-    config: Config, context: AppContext, shutdown: trio.Event, channels: Channels
+    root: Root, downloads: Downloads, shutdown: trio.Event, channels: Channels
 ) -> list[ActorSpec]:
     """The processor (graceful: the file in flight may finish), the watchdog and the stale
     detector (both cancellable: a scan or a check can be cut short and redone)."""
+    config = root.config
     dm = config.download_manager
 
     def processor() -> Processor:
         return Processor(
-            context.queue,
-            context.catalog,
-            context.downloader,
-            context.media,
-            context.metrics,
+            downloads.queue,
+            root.catalog,
+            downloads.downloader,
+            root.media,
+            root.metrics,
             dm,
             channels.wake_recv,
             channels.scheduler_send,
@@ -184,15 +186,15 @@ def download_actor_specs(
     def watchdog() -> IntegrityWatchdog:
         return IntegrityWatchdog(
             channels.scan_recv,
-            context.catalog,
-            context.queue_admin,
-            context.media,
+            root.catalog,
+            downloads.queue_admin,
+            root.media,
             wake=channels.wake_send,
         )
 
     def stale() -> StaleDetector:
         return StaleDetector(
-            context.queue_admin, context.metrics, dm.stale_in_progress_threshold_secs
+            downloads.queue_admin, root.metrics, dm.stale_in_progress_threshold_secs
         )
 
     return [

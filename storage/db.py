@@ -6,10 +6,6 @@ read connections (WAL lets them read while a write is in progress). Store method
 synchronous functions that use `db.read()` / `db.write()`; async code runs them off the event
 loop with `await db.run(fn, *args)`. The `pezzottify-auth` CLI calls the same functions directly.
 
-Every committed write moves the database's `generation`; `db.run_cached` reuses a read's answer
-while the generation has not moved, so a route read again and again while nothing changes costs
-no thread hop and no query.
-
 Schema versions live in `PRAGMA user_version`; each migration is a list of statements applied in
 one transaction together with the version bump, so a crash leaves the old or the new schema.
 """
@@ -21,10 +17,9 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 from storage.offload import Offload
 
@@ -33,7 +28,6 @@ T = TypeVar("T")
 
 Migration = Sequence[str]
 BUSY_TIMEOUT_MS = 10_000
-CACHED_ANSWERS = 256  # per database, least recently used dropped first
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
@@ -163,8 +157,6 @@ class Database:
         self._pool_lock = threading.Lock()
         # Threads beyond readers + one writer would only queue on the locks above.
         self.offload = offload if offload is not None else Offload(readers + 1)
-        self.generation = 0  # moves after every write transaction (see `run_cached`)
-        self._answers: OrderedDict[Hashable, tuple[int, Any]] = OrderedDict()
 
     @contextlib.contextmanager
     def write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
@@ -182,8 +174,7 @@ class Database:
             try:
                 with immediate(self._writer) as conn:
                     yield conn
-            finally:  # after the commit (or the rollback, which changed nothing)
-                self.generation += 1
+            finally:  # after the commit (or the rollback)
                 if relaxed:
                     self._writer.execute(f"PRAGMA synchronous={self._synchronous}")
 
@@ -215,32 +206,6 @@ class Database:
         call still runs to its end (its transaction commits or rolls back whole) and the
         cancellation is delivered afterwards."""
         return await self.offload.run(fn, *args, **kwargs)
-
-    async def run_cached(self, key: Hashable, keep: Callable[[T], bool], fn: Callable[[], T]) -> T:
-        """`run(fn)`, or the answer of an earlier call filed under `key` if no write has
-        committed since that call began. Called on the event loop only.
-
-        `key` must name everything the answer depends on besides the database's contents (the
-        read, its arguments, the hour of a time window). An answer is filed under the generation
-        seen before its read, so it is never older than that generation (a write committed
-        during the read may be in it: newer is harmless), and only if `keep(answer)` (a bound
-        on its size, say). Only for a database no other process writes while the daemon runs
-        (not user.db, which `pezzottify-auth` changes). Answers are shared between callers and
-        must not be changed.
-        """
-        generation = self.generation
-        kept = self._answers.get(key)
-        if kept is not None and kept[0] == generation:
-            self._answers.move_to_end(key)
-            answer: T = kept[1]
-            return answer
-        answer = await self.run(fn)
-        if keep(answer):
-            self._answers[key] = (generation, answer)
-            self._answers.move_to_end(key)
-            if len(self._answers) > CACHED_ANSWERS:
-                self._answers.popitem(last=False)
-        return answer
 
     def close(self) -> None:
         with self._write_lock:

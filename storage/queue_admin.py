@@ -181,11 +181,6 @@ class QueueAdminStore(QueueStoreBase):
         with self.db.read() as conn:
             return queue_marks.among(conn, content_type.value, ids)
 
-    def unavailable_version(self) -> int:
-        """Moves whenever a mark is made, renewed or dropped."""
-        with self.db.read() as conn:
-            return queue_marks.version(conn)
-
     # -- admin retry -------------------------------------------------------------------------
 
     def admin_retry(self, item_id: str, admin: str, now: int) -> dict[str, Any]:

@@ -76,7 +76,7 @@ def holding(marks: Mapping[Key, int], recheck_days: int, now: int) -> set[Key]:
 
 def forget(conn: sqlite3.Connection, marks: Mapping[Key, int]) -> int:
     """Drop the given marks unless they were renewed since they were read; return how many."""
-    # `rowcount` (not `total_changes`, which counts the triggers' updates as well).
+    # `rowcount`: the rows this statement deleted, whatever else the transaction changed.
     return conn.executemany(
         _CLEAR + " AND marked_at = ?", [(kind, cid, at) for (kind, cid), at in marks.items()]
     ).rowcount
@@ -90,9 +90,3 @@ def among(conn: sqlite3.Connection, content_type: str, ids: Sequence[str]) -> se
         (content_type, json.dumps(list(ids))),
     )
     return {row[0] for row in rows}
-
-
-def version(conn: sqlite3.Connection) -> int:
-    """A number that moves with every change to the marks (kept by triggers)."""
-    found: int = conn.execute("SELECT n FROM unavailable_version").fetchone()[0]
-    return found

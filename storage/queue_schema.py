@@ -247,6 +247,14 @@ MIGRATIONS = [
         """CREATE TRIGGER unavailable_delete AFTER DELETE ON unavailable_content
             BEGIN UPDATE unavailable_version SET n = n + 1; END""",
     ],
+    [
+        # Nothing keeps answers by the marks' version any more: drop the counter and the
+        # triggers that moved it with every change to the marks.
+        "DROP TRIGGER unavailable_insert",
+        "DROP TRIGGER unavailable_update",
+        "DROP TRIGGER unavailable_delete",
+        "DROP TABLE unavailable_version",
+    ],
 ]
 
 ITEM_FIELDS = (

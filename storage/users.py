@@ -43,8 +43,10 @@ SESSION_IDLE_SECS = 30 * 86400
 SESSION_TOUCH_SECS = 600
 # How long a resolved session is trusted without asking the database again. Changes made
 # through this store clear the cache at once; changes made by another process (the CLI) are
-# seen within this many seconds.
+# seen within this many seconds. At most SESSION_CACHE_MAX sessions are held: a burst of
+# distinct sessions empties the cache rather than growing it (each costs a read again).
 SESSION_CACHE_SECS = 2.0
+SESSION_CACHE_MAX = 4096
 
 __all__ = [
     "HANDLE_RE",
@@ -304,6 +306,8 @@ class UserStore:
                 wconn.execute(
                     "UPDATE sessions SET last_used_at = ? WHERE token_hash = ?", (now, token_hash)
                 )
+        if len(self._sessions) >= SESSION_CACHE_MAX:
+            self._sessions.clear()
         self._sessions[token_hash] = (time.monotonic() + SESSION_CACHE_SECS, user)
         return user
 

@@ -1,22 +1,27 @@
-"""Shared fixtures: a configuration on tmp_path, the API context, the app and its test client.
+"""Shared fixtures: a configuration on tmp_path, the daemon's root, the app and its test client.
 
 Password hashing in tests uses cheap Argon2id parameters (the production parameters are checked
-by their own test) so that logging in a dozen users stays fast.
+by their own test) so that logging in a dozen users stays fast. No actor runs: the root's
+scheduler inbox and processor wake-up channel have no reader, as when those actors are stopped.
+A test that needs a reader (or another downloader, throttle...) builds its root with
+`open_test_root` or `dataclasses.replace` and serves it with `serve`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from argon2 import PasswordHasher
 
 from api.app import create_app
-from api.context import AppContext
 from daemon.config import Config, DownloadManagerConfig
-from daemon.services import build_context, close_context
+from daemon.root import Root
+from daemon.services import close_root, open_root
 from storage.users import Permission, Role
 
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -35,16 +40,39 @@ def config(tmp_path: Path) -> Config:
     return Config(db_dir=tmp_path, media_path=tmp_path, download_manager=DownloadManagerConfig())
 
 
-@pytest.fixture
-def context(config: Config) -> Iterator[AppContext]:
-    context = build_context(config, hasher=FAST_HASHER)
-    yield context
-    close_context(context)
+def no_reader() -> trio.MemorySendChannel[Any]:
+    """A channel whose reader is gone: a send fails at once, an offer is dropped."""
+    send, receive = trio.open_memory_channel[Any](1)
+    receive.close()
+    return send
+
+
+def open_test_root(config: Config, **options: Any) -> Root:
+    """`open_root` with cheap hashing and, unless given, channels nobody reads (blocking)."""
+    options.setdefault("scheduler_inbox", no_reader())
+    options.setdefault("wake", no_reader())
+    options.setdefault("hasher", FAST_HASHER)  # None: the production hasher
+    return open_root(config, **options)
+
+
+@asynccontextmanager
+async def serve(root: Root, **app_options: Any) -> AsyncIterator[Any]:
+    """A test client of an app built on `root` (for a root other than the fixture's)."""
+    app = create_app(root, **app_options)
+    async with app.test_app() as test_app:
+        yield test_app.test_client()
 
 
 @pytest.fixture
-def app(context: AppContext) -> Any:
-    return create_app(context)
+def root(config: Config) -> Iterator[Root]:
+    root = open_test_root(config)
+    yield root
+    close_root(root)
+
+
+@pytest.fixture
+def app(root: Root) -> Any:
+    return create_app(root)
 
 
 @pytest.fixture
@@ -54,17 +82,17 @@ async def client(app: Any) -> AsyncIterator[Any]:
 
 
 def make_user(
-    context: AppContext,
+    root: Root,
     handle: str,
     roles: tuple[Role, ...] = (Role.Regular,),
     password: str = "secret-password",
     extra: tuple[Permission, ...] = (),
 ) -> None:
     """Create a user with a password directly in the store (blocking; fine in tests)."""
-    context.users.create_user(handle, roles)
-    context.users.set_password(handle, context.hasher.hash(password), must_exist=False)
+    root.users.create_user(handle, roles)
+    root.users.set_password(handle, root.hasher.hash(password), must_exist=False)
     for permission in extra:
-        context.users.add_permission(handle, permission)
+        root.users.add_permission(handle, permission)
 
 
 async def login(client: Any, handle: str, password: str = "secret-password") -> dict[str, str]:
@@ -78,12 +106,12 @@ async def login(client: Any, handle: str, password: str = "secret-password") -> 
 
 
 @pytest.fixture
-async def admin_headers(context: AppContext, client: Any) -> dict[str, str]:
-    make_user(context, "admin", (Role.Admin,))
+async def admin_headers(root: Root, client: Any) -> dict[str, str]:
+    make_user(root, "admin", (Role.Admin,))
     return await login(client, "admin")
 
 
 @pytest.fixture
-async def user_headers(context: AppContext, client: Any) -> dict[str, str]:
-    make_user(context, "regular", (Role.Regular,))
+async def user_headers(root: Root, client: Any) -> dict[str, str]:
+    make_user(root, "regular", (Role.Regular,))
     return await login(client, "regular")

@@ -1,6 +1,6 @@
 """The download manager's jobs (SPEC §7.4): `integrity_watchdog` and `audit_log_cleanup`.
 
-Both exist only when the download manager is enabled; `download_jobs(context, scan_send)` builds
+Both exist only when the download manager is enabled; `download_jobs(root, scan_send)` builds
 them from the configuration (`[background_jobs.<id>] enabled / interval_hours`).
 
 `integrity_watchdog` (daily + OnStartup, cancellable) asks the `IntegrityWatchdog` actor for a
@@ -22,7 +22,7 @@ import trio
 
 from actors.jobs.base import JobSpec, Schedule, ShutdownBehavior
 from actors.messages import Hook, ScanRequest
-from api.context import AppContext
+from daemon.root import Root
 from storage.queue_admin import QueueAdminStore
 from storage.queue_schema import now as wall_now
 
@@ -103,12 +103,10 @@ def audit_log_cleanup_job(
     )
 
 
-def download_jobs(
-    context: AppContext, scan_send: trio.MemorySendChannel[ScanRequest]
-) -> list[JobSpec]:
+def download_jobs(root: Root, scan_send: trio.MemorySendChannel[ScanRequest]) -> list[JobSpec]:
     """The enabled download-manager jobs; empty when the download manager is off."""
-    config = context.config
-    if not config.download_enabled or context.queue_admin is None:
+    config, downloads = root.config, root.downloads
+    if downloads is None:
         return []
     jobs: list[JobSpec] = []
     watchdog = config.job(WATCHDOG_JOB_ID)
@@ -122,7 +120,7 @@ def download_jobs(
     if cleanup.enabled:
         jobs.append(
             audit_log_cleanup_job(
-                context.queue_admin,
+                downloads.queue_admin,
                 config.download_manager.audit_log_retention_days,
                 interval_hours=cleanup.interval_hours or DEFAULT_INTERVAL_HOURS,
             )

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 from actors.jobs import popular_content, prune_events
 from actors.jobs.base import JobSpec
-from api.context import AppContext
+from daemon.root import Root
 
 
-def core_jobs(context: AppContext) -> list[JobSpec]:
-    config = context.config
+def core_jobs(root: Root) -> list[JobSpec]:
+    config = root.config
     jobs: list[JobSpec] = []
     popular = config.job(popular_content.JOB_ID)
     if popular.enabled:
         jobs.append(
             popular_content.popular_content_job(
-                context.users,
-                context.catalog,
-                context.jobs,
+                root.users,
+                root.catalog,
+                root.jobs,
                 interval_hours=popular.interval_hours or popular_content.DEFAULT_INTERVAL_HOURS,
             )
         )
@@ -30,7 +30,7 @@ def core_jobs(context: AppContext) -> list[JobSpec]:
     if prune.enabled:
         jobs.append(
             prune_events.prune_events_job(
-                context.jobs,
+                root.jobs,
                 retention_days=config.event_retention_days,
                 interval_hours=prune.interval_hours or config.prune_interval_hours,
             )

@@ -24,8 +24,9 @@ from actors.messages import CancelJob, Hook, HookFired, SchedulerMessage, Trigge
 from actors.scheduler import Scheduler, SchedulerView
 from daemon.config import Config, JobSettings
 from daemon.metrics import Metrics
-from daemon.services import build_context, close_context
+from daemon.services import close_root
 from storage.jobs import JobRun, JobStore, RunStatus
+from tests.conftest import open_test_root
 
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -402,11 +403,11 @@ async def test_prune_events_job_keeps_recent_runs_and_the_last_20(store: JobStor
 
 def test_core_jobs_follow_the_background_jobs_settings(config: Config) -> None:
     def built(**overrides: Any) -> dict[str, JobSpec]:
-        context = build_context(replace(config, **overrides))
+        root = open_test_root(replace(config, **overrides))
         try:
-            return {spec.id: spec for spec in core_jobs(context)}
+            return {spec.id: spec for spec in core_jobs(root)}
         finally:
-            close_context(context)
+            close_root(root)
 
     defaults = built()
     assert sorted(defaults) == ["popular_content", "prune_events"]

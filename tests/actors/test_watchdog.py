@@ -37,10 +37,10 @@ from actors.messages import Hook, ScanRequest, WakeProcessor
 from actors.processor import Processor
 from actors.watchdog import IntegrityWatchdog
 from api.app import create_app
-from api.context import AppContext
 from bench.seed import synthetic_bundles, synthetic_id, synthetic_image_id
 from daemon.config import Config, DownloadManagerConfig, JobSettings
-from daemon.services import build_context, close_context
+from daemon.root import Root
+from daemon.services import close_root
 from fake_downloader import CatalogSpec, Knobs, build_catalog
 from fake_downloader import create_app as fake_downloader_app
 from storage import catalog_read
@@ -50,7 +50,7 @@ from storage.queue import QueueStore
 from storage.queue_admin import QueueAdminStore
 from storage.queue_schema import DAY, TERMINAL, AuditEvent, ErrorType
 from storage.users import Role
-from tests.conftest import FAST_HASHER, login, make_user
+from tests.conftest import login, make_user, open_test_root
 from tests.support.queue_rows import BASE, audit, audit_rows, insert, open_store
 
 TIMEOUT = 20
@@ -430,10 +430,9 @@ def test_download_jobs_follow_the_configuration(tmp_path: Path, admin: QueueAdmi
 
     def jobs(**kw: Any) -> dict[str, Any]:
         config = Config(db_dir=tmp_path, media_path=tmp_path, **kw)
-        context = SimpleNamespace(
-            config=config, queue_admin=admin if config.download_enabled else None
-        )
-        return {job.id: job for job in download_jobs(context, send)}  # type: ignore[arg-type]
+        downloads = SimpleNamespace(queue_admin=admin) if config.download_enabled else None
+        root = SimpleNamespace(config=config, downloads=downloads)
+        return {job.id: job for job in download_jobs(root, send)}  # type: ignore[arg-type]
 
     assert jobs() == {}
     both = jobs(downloader_url="http://127.0.0.1:9")
@@ -498,7 +497,7 @@ class Wall:
 
 @dataclass
 class Journey:
-    context: AppContext
+    root: Root
     client: Any
     headers: dict[str, str]
     scans: trio.MemorySendChannel[ScanRequest]
@@ -519,18 +518,18 @@ class Journey:
                 await trio.sleep(0.03)
 
     def rows(self, sql: str, *params: Any) -> list[Any]:
-        with self.context.queue_admin.db.read() as conn:
+        with self.root.downloads.queue_admin.db.read() as conn:
             return conn.execute(sql, params).fetchall()
 
     def failed_repairs(self) -> float:
         labels = {"content_type": "TRACK_AUDIO", "result": "failed"}
-        value = self.context.metrics.registry.get_sample_value(
+        value = self.root.metrics.registry.get_sample_value(
             "pezzottify_download_processed_total", labels
         )
         return value or 0.0
 
     def gave_up(self) -> list[dict[str, Any]]:
-        return audit_rows(self.context.queue_admin.db, "WATCHDOG_GAVE_UP")
+        return audit_rows(self.root.downloads.queue_admin.db, "WATCHDOG_GAVE_UP")
 
     async def availability(self, kind: str, ident: str) -> Any:
         response = await self.client.get(f"/v1/content/{kind}/{ident}", headers=self.headers)
@@ -547,13 +546,13 @@ async def journey(tmp_path: Path, bundle: AlbumBundle) -> AsyncIterator[Journey]
         db_dir=tmp_path, media_path=tmp_path / "media", downloader_url="http://fake",
         download_manager=dm,
     )  # fmt: skip
-    context = build_context(config, hasher=FAST_HASHER)
-    context.catalog.ingest_many([bundle])
+    root = open_test_root(config)
+    root.catalog.ingest_many([bundle])
     present = bundle.tracks[0].id
-    context.catalog.set_track_audio(present, "flac")
-    context.media.audio_path(present, "flac").write_bytes(b"audio")
+    root.catalog.set_track_audio(present, "flac")
+    root.media.audio_path(present, "flac").write_bytes(b"audio")
     for image in (*bundle.album.image_ids, *bundle.artists[0].image_ids):
-        context.media.image_path(image).write_bytes(b"jpeg")
+        root.media.image_path(image).write_bytes(b"jpeg")
     knobs = Knobs()
     transport = httpx.ASGITransport(fake_downloader_app(build_catalog(FAKE_SPEC), knobs))  # type: ignore[arg-type]
     downloader = DownloaderClient("http://fake", 30, transport=transport)
@@ -562,25 +561,25 @@ async def journey(tmp_path: Path, bundle: AlbumBundle) -> AsyncIterator[Journey]
     wake_send, wake_recv = trio.open_memory_channel[WakeProcessor](1)
     shutdown = trio.Event()
     watchdog = IntegrityWatchdog(
-        scan_recv, context.catalog, context.queue_admin, context.media, wake=wake_send, clock=wall
+        scan_recv, root.catalog, root.downloads.queue_admin, root.media, wake=wake_send, clock=wall
     )
     processor = Processor(
-        context.queue, context.catalog, downloader, context.media, context.metrics, dm, wake_recv,
+        root.downloads.queue, root.catalog, downloader, root.media, root.metrics, dm, wake_recv,
         None, shutdown=shutdown, shutdown_timeout=5, clock=wall,
     )  # fmt: skip
-    make_user(context, "admin", (Role.Admin,))
+    make_user(root, "admin", (Role.Admin,))
     try:
-        async with create_app(context).test_app() as app, trio.open_nursery() as nursery:
+        async with create_app(root).test_app() as app, trio.open_nursery() as nursery:
             client = app.test_client()
             headers = await login(client, "admin")
             await nursery.start(watchdog.run)
             await nursery.start(processor.run)
-            yield Journey(context, client, headers, scan_send, knobs, wall)
+            yield Journey(root, client, headers, scan_send, knobs, wall)
             shutdown.set()
             nursery.cancel_scope.cancel()
     finally:
         await downloader.aclose()
-        close_context(context)
+        close_root(root)
 
 
 async def test_a_permanently_missing_track_costs_one_failed_repair_per_recheck_period(
@@ -605,7 +604,7 @@ async def test_a_permanently_missing_track_costs_one_failed_repair_per_recheck_p
             assert (report["items_skipped"], report["items_unavailable"]) == (0, 1)
         assert j.failed_repairs() == 1
         assert len(j.gave_up()) == 1
-        completed = audit_rows(j.context.queue_admin.db, "WATCHDOG_SCAN_COMPLETED")
+        completed = audit_rows(j.root.downloads.queue_admin.db, "WATCHDOG_SCAN_COMPLETED")
         assert json.loads(completed[-1]["details"]) == report
 
         # A week on, one repair checks again; it fails the same way: a second decision.

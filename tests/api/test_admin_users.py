@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import trio
 
 from actors.messages import Hook, HookFired
-from api.context import AppContext
+from daemon.root import Root, SchedulerHandle
 from storage.users import Permission, Role
-from tests.conftest import login, make_user
+from tests.conftest import login, make_user, serve
 
 USERS = "/v1/admin/users"
 # Every route of the blueprint with a body it would accept.
@@ -77,14 +78,14 @@ async def test_create_with_several_or_no_roles(client: Any, admin_headers: dict[
 
 
 async def test_existing_handle_is_409_and_leaves_the_user_alone(
-    context: AppContext, client: Any, admin_headers: dict[str, str]
+    root: Root, client: Any, admin_headers: dict[str, str]
 ) -> None:
-    make_user(context, "dave")
+    make_user(root, "dave")
     r = await create(client, admin_headers, user_handle="dave", password="other-pass", roles=[])
     assert r.status_code == 409
     assert (await r.get_json())["code"] == "USER_EXISTS"
     await login(client, "dave")  # the old password still works
-    assert context.users.require("dave").roles == (Role.Regular,)
+    assert root.users.require("dave").roles == (Role.Regular,)
 
 
 @pytest.mark.parametrize(
@@ -106,12 +107,12 @@ async def test_existing_handle_is_409_and_leaves_the_user_alone(
     ],
 )
 async def test_bad_create_bodies_are_400_and_create_nothing(
-    context: AppContext, client: Any, admin_headers: dict[str, str], body: Any, code: str
+    root: Root, client: Any, admin_headers: dict[str, str], body: Any, code: str
 ) -> None:
     r = await client.post(USERS, json=body, headers=admin_headers)
     assert r.status_code == 400
     assert (await r.get_json())["code"] == code
-    assert context.users.handles() == ["admin"]
+    assert root.users.handles() == ["admin"]
 
 
 async def test_longest_valid_handle_and_password_are_accepted(
@@ -124,9 +125,9 @@ async def test_longest_valid_handle_and_password_are_accepted(
     assert r.status_code == 201
 
 
-async def test_list_users(context: AppContext, client: Any, admin_headers: dict[str, str]) -> None:
-    make_user(context, "zed", (), extra=(Permission.RequestContent,))
-    context.users.create_user("bea")
+async def test_list_users(root: Root, client: Any, admin_headers: dict[str, str]) -> None:
+    make_user(root, "zed", (), extra=(Permission.RequestContent,))
+    root.users.create_user("bea")
     r = await client.get(USERS, headers=admin_headers)
     assert r.status_code == 200
     users = (await r.get_json())["users"]
@@ -151,7 +152,7 @@ async def test_anonymous_is_401(client: Any, method: str, path: str, body: Any) 
 
 @pytest.mark.parametrize(("method", "path", "body"), ROUTES)
 async def test_regular_user_is_403_and_nothing_changes(
-    context: AppContext,
+    root: Root,
     client: Any,
     user_headers: dict[str, str],
     method: str,
@@ -161,8 +162,8 @@ async def test_regular_user_is_403_and_nothing_changes(
     r = await send(client, method, path, body, user_headers)
     assert r.status_code == 403
     assert (await r.get_json())["code"] == "FORBIDDEN"
-    assert context.users.handles() == ["regular"]
-    assert context.users.require("regular").permissions == Role.Regular.permissions
+    assert root.users.handles() == ["regular"]
+    assert root.users.require("regular").permissions == Role.Regular.permissions
 
 
 async def test_permission_is_checked_before_the_body(
@@ -173,9 +174,9 @@ async def test_permission_is_checked_before_the_body(
 
 
 async def test_granting_a_role_takes_effect_on_the_users_session(
-    context: AppContext, client: Any, admin_headers: dict[str, str]
+    root: Root, client: Any, admin_headers: dict[str, str]
 ) -> None:
-    make_user(context, "bob")
+    make_user(root, "bob")
     bob = await login(client, "bob")
     assert (await client.get(USERS, headers=bob)).status_code == 403
     r = await client.post(f"{USERS}/bob/roles", json={"role": "Admin"}, headers=admin_headers)
@@ -191,26 +192,26 @@ async def test_granting_a_role_takes_effect_on_the_users_session(
 
 
 async def test_extra_permission_grant_and_revoke(
-    context: AppContext, client: Any, admin_headers: dict[str, str]
+    root: Root, client: Any, admin_headers: dict[str, str]
 ) -> None:
-    make_user(context, "bob")
+    make_user(root, "bob")
     path = f"{USERS}/bob/permissions"
     r = await client.post(path, json={"permission": "requestcontent"}, headers=admin_headers)
     assert r.status_code == 200
     body = await r.get_json()
     assert body["extra_permissions"] == ["RequestContent"]
     assert body["permissions"] == ["AccessCatalog", "LikeContent", "OwnPlaylists", "RequestContent"]
-    assert Permission.RequestContent in context.users.require("bob").permissions
+    assert Permission.RequestContent in root.users.require("bob").permissions
     r = await client.delete(f"{path}/RequestContent", headers=admin_headers)
     assert r.status_code == 200
     assert (await r.get_json())["extra_permissions"] == []
-    assert Permission.RequestContent not in context.users.require("bob").permissions
+    assert Permission.RequestContent not in root.users.require("bob").permissions
 
 
 async def test_revoking_what_is_not_held_is_200_and_unchanged(
-    context: AppContext, client: Any, admin_headers: dict[str, str]
+    root: Root, client: Any, admin_headers: dict[str, str]
 ) -> None:
-    make_user(context, "bob")
+    make_user(root, "bob")
     for path in (f"{USERS}/bob/roles/Admin", f"{USERS}/bob/permissions/ServerAdmin"):
         r = await client.delete(path, headers=admin_headers)
         assert r.status_code == 200
@@ -254,7 +255,7 @@ async def test_unknown_user_is_404(
     ],
 )
 async def test_unknown_role_or_permission_is_400(
-    context: AppContext,
+    root: Root,
     client: Any,
     admin_headers: dict[str, str],
     method: str,
@@ -265,38 +266,39 @@ async def test_unknown_role_or_permission_is_400(
     r = await send(client, method, path, body, admin_headers)
     assert r.status_code == 400
     assert (await r.get_json())["code"] == code
-    assert context.users.require("admin").roles == (Role.Admin,)
+    assert root.users.require("admin").roles == (Role.Admin,)
 
 
 async def test_creating_a_user_fires_on_user_created(
-    context: AppContext, client: Any, admin_headers: dict[str, str]
+    root: Root, admin_headers: dict[str, str]
 ) -> None:
     send_end, receive_end = trio.open_memory_channel[Any](4)
-    context.scheduler = send_end
-    assert (await create(client, admin_headers, user_handle="bob")).status_code == 201
-    assert receive_end.receive_nowait() == HookFired(Hook.OnUserCreated)
-    # Failed creations and other admin changes fire nothing.
-    await create(client, admin_headers, user_handle="bob")
-    await create(client, admin_headers, user_handle="a b")
-    await client.post(f"{USERS}/bob/roles", json={"role": "Admin"}, headers=admin_headers)
-    with pytest.raises(trio.WouldBlock):
-        receive_end.receive_nowait()
+    with_scheduler = replace(root, scheduler=SchedulerHandle(send_end, root.scheduler.view))
+    async with serve(with_scheduler) as client:
+        assert (await create(client, admin_headers, user_handle="bob")).status_code == 201
+        assert receive_end.receive_nowait() == HookFired(Hook.OnUserCreated)
+        # Failed creations and other admin changes fire nothing.
+        await create(client, admin_headers, user_handle="bob")
+        await create(client, admin_headers, user_handle="a b")
+        await client.post(f"{USERS}/bob/roles", json={"role": "Admin"}, headers=admin_headers)
+        with pytest.raises(trio.WouldBlock):
+            receive_end.receive_nowait()
 
 
 async def test_a_full_or_closed_scheduler_channel_does_not_fail_creation(
-    context: AppContext,
-    client: Any,
+    root: Root,
     admin_headers: dict[str, str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     send_end, receive_end = trio.open_memory_channel[Any](0)
-    context.scheduler = send_end
-    with caplog.at_level(logging.WARNING, logger="api.admin_users"):
-        assert (await create(client, admin_headers, user_handle="bob")).status_code == 201
-        await receive_end.aclose()
-        assert (await create(client, admin_headers, user_handle="carl")).status_code == 201
+    with_scheduler = replace(root, scheduler=SchedulerHandle(send_end, root.scheduler.view))
+    async with serve(with_scheduler) as client:
+        with caplog.at_level(logging.WARNING, logger="api.admin_users"):
+            assert (await create(client, admin_headers, user_handle="bob")).status_code == 201
+            await receive_end.aclose()
+            assert (await create(client, admin_headers, user_handle="carl")).status_code == 201
     assert "channel full" in caplog.text and "not running" in caplog.text
-    assert context.users.handles() == ["admin", "bob", "carl"]
+    assert root.users.handles() == ["admin", "bob", "carl"]
 
 
 async def test_create_is_in_the_openapi_document(client: Any) -> None:

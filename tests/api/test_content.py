@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api.app import create_app
-from api.context import AppContext
 from bench.seed import synthetic_bundles
 from daemon.config import Config
-from daemon.services import build_context, close_context
+from daemon.root import Root
+from daemon.services import close_root
 from storage.queue_schema import ContentType, ErrorType
-from tests.conftest import FAST_HASHER, login, make_user
+from tests.conftest import login, make_user, open_test_root
 from tests.support.queue_rows import BASE, insert
 
 AUDIO = bytes(range(256)) * 40  # 10,240 distinct-ish bytes, so a wrong offset shows
@@ -28,16 +28,16 @@ ROUTES = ("artist", "album", "track", "image", "stream")
 
 
 @pytest.fixture
-def seeded(context: AppContext) -> dict[str, str]:
+def seeded(root: Root) -> dict[str, str]:
     """One album of three tracks; the first has its audio on disk, the second a row but no file."""
     bundle = next(synthetic_bundles(1, 3))
-    context.catalog.ingest_many([bundle])
+    root.catalog.ingest_many([bundle])
     first, second = bundle.tracks[0].id, bundle.tracks[1].id
-    context.catalog.set_track_audio(first, "flac")
-    context.catalog.set_track_audio(second, "mp3")
-    context.media.audio_path(first, "flac").write_bytes(AUDIO)
+    root.catalog.set_track_audio(first, "flac")
+    root.catalog.set_track_audio(second, "mp3")
+    root.media.audio_path(first, "flac").write_bytes(AUDIO)
     cover = bundle.album.image_ids[0]
-    context.media.image_path(cover).write_bytes(COVER_BYTES)
+    root.media.image_path(cover).write_bytes(COVER_BYTES)
     return {
         "album": bundle.album.id,
         "artist": bundle.artists[0].id,
@@ -87,14 +87,14 @@ async def test_metadata_routes_answer_the_spec_shapes(
 
 
 async def test_metadata_read_again_follows_every_catalog_change(
-    client: Any, user_headers: dict[str, str], seeded: dict[str, str], context: AppContext
+    client: Any, user_headers: dict[str, str], seeded: dict[str, str], root: Root
 ) -> None:
-    """Answers are kept between requests while the catalog is unchanged (`cached_json`)."""
+    """Read again, an album shows each change to the catalog at once."""
     path = f"/v1/content/album/{seeded['album']}"
     first = await (await get(client, path, user_headers)).get_json()
     assert await (await get(client, path, user_headers)).get_json() == first
     assert [t["audio_format"] for t in first["tracks"]] == ["flac", "mp3", None]
-    context.catalog.set_track_audio(seeded["track_without_audio"], "ogg")  # a download landed
+    root.catalog.set_track_audio(seeded["track_without_audio"], "ogg")  # a download landed
     again = await (await get(client, path, user_headers)).get_json()
     assert [t["audio_format"] for t in again["tracks"]] == ["flac", "mp3", "ogg"]
     unknown = f"/v1/content/album/{UNKNOWN}"
@@ -108,44 +108,44 @@ def availabilities(body: dict[str, Any]) -> Any:
 
 
 @pytest.fixture
-def with_downloads(tmp_path: Path) -> Iterator[AppContext]:
-    """A context with the download manager on (its own databases under tmp_path/dm)."""
+def with_downloads(tmp_path: Path) -> Iterator[Root]:
+    """A root with the download manager on (its own databases under tmp_path/dm)."""
     (tmp_path / "dm").mkdir()
     config = Config(db_dir=tmp_path / "dm", media_path=tmp_path / "dm", downloader_url="http://x")
-    context = build_context(config, hasher=FAST_HASHER)
-    yield context
-    close_context(context)
+    root = open_test_root(config)
+    yield root
+    close_root(root)
 
 
-def give_up_on(context: AppContext, track: str) -> str:
+def give_up_on(root: Root, track: str) -> str:
     """A watchdog repair of the track's audio that failed not_found: the track is marked."""
     item = insert(
-        context.queue_admin.db, status="IN_PROGRESS", priority=1, content_type="TRACK_AUDIO",
+        root.downloads.queue_admin.db, status="IN_PROGRESS", priority=1, content_type="TRACK_AUDIO",
         content_id=track, request_source="WATCHDOG",
     )  # fmt: skip
-    context.queue.fail(item, ErrorType.NOT_FOUND, "no audio", BASE)
+    root.downloads.queue.fail(item, ErrorType.NOT_FOUND, "no audio", BASE)
     return item
 
 
 async def test_tracks_the_watchdog_gave_up_on_are_unavailable_at_once(
-    with_downloads: AppContext, monkeypatch: pytest.MonkeyPatch
+    with_downloads: Root, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    context = with_downloads
+    root = with_downloads
     bundle = next(synthetic_bundles(1, 3))
-    context.catalog.ingest_many([bundle])
+    root.catalog.ingest_many([bundle])
     first, second, third = (t.id for t in bundle.tracks)
-    context.catalog.set_track_audio(first, "flac")
-    context.catalog.set_track_audio(second, "mp3")  # recorded, but its file was lost
+    root.catalog.set_track_audio(first, "flac")
+    root.catalog.set_track_audio(second, "mp3")  # recorded, but its file was lost
     lookups: list[list[str]] = []
-    among = context.queue_admin.unavailable_among
+    among = root.downloads.queue_admin.unavailable_among
 
     def counted(content_type: ContentType, ids: list[str]) -> set[str]:
         lookups.append(list(ids))
         return among(content_type, ids)
 
-    monkeypatch.setattr(context.queue_admin, "unavailable_among", counted)
-    make_user(context, "regular")
-    async with create_app(context).test_app() as app:
+    monkeypatch.setattr(root.downloads.queue_admin, "unavailable_among", counted)
+    make_user(root, "regular")
+    async with create_app(root).test_app() as app:
         client = app.test_client()
         headers = await login(client, "regular")
 
@@ -158,11 +158,11 @@ async def test_tracks_the_watchdog_gave_up_on_are_unavailable_at_once(
         assert await availability("album", album) == ["available", "available", "missing"]
         assert lookups == [[first, second, third]]  # one statement for the album's tracks
         assert await availability("album", album) == ["available", "available", "missing"]
-        assert len(lookups) == 1  # kept while neither the catalog nor the marks change
-        repairs = {track: give_up_on(context, track) for track in (second, third)}
+        assert lookups == [[first, second, third]] * 2  # and one again when read again
+        repairs = {track: give_up_on(root, track) for track in (second, third)}
         assert await availability("album", album) == ["available", "unavailable", "unavailable"]
         assert await availability("track", third) == "unavailable"
-        context.queue_admin.admin_retry(repairs[third], "root", BASE + 60)
+        root.downloads.queue_admin.admin_retry(repairs[third], "root", BASE + 60)
         assert await availability("track", third) == "missing"
         assert await availability("album", album) == ["available", "unavailable", "missing"]
         assert await availability("track", first) == "available"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,14 @@ import trio
 from actors.downloader import DownloaderClient
 from actors.messages import WakeProcessor
 from api.app import create_app
-from api.context import AppContext
 from bench.seed import synthetic_bundles, synthetic_id
 from daemon.config import Config, DownloadManagerConfig
-from daemon.services import build_context, close_context
+from daemon.root import Root
+from daemon.services import close_root
 from storage.queue_requests import RequestStore
 from storage.queue_schema import now
 from storage.users import Permission, Role
-from tests.conftest import FAST_HASHER, login, make_user
+from tests.conftest import login, make_user, open_test_root
 
 ARTIST = "ArtistArtistArtistAr01"
 CATALOG_ALBUM = synthetic_id("L", 0)
@@ -90,22 +91,33 @@ def upstream() -> Upstream:
 
 
 @pytest.fixture
-async def wake(context: AppContext, upstream: Upstream) -> AsyncIterator[Any]:
-    """Attach the downloader and a wake-up channel; yield the processor's receiving end."""
-    if context.downloader is not None:
-        await context.downloader.aclose()  # the real client built from config, replaced here
-    client = DownloaderClient("http://127.0.0.1:9", 5.0, transport=httpx.MockTransport(upstream))
-    context.downloader = client
-    send, receive = trio.open_memory_channel[Any](1)
-    context.wake_processor = send
-    context.catalog.ingest_many(synthetic_bundles(1, 2))
-    yield receive
-    await client.aclose()
+def wake_channel() -> tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]]:
+    return trio.open_memory_channel[Any](1)
 
 
 @pytest.fixture
-async def alice(context: AppContext, client: Any, wake: Any) -> dict[str, str]:
-    make_user(context, "alice", (Role.Regular,), extra=(Permission.RequestContent,))
+async def root(config: Config, upstream: Upstream, wake_channel: Any) -> AsyncIterator[Root]:
+    """The root with the downloader answering from `upstream` and the wake-up channel's
+    receiving end left to `wake`."""
+    opened = open_test_root(config, wake=wake_channel[0])
+    assert opened.downloads is not None
+    await opened.downloads.downloader.aclose()  # the real client built from config, replaced
+    client = DownloaderClient("http://127.0.0.1:9", 5.0, transport=httpx.MockTransport(upstream))
+    yield replace(opened, downloads=replace(opened.downloads, downloader=client))
+    await client.aclose()
+    close_root(opened)
+
+
+@pytest.fixture
+def wake(root: Root, wake_channel: Any) -> Any:
+    """Seed the catalog; yield the processor's receiving end of the wake-up channel."""
+    root.catalog.ingest_many(synthetic_bundles(1, 2))
+    return wake_channel[1]
+
+
+@pytest.fixture
+async def alice(root: Root, client: Any, wake: Any) -> dict[str, str]:
+    make_user(root, "alice", (Role.Regular,), extra=(Permission.RequestContent,))
     return await login(client, "alice")
 
 
@@ -122,10 +134,10 @@ async def request_album(client: Any, headers: dict[str, str], album: str) -> Any
     return await client.post("/v1/download/request/album", headers=headers, json=body)
 
 
-def add_child(context: AppContext, parent: str) -> str:
+def add_child(root: Root, parent: str) -> str:
     """A track the processor would create for an album it started."""
     child = str(uuid.uuid4())
-    with store(context).db.write() as conn:
+    with store(root).db.write() as conn:
         conn.execute("UPDATE queue_items SET status = 'IN_PROGRESS' WHERE id = ?", (parent,))
         conn.execute(
             """INSERT INTO queue_items (id, parent_id, status, priority, content_type, content_id,
@@ -137,8 +149,8 @@ def add_child(context: AppContext, parent: str) -> str:
     return child
 
 
-def store(context: AppContext) -> RequestStore:
-    requests: RequestStore = context.requests
+def store(root: Root) -> RequestStore:
+    requests: RequestStore = root.downloads.requests
     return requests
 
 
@@ -217,7 +229,7 @@ async def test_discography_search(client: Any, alice: dict[str, str], upstream: 
 
 
 async def test_request_album_queues_wakes_and_counts(
-    client: Any, alice: dict[str, str], context: AppContext, wake: Any
+    client: Any, alice: dict[str, str], root: Root, wake: Any
 ) -> None:
     r = await request_album(client, alice, ALBUMS[0])
     assert r.status_code == 201
@@ -229,29 +241,27 @@ async def test_request_album_queues_wakes_and_counts(
     assert (await second.get_json())["queue_position"] == 2
     third = await request_album(client, alice, ALBUMS[2])  # the wake channel is full: still fine
     assert third.status_code == 201
-    assert context.metrics.user_requests.labels("album")._value.get() == 3
-    mine = store(context).my_requests("alice")
+    assert root.metrics.user_requests.labels("album")._value.get() == 3
+    mine = store(root).my_requests("alice")
     assert [m["content_id"] for m in mine] == ALBUMS[2::-1]
     assert mine[-1]["id"] == body["request_id"] and mine[-1]["requested_by"] == "alice"
 
 
-async def test_request_album_conflicts(
-    client: Any, alice: dict[str, str], context: AppContext
-) -> None:
+async def test_request_album_conflicts(client: Any, alice: dict[str, str], root: Root) -> None:
     r = await request_album(client, alice, CATALOG_ALBUM)
     assert r.status_code == 409
     assert (await r.get_json())["code"] == "ALREADY_IN_CATALOG"
     await request_album(client, alice, ALBUMS[0])
-    make_user(context, "bob", (Role.Admin,))
+    make_user(root, "bob", (Role.Admin,))
     r = await request_album(client, await login(client, "bob"), ALBUMS[0])
     assert r.status_code == 409
     assert (await r.get_json())["code"] == "ALREADY_IN_QUEUE"
-    assert len(store(context).my_requests("alice")) == 1
-    assert store(context).my_requests("bob") == []
+    assert len(store(root).my_requests("alice")) == 1
+    assert store(root).my_requests("bob") == []
 
 
 async def test_request_album_over_the_limit_is_429_with_limits(
-    client: Any, alice: dict[str, str], context: AppContext
+    client: Any, alice: dict[str, str], root: Root
 ) -> None:
     for album in ALBUMS[:3]:
         assert (await request_album(client, alice, album)).status_code == 201
@@ -263,19 +273,17 @@ async def test_request_album_over_the_limit_is_429_with_limits(
         "requests_today": 3, "max_per_day": 100, "in_queue": 3, "max_queue": 3,
         "can_request": False, "resets_at": None,
     }  # fmt: skip
-    assert len(store(context).my_requests("alice")) == 3
-    assert context.metrics.user_requests.labels("album")._value.get() == 3
+    assert len(store(root).my_requests("alice")) == 3
+    assert root.metrics.user_requests.labels("album")._value.get() == 3
 
 
-async def test_daily_limit_429_says_when_it_resets(
-    client: Any, context: AppContext, wake: Any
-) -> None:
-    make_user(context, "erin", (Role.Admin,))
+async def test_daily_limit_429_says_when_it_resets(client: Any, root: Root, wake: Any) -> None:
+    make_user(root, "erin", (Role.Admin,))
     erin = await login(client, "erin")
     albums = [(synthetic_id("E", n), f"E{n}") for n in range(100)]
     roomy = DownloadManagerConfig(user_max_queue_size=1000, user_max_requests_per_day=1000)
     moment = now()
-    RequestStore(store(context).db, roomy).request_discography("erin", albums, "B", moment, set())
+    RequestStore(store(root).db, roomy).request_discography("erin", albums, "B", moment, set())
     r = await request_album(client, erin, ALBUMS[0])
     assert r.status_code == 429
     limits = (await r.get_json())["limits"]
@@ -297,11 +305,11 @@ async def test_daily_limit_429_says_when_it_resets(
     ],
 )
 async def test_request_album_bad_bodies_are_400(
-    client: Any, alice: dict[str, str], context: AppContext, body: Any
+    client: Any, alice: dict[str, str], root: Root, body: Any
 ) -> None:
     r = await client.post("/v1/download/request/album", headers=alice, json=body)
     assert r.status_code == 400
-    assert store(context).my_requests("alice") == []
+    assert store(root).my_requests("alice") == []
 
 
 async def test_request_album_needs_json(client: Any, alice: dict[str, str]) -> None:
@@ -313,7 +321,7 @@ async def test_request_album_needs_json(client: Any, alice: dict[str, str]) -> N
 
 
 async def test_request_discography_queues_and_reports_skips(
-    client: Any, alice: dict[str, str], context: AppContext, wake: Any
+    client: Any, alice: dict[str, str], root: Root, wake: Any
 ) -> None:
     await request_album(client, alice, ALBUMS[0])
     wake.receive_nowait()
@@ -328,11 +336,11 @@ async def test_request_discography_queues_and_reports_skips(
         {"album_id": ALBUMS[0], "reason": "in_queue"},
         {"album_id": ALBUMS[3], "reason": "rate_limited"},
     ]
-    mine = store(context).my_requests("alice")
+    mine = store(root).my_requests("alice")
     assert sorted(m["id"] for m in mine[:2]) == sorted(answer["request_ids"])
     assert {m["content_name"] for m in mine[:2]} == {"Album 02", "Album 03"}
     assert isinstance(wake.receive_nowait(), WakeProcessor)
-    assert context.metrics.user_requests.labels("discography")._value.get() == 1
+    assert root.metrics.user_requests.labels("discography")._value.get() == 1
     # Nothing left that the limits allow: 429, with the skips and the limits.
     r = await client.post("/v1/download/request/discography", headers=alice, json=body)
     assert r.status_code == 429
@@ -342,10 +350,10 @@ async def test_request_discography_queues_and_reports_skips(
 
 
 async def test_request_discography_with_nothing_new_queues_nothing(
-    client: Any, alice: dict[str, str], context: AppContext
+    client: Any, alice: dict[str, str], root: Root
 ) -> None:
     await request_album(client, alice, ALBUMS[3])
-    make_user(context, "carol", (Role.Admin,))
+    make_user(root, "carol", (Role.Admin,))
     carol = await login(client, "carol")
     body = {"artist_id": ARTIST, "artist_name": "Band"}
     assert (
@@ -361,7 +369,7 @@ async def test_request_discography_with_nothing_new_queues_nothing(
 
 
 async def test_request_discography_errors(
-    client: Any, alice: dict[str, str], upstream: Upstream, context: AppContext
+    client: Any, alice: dict[str, str], upstream: Upstream, root: Root
 ) -> None:
     path = "/v1/download/request/discography"
     r = await client.post(path, headers=alice, json={"artist_id": "bad", "artist_name": "B"})
@@ -373,18 +381,18 @@ async def test_request_discography_errors(
     upstream.failure = 502
     r = await client.post(path, headers=alice, json={"artist_id": ARTIST, "artist_name": "B"})
     assert r.status_code == 502
-    assert store(context).my_requests("alice") == []
+    assert store(root).my_requests("alice") == []
 
 
 # -- reading requests and limits ---------------------------------------------------------------
 
 
 async def test_my_requests_shows_own_items_newest_first_with_stats(
-    client: Any, alice: dict[str, str], context: AppContext
+    client: Any, alice: dict[str, str], root: Root
 ) -> None:
     first = (await (await request_album(client, alice, ALBUMS[0])).get_json())["request_id"]
     second = (await (await request_album(client, alice, ALBUMS[1])).get_json())["request_id"]
-    make_user(context, "bob", (Role.Admin,))
+    make_user(root, "bob", (Role.Admin,))
     bob = await login(client, "bob")
     await request_album(client, bob, ALBUMS[2])
     r = await client.get("/v1/download/my-requests", headers=alice)
@@ -413,12 +421,12 @@ async def test_my_requests_refuses_bad_queries(
     assert r.status_code == 400
 
 
-async def test_my_requests_limit_is_clamped(client: Any, context: AppContext, wake: Any) -> None:
-    make_user(context, "dave", (Role.Admin,))
+async def test_my_requests_limit_is_clamped(client: Any, root: Root, wake: Any) -> None:
+    make_user(root, "dave", (Role.Admin,))
     dave = await login(client, "dave")
     albums = [(synthetic_id("Q", n), f"Q{n}") for n in range(501)]
     roomy = DownloadManagerConfig(user_max_queue_size=1000, user_max_requests_per_day=1000)
-    queued = RequestStore(store(context).db, roomy).request_discography(
+    queued = RequestStore(store(root).db, roomy).request_discography(
         "dave", albums, "Band", now(), set()
     )
     assert len(queued.request_ids) == 501
@@ -429,10 +437,10 @@ async def test_my_requests_limit_is_clamped(client: Any, context: AppContext, wa
 
 
 async def test_request_detail_is_only_for_the_owner(
-    client: Any, alice: dict[str, str], context: AppContext
+    client: Any, alice: dict[str, str], root: Root
 ) -> None:
     mine = (await (await request_album(client, alice, ALBUMS[0])).get_json())["request_id"]
-    make_user(context, "bob", (Role.Admin,))
+    make_user(root, "bob", (Role.Admin,))
     bob = await login(client, "bob")
     theirs = (await (await request_album(client, bob, ALBUMS[1])).get_json())["request_id"]
     r = await client.get(f"/v1/download/request/{mine}", headers=alice)
@@ -440,7 +448,7 @@ async def test_request_detail_is_only_for_the_owner(
     item = await r.get_json()
     assert (item["id"], item["content_id"], item["queue_position"]) == (mine, ALBUMS[0], 1)
     assert item["children"] == [] and item["progress"] is None
-    child = add_child(context, mine)
+    child = add_child(root, mine)
     item = await (await client.get(f"/v1/download/request/{mine}", headers=alice)).get_json()
     assert [c["id"] for c in item["children"]] == [child]
     assert item["children"][0]["content_type"] == "TRACK_AUDIO"
@@ -469,10 +477,10 @@ async def test_limits(client: Any, alice: dict[str, str]) -> None:
 
 
 async def test_limits_and_requests_read_again_follow_every_change(
-    client: Any, alice: dict[str, str], context: AppContext
+    client: Any, alice: dict[str, str], root: Root
 ) -> None:
-    """Answers are kept between requests while the queue is unchanged (see `cached_json`):
-    each change shows at once, and one user's answer is never another's."""
+    """Read again, the pages show each change at once, and one user's answer is never
+    another's."""
 
     async def read(path: str, headers: dict[str, str]) -> Any:
         r = await client.get(path, headers=headers)
@@ -488,10 +496,10 @@ async def test_limits_and_requests_read_again_follow_every_change(
     assert await read("/v1/download/my-requests", alice) == {
         "requests": [item], "stats": (await read("/v1/download/limits", alice))["user"]
     }  # fmt: skip
-    add_child(context, mine)  # the processor's work, written through the same store
+    add_child(root, mine)  # the processor's work, written through the same store
     (item,) = (await read("/v1/download/my-requests", alice))["requests"]
     assert item["status"] == "IN_PROGRESS" and item["progress"]["pending"] == 1
-    make_user(context, "bob", (Role.Admin,))
+    make_user(root, "bob", (Role.Admin,))
     bob = await login(client, "bob")
     assert (await read("/v1/download/limits", bob))["user"]["in_queue"] == 0
     assert (await read("/v1/download/my-requests", bob))["requests"] == []
@@ -502,7 +510,7 @@ async def test_limits_and_requests_read_again_follow_every_change(
 
 @pytest.mark.parametrize(("method", "path", "body"), ROUTES)
 async def test_routes_need_request_content(
-    app: Any, client: Any, user_headers: dict[str, str], context: AppContext, wake: Any,
+    app: Any, client: Any, user_headers: dict[str, str], root: Root, wake: Any,
     method: str, path: str, body: Any,
 ) -> None:  # fmt: skip
     anonymous = app.test_client()  # the logged-in client keeps the session cookie
@@ -511,18 +519,18 @@ async def test_routes_need_request_content(
         await call(client, method, path, {"Authorization": "Bearer nope"}, body)
     ).status_code == 401
     assert (await call(client, method, path, user_headers, body)).status_code == 403
-    context.users.add_permission("regular", Permission.RequestContent)
+    root.users.add_permission("regular", Permission.RequestContent)
     granted = await call(client, method, path, user_headers, body)
     # The request id in the route table is nobody's: 404 is the granted answer there.
     expected = 404 if "/request/0" in path else 201 if method == "POST" else 200
     assert granted.status_code == expected
 
 
-async def _disabled_app(tmp_path: Path) -> tuple[AppContext, Any]:
+async def _disabled_app(tmp_path: Path) -> tuple[Root, Any]:
     off = tmp_path / "off"
     off.mkdir()
-    context = build_context(Config(db_dir=off, media_path=off), hasher=FAST_HASHER)
-    return context, create_app(context)
+    root = open_test_root(Config(db_dir=off, media_path=off))
+    return root, create_app(root)
 
 
 @pytest.mark.parametrize(
@@ -531,11 +539,11 @@ async def _disabled_app(tmp_path: Path) -> tuple[AppContext, Any]:
 async def test_disabled_download_manager_answers_503_after_auth(
     tmp_path: Path, method: str, path: str, body: Any
 ) -> None:
-    context, app = await _disabled_app(tmp_path)
+    root, app = await _disabled_app(tmp_path)
     try:
-        assert context.requests is None
-        make_user(context, "regular")
-        make_user(context, "granted", extra=(Permission.RequestContent,))
+        assert root.downloads is None
+        make_user(root, "regular")
+        make_user(root, "granted", extra=(Permission.RequestContent,))
         async with app.test_app() as test_app:
             client = test_app.test_client()
             assert (await call(client, method, path, {}, body)).status_code == 401
@@ -548,7 +556,7 @@ async def test_disabled_download_manager_answers_503_after_auth(
                 "error": "the download manager is disabled", "code": "DOWNLOAD_MANAGER_DISABLED",
             }  # fmt: skip
     finally:
-        close_context(context)
+        close_root(root)
 
 
 async def test_openapi_documents_the_user_routes(client: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,8 +14,9 @@ import trio
 from actors.jobs.base import JobSpec, Schedule, ShutdownBehavior
 from actors.messages import Hook, SchedulerMessage
 from actors.scheduler import Scheduler, SchedulerView
-from api.context import AppContext
+from daemon.root import Root, SchedulerHandle
 from storage.jobs import RunStatus
+from tests.conftest import no_reader, serve
 
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 RUN_KEYS = {"run_id", "started_at", "finished_at", "status", "error_message", "triggered_by",
@@ -51,23 +53,33 @@ def gated_jobs(gate: Gate) -> list[JobSpec]:
 
 
 @pytest.fixture
-async def gate(context: AppContext) -> AsyncIterator[Gate]:
+def inbox() -> tuple[Any, Any]:
+    return trio.open_memory_channel[SchedulerMessage](16)
+
+
+@pytest.fixture
+def root(root: Root, inbox: Any) -> Root:
+    """The root whose scheduler inbox the `gate` fixture's scheduler reads."""
+    return replace(root, scheduler=SchedulerHandle(inbox[0], root.scheduler.view))
+
+
+@pytest.fixture
+async def gate(root: Root, inbox: Any) -> AsyncIterator[Gate]:
     gate = Gate()
-    send, recv = trio.open_memory_channel[SchedulerMessage](16)
+    send, recv = inbox
     shutdown = trio.Event()
-    actor = Scheduler(gated_jobs(gate), context.jobs, context.metrics, recv,
-                      shutdown=shutdown, shutdown_timeout=1)  # fmt: skip
+    actor = Scheduler(gated_jobs(gate), root.jobs, root.metrics, recv,
+                      shutdown=shutdown, shutdown_timeout=1, view=root.scheduler.view)  # fmt: skip
     async with send, recv, trio.open_nursery() as nursery:
-        context.scheduler_view = await nursery.start(actor.run)
-        context.scheduler = send
+        await nursery.start(actor.run)
         yield gate
         shutdown.set()
 
 
-async def wait_idle(context: AppContext, job_id: str) -> None:
+async def wait_idle(root: Root, job_id: str) -> None:
     """Wait (bounded) until the scheduler has recorded the end of the job's run."""
     with trio.fail_after(5):
-        await context.scheduler_view.wait_idle(job_id)
+        await root.scheduler.view.wait_idle(job_id)
 
 
 async def test_list_jobs_sorted_with_schedules(
@@ -91,7 +103,7 @@ async def test_list_jobs_sorted_with_schedules(
 
 
 async def test_trigger_then_409_while_running_then_history(
-    context: AppContext, gate: Gate, client: Any, admin_headers: dict[str, str]
+    root: Root, gate: Gate, client: Any, admin_headers: dict[str, str]
 ) -> None:
     response = await client.post("/v1/admin/jobs/zeta/trigger", headers=admin_headers)
     assert response.status_code == 202
@@ -108,7 +120,7 @@ async def test_trigger_then_409_while_running_then_history(
     assert (await again.get_json())["code"] == "JOB_RUNNING"
 
     gate.release.set()
-    await wait_idle(context, "zeta")
+    await wait_idle(root, "zeta")
     history = await client.get("/v1/admin/jobs/zeta/history", headers=admin_headers)
     assert history.status_code == 200
     rows = (await history.get_json())["history"]
@@ -124,7 +136,7 @@ async def test_trigger_then_409_while_running_then_history(
 
 
 async def test_cancel_running_then_409_when_idle(
-    context: AppContext, gate: Gate, client: Any, admin_headers: dict[str, str]
+    root: Root, gate: Gate, client: Any, admin_headers: dict[str, str]
 ) -> None:
     idle = await client.post("/v1/admin/jobs/zeta/cancel", headers=admin_headers)
     assert idle.status_code == 409
@@ -134,7 +146,7 @@ async def test_cancel_running_then_409_when_idle(
     response = await client.post("/v1/admin/jobs/zeta/cancel", headers=admin_headers)
     assert response.status_code == 202
     assert await response.get_json() == {"status": "cancelled", "job_id": "zeta", "run_id": run_id}
-    await wait_idle(context, "zeta")
+    await wait_idle(root, "zeta")
     history = await client.get("/v1/admin/jobs/zeta/history", headers=admin_headers)
     (row,) = (await history.get_json())["history"]
     assert (row["run_id"], row["status"]) == (run_id, "cancelled")
@@ -142,14 +154,14 @@ async def test_cancel_running_then_409_when_idle(
 
 
 async def test_history_paging_and_bad_queries(
-    context: AppContext, gate: Gate, client: Any, admin_headers: dict[str, str]
+    root: Root, gate: Gate, client: Any, admin_headers: dict[str, str]
 ) -> None:
     run_ids = []
     for _ in range(3):
         response = await client.post("/v1/admin/jobs/alpha/trigger", headers=admin_headers)
         assert response.status_code == 202
         run_ids.append((await response.get_json())["run_id"])
-        await wait_idle(context, "alpha")
+        await wait_idle(root, "alpha")
     url = "/v1/admin/jobs/alpha/history"
     first = await (await client.get(f"{url}?limit=2", headers=admin_headers)).get_json()
     assert [r["run_id"] for r in first["history"]] == [run_ids[2], run_ids[1]]
@@ -175,7 +187,7 @@ async def test_unknown_job_is_404_everywhere(
 
 
 async def test_server_admin_is_required(
-    context: AppContext, gate: Gate, app: Any, client: Any, user_headers: dict[str, str]
+    root: Root, gate: Gate, app: Any, client: Any, user_headers: dict[str, str]
 ) -> None:
     anonymous = app.test_client()  # the logged-in client keeps the session cookie
     routes = (("GET", "/v1/admin/jobs"), ("GET", "/v1/admin/jobs/zeta"),
@@ -186,37 +198,39 @@ async def test_server_admin_is_required(
         forbidden = await client.open(path, method=method, headers=user_headers)
         assert forbidden.status_code == 403, path
     # Nothing was triggered by the refused requests.
-    assert context.scheduler_view.running_run_id("zeta") is None
-    assert context.jobs.history("zeta", 10) == []
+    assert root.scheduler.view.running_run_id("zeta") is None
+    assert root.jobs.history("zeta", 10) == []
 
 
 async def test_503_when_the_scheduler_is_not_running(
-    context: AppContext, client: Any, admin_headers: dict[str, str]
+    root: Root, admin_headers: dict[str, str]
 ) -> None:
-    context.scheduler_view = SchedulerView(gated_jobs(Gate()))
-    listed = await client.get("/v1/admin/jobs", headers=admin_headers)
-    assert [j["id"] for j in (await listed.get_json())["jobs"]] == ["alpha", "cronny", "zeta"]
-    response = await client.post("/v1/admin/jobs/zeta/trigger", headers=admin_headers)
-    assert response.status_code == 503
-    assert (await response.get_json())["code"] == "SCHEDULER_UNAVAILABLE"
+    stopped = SchedulerHandle(no_reader(), SchedulerView(gated_jobs(Gate())))
+    async with serve(replace(root, scheduler=stopped)) as client:
+        listed = await client.get("/v1/admin/jobs", headers=admin_headers)
+        assert [j["id"] for j in (await listed.get_json())["jobs"]] == ["alpha", "cronny", "zeta"]
+        response = await client.post("/v1/admin/jobs/zeta/trigger", headers=admin_headers)
+        assert response.status_code == 503
+        assert (await response.get_json())["code"] == "SCHEDULER_UNAVAILABLE"
 
 
 async def test_a_job_is_never_idle_while_its_last_run_is_still_running(
-    context: AppContext, client: Any, admin_headers: dict[str, str]
+    root: Root, admin_headers: dict[str, str]
 ) -> None:
     """The route reads the last run, then the scheduler's state: a run that ends in between
     shows as running until the next read, never as an idle job with a running last run."""
-    context.scheduler_view = SchedulerView(gated_jobs(Gate()))  # nothing running by its account
-    run_id = context.jobs.start_run("zeta", "manual", datetime.now(UTC), None)
+    idle = SchedulerHandle(no_reader(), SchedulerView(gated_jobs(Gate())))  # nothing running
+    async with serve(replace(root, scheduler=idle)) as client:
+        run_id = root.jobs.start_run("zeta", "manual", datetime.now(UTC), None)
 
-    async def zeta() -> dict[str, Any]:
-        listed = await (await client.get("/v1/admin/jobs", headers=admin_headers)).get_json()
-        one = await (await client.get("/v1/admin/jobs/zeta", headers=admin_headers)).get_json()
-        assert [j for j in listed["jobs"] if j["id"] == "zeta"] == [one]
-        return one  # type: ignore[no-any-return]
+        async def zeta() -> dict[str, Any]:
+            listed = await (await client.get("/v1/admin/jobs", headers=admin_headers)).get_json()
+            one = await (await client.get("/v1/admin/jobs/zeta", headers=admin_headers)).get_json()
+            assert [j for j in listed["jobs"] if j["id"] == "zeta"] == [one]
+            return one  # type: ignore[no-any-return]
 
-    job = await zeta()
-    assert (job["is_running"], job["last_run"]["status"]) == (True, "running")
-    context.jobs.finish_run(run_id, RunStatus.COMPLETED, datetime.now(UTC))
-    job = await zeta()
-    assert (job["is_running"], job["last_run"]["status"]) == (False, "completed")
+        job = await zeta()
+        assert (job["is_running"], job["last_run"]["status"]) == (True, "running")
+        root.jobs.finish_run(run_id, RunStatus.COMPLETED, datetime.now(UTC))
+        job = await zeta()
+        assert (job["is_running"], job["last_run"]["status"]) == (False, "completed")

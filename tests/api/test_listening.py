@@ -7,16 +7,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from actors.jobs.popular_content import popular_content_job
-from api.context import AppContext
 from bench.seed import synthetic_bundles, synthetic_id
+from daemon.root import Root
 from tests.conftest import login, make_user
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 
 
-def seed(context: AppContext) -> None:
+def seed(root: Root) -> None:
     """Three albums of two tracks; albums 0 and 2 by artist 0, album 1 by artist 1."""
-    context.catalog.ingest_many(synthetic_bundles(3, tracks_per_album=2, artists=2))
+    root.catalog.ingest_many(synthetic_bundles(3, tracks_per_album=2, artists=2))
 
 
 def track(album: int, n: int = 0) -> str:
@@ -29,10 +29,8 @@ async def play(client: Any, headers: dict[str, str], track_id: str, **extra: Any
     )
 
 
-async def test_record_listening(
-    context: AppContext, client: Any, user_headers: dict[str, str]
-) -> None:
-    seed(context)
+async def test_record_listening(root: Root, client: Any, user_headers: dict[str, str]) -> None:
+    seed(root)
     before = int(time.time())
     response = await play(client, user_headers, track(0), duration_ms=180_000)
     assert response.status_code == 201
@@ -41,14 +39,14 @@ async def test_record_listening(
     response = await play(client, user_headers, track(0), played_at=1_700_000_000)
     assert response.status_code == 201
     assert (await response.get_json())["id"] == first + 1
-    assert context.users.play_counts_since(before) == {track(0): 1}
-    assert context.users.play_counts_since(1_700_000_000) == {track(0): 2}
+    assert root.users.play_counts_since(before) == {track(0): 1}
+    assert root.users.play_counts_since(1_700_000_000) == {track(0): 2}
 
 
 async def test_listening_rejects_bad_input(
-    context: AppContext, client: Any, user_headers: dict[str, str]
+    root: Root, client: Any, user_headers: dict[str, str]
 ) -> None:
-    seed(context)
+    seed(root)
     unknown = await play(client, user_headers, synthetic_id("T", 999))
     assert unknown.status_code == 404
     bad_bodies: list[dict[str, Any]] = [
@@ -68,21 +66,21 @@ async def test_listening_rejects_bad_input(
         assert "error" in await response.get_json()
     text = await client.post("/v1/user/listening", data="x", headers=user_headers)
     assert text.status_code == 415
-    assert context.users.play_counts_since(0) == {}
+    assert root.users.play_counts_since(0) == {}
 
 
-async def test_listening_needs_access_catalog(context: AppContext, app: Any, client: Any) -> None:
-    seed(context)
-    make_user(context, "nobody", roles=())
+async def test_listening_needs_access_catalog(root: Root, app: Any, client: Any) -> None:
+    seed(root)
+    make_user(root, "nobody", roles=())
     headers = await login(client, "nobody")
     assert (await play(client, headers, track(0))).status_code == 403
     assert (await play(app.test_client(), {}, track(0))).status_code == 401
     assert (await app.test_client().get("/v1/content/popular")).status_code == 401
-    assert context.users.play_counts_since(0) == {}
+    assert root.users.play_counts_since(0) == {}
 
 
 async def test_popular_is_empty_before_the_first_run(
-    context: AppContext, client: Any, user_headers: dict[str, str]
+    root: Root, client: Any, user_headers: dict[str, str]
 ) -> None:
     response = await client.get("/v1/content/popular", headers=user_headers)
     assert response.status_code == 200
@@ -91,9 +89,9 @@ async def test_popular_is_empty_before_the_first_run(
 
 
 async def test_popular_content_job_ranks_the_last_30_days(
-    context: AppContext, client: Any, user_headers: dict[str, str]
+    root: Root, client: Any, user_headers: dict[str, str]
 ) -> None:
-    seed(context)
+    seed(root)
     recent = int((NOW - timedelta(days=1)).timestamp())
     plays = [track(2, 0), track(2, 1), track(2, 0), track(0, 0), track(0, 1), track(1, 0)]
     for track_id in plays:
@@ -102,7 +100,7 @@ async def test_popular_content_job_ranks_the_last_30_days(
     for _ in range(5):  # older than the window: not counted
         assert (await play(client, user_headers, track(1, 1), played_at=old)).status_code == 201
 
-    spec = popular_content_job(context.users, context.catalog, context.jobs, wall_clock=lambda: NOW)
+    spec = popular_content_job(root.users, root.catalog, root.jobs, wall_clock=lambda: NOW)
     assert spec.schedule.interval_secs == 6 * 3600
     report = await spec.run()
     assert report == {"plays_counted": 6, "albums": 3, "artists": 2}
@@ -136,7 +134,7 @@ async def test_popular_content_job_ranks_the_last_30_days(
 
 
 async def test_popular_bad_limits_are_400(
-    context: AppContext, client: Any, user_headers: dict[str, str]
+    root: Root, client: Any, user_headers: dict[str, str]
 ) -> None:
     for query in ("albums_limit=-1", "artists_limit=x", "albums_limit=1.5", "top=3"):
         response = await client.get(f"/v1/content/popular?{query}", headers=user_headers)
@@ -145,16 +143,16 @@ async def test_popular_bad_limits_are_400(
 
 
 async def test_popular_skips_tracks_missing_from_the_catalog(
-    context: AppContext, client: Any, user_headers: dict[str, str]
+    root: Root, client: Any, user_headers: dict[str, str]
 ) -> None:
-    seed(context)
+    seed(root)
     recent = int((NOW - timedelta(hours=1)).timestamp())
-    user = context.users.get("regular")
+    user = root.users.get("regular")
     assert user is not None
     # A play of a track the catalog no longer has (stored directly: the API would refuse it).
-    context.users.record_listening(user.id, synthetic_id("T", 777), None, recent)
-    context.users.record_listening(user.id, track(1), None, recent)
-    spec = popular_content_job(context.users, context.catalog, context.jobs, wall_clock=lambda: NOW)
+    root.users.record_listening(user.id, synthetic_id("T", 777), None, recent)
+    root.users.record_listening(user.id, track(1), None, recent)
+    spec = popular_content_job(root.users, root.catalog, root.jobs, wall_clock=lambda: NOW)
     assert await spec.run() == {"plays_counted": 2, "albums": 1, "artists": 1}
     body = await (await client.get("/v1/content/popular", headers=user_headers)).get_json()
     assert [(a["name"], a["play_count"]) for a in body["albums"]] == [("Album 1", 1)]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from api.context import AppContext
+from daemon.root import Root
 from storage.users import Role
 from tests.conftest import login, make_user
 
 
-async def test_login_returns_token_cookie_and_permissions(context: AppContext, client: Any) -> None:
-    make_user(context, "alice", (Role.Regular,))
+async def test_login_returns_token_cookie_and_permissions(root: Root, client: Any) -> None:
+    make_user(root, "alice", (Role.Regular,))
     response = await client.post(
         "/v1/auth/login", json={"user_handle": "alice", "password": "secret-password"}
     )
@@ -25,18 +25,16 @@ async def test_login_returns_token_cookie_and_permissions(context: AppContext, c
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
 
 
-async def test_wrong_password_and_unknown_user_look_the_same(
-    context: AppContext, client: Any
-) -> None:
-    make_user(context, "alice")
+async def test_wrong_password_and_unknown_user_look_the_same(root: Root, client: Any) -> None:
+    make_user(root, "alice")
     wrong = await client.post("/v1/auth/login", json={"user_handle": "alice", "password": "x"})
     unknown = await client.post("/v1/auth/login", json={"user_handle": "bob", "password": "x"})
     assert wrong.status_code == unknown.status_code == 401
     assert await wrong.get_json() == await unknown.get_json()
 
 
-async def test_token_in_header_raw_or_cookie(context: AppContext, client: Any) -> None:
-    make_user(context, "alice")
+async def test_token_in_header_raw_or_cookie(root: Root, client: Any) -> None:
+    make_user(root, "alice")
     headers = await login(client, "alice")
     token = headers["Authorization"].removeprefix("Bearer ")
     for h in (
@@ -52,8 +50,8 @@ async def test_token_in_header_raw_or_cookie(context: AppContext, client: Any) -
     assert (await client.get("/v1/auth/session", headers=mixed)).status_code == 401
 
 
-async def test_logout_revokes_only_that_token(context: AppContext, client: Any) -> None:
-    make_user(context, "alice")
+async def test_logout_revokes_only_that_token(root: Root, client: Any) -> None:
+    make_user(root, "alice")
     first = await login(client, "alice")
     second = await login(client, "alice")
     assert (await client.post("/v1/auth/logout", headers=first)).status_code == 200
@@ -67,8 +65,8 @@ async def test_no_token_is_401_with_json(client: Any) -> None:
     assert (await response.get_json())["code"] == "UNAUTHORIZED"
 
 
-async def test_repeated_failures_are_throttled(context: AppContext, client: Any) -> None:
-    make_user(context, "alice")
+async def test_repeated_failures_are_throttled(root: Root, client: Any) -> None:
+    make_user(root, "alice")
     statuses = []
     for _ in range(12):
         r = await client.post("/v1/auth/login", json={"user_handle": "alice", "password": "bad"})
@@ -129,10 +127,8 @@ async def test_openapi_documents_every_route(app: Any, client: Any) -> None:
         assert (rule.methods or set()) - {"HEAD", "OPTIONS"} <= documented, path
 
 
-async def test_bad_text_in_a_login_is_400_and_creates_no_session(
-    context: AppContext, client: Any
-) -> None:
-    make_user(context, "alice")
+async def test_bad_text_in_a_login_is_400_and_creates_no_session(root: Root, client: Any) -> None:
+    make_user(root, "alice")
     bodies = [
         b'{"user_handle": "\\ud800", "password": "x"}',
         b'{"user_handle": "alice", "password": "secret-password\\u0000"}',
@@ -147,7 +143,7 @@ async def test_bad_text_in_a_login_is_400_and_creates_no_session(
         answer = await r.get_json()
         assert answer["code"] == "INVALID_TEXT" and "invalid text in" in answer["error"]
         assert "Set-Cookie" not in r.headers
-    with context.users.db.read() as conn:
+    with root.users.db.read() as conn:
         assert conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 0
 
 
@@ -164,8 +160,8 @@ async def test_malformed_login_json_says_where(client: Any) -> None:
     }
 
 
-async def test_the_cookie_is_secure_only_over_https(context: AppContext, client: Any) -> None:
-    make_user(context, "alice")
+async def test_the_cookie_is_secure_only_over_https(root: Root, client: Any) -> None:
+    make_user(root, "alice")
     body = {"user_handle": "alice", "password": "secret-password"}
     plain = await client.post("/v1/auth/login", json=body)
     secure = await client.post("/v1/auth/login", json=body, scheme="https")

@@ -1,4 +1,4 @@
-"""The route table as test data, and a fully wired API context for the security tests.
+"""The route table as test data, and a fully wired API root for the security tests.
 
 Everything the security tests iterate over comes from `app.url_map` and the views' own
 declarations (`api.auth.PERMISSION_ATTR`, quart-schema's body and query-string models), so a route
@@ -6,9 +6,9 @@ added later is covered without editing a test. Path parameters get syntactically
 chosen by the parameter's name and the route it sits in; an unknown name gets a content id, the
 most common kind.
 
-`prepared` adds to a context built by `daemon.services.build_context` what the daemon's wiring
-adds (a downloader client, a running scheduler), so every route can answer something other than
-"not running".
+`prepared` adds to a root built by `daemon.services.open_root` what the daemon's wiring adds (a
+running scheduler), so every route can answer something other than "not running"; the modules
+that need it make it their `root`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import string
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -32,13 +32,12 @@ from quart_schema.validation import (
     QUART_SCHEMA_REQUEST_ATTRIBUTE,
 )
 
-from actors.downloader import DownloaderClient
 from actors.jobs.registry import core_jobs
 from actors.messages import SchedulerMessage
 from actors.scheduler import Scheduler
 from api.auth import PERMISSION_ATTR
-from api.context import AppContext
 from daemon.config import Config
+from daemon.root import Root, SchedulerHandle
 from storage.users import Permission, Role
 from tests.conftest import make_user
 
@@ -175,9 +174,8 @@ class Samples:
         )
 
 
-def samples_for(context: AppContext) -> Samples:
-    view = context.scheduler_view
-    jobs = view.jobs() if view is not None else []
+def samples_for(root: Root) -> Samples:
+    jobs = root.scheduler.view.jobs()
     named = {
         "handle": TARGET,
         "role": Role.Regular.value,
@@ -187,56 +185,48 @@ def samples_for(context: AppContext) -> Samples:
     return Samples(named, str(uuid.uuid4()), random_content_id(), random_image_id())
 
 
-def seed_personas(context: AppContext) -> None:
+def seed_personas(root: Root) -> None:
     """Create the matrix personas, the target user and the superuser (blocking)."""
     for handle, (roles, extra) in PERSONAS.items():
-        make_user(context, handle, roles, extra=extra)
-    make_user(context, TARGET, (Role.Regular,))
-    make_user(context, SUPERUSER, (Role.Admin, Role.Regular), extra=tuple(Permission))
+        make_user(root, handle, roles, extra=extra)
+    make_user(root, TARGET, (Role.Regular,))
+    make_user(root, SUPERUSER, (Role.Admin, Role.Regular), extra=tuple(Permission))
 
 
-def held_permissions(context: AppContext, handle: str) -> frozenset[Permission]:
-    return context.users.require(handle).permissions
+def held_permissions(root: Root, handle: str) -> frozenset[Permission]:
+    return root.users.require(handle).permissions
 
 
-def session_headers(context: AppContext, handle: str) -> dict[str, str]:
+def session_headers(root: Root, handle: str) -> dict[str, str]:
     """A fresh session straight from the store, so a logout in one case cannot break another."""
     token = secrets.token_urlsafe(32)
-    context.users.create_session(context.users.require(handle).id, token, {})
+    root.users.create_session(root.users.require(handle).id, token, {})
     return {"Authorization": f"Bearer {token}"}
 
 
 @asynccontextmanager
-async def prepared(context: AppContext, nursery: trio.Nursery) -> AsyncIterator[AppContext]:
-    """Give the context what the daemon's wiring adds: a downloader client and a scheduler."""
-    opened = None
-    if context.config.downloader_url is not None and context.downloader is None:
-        opened = DownloaderClient(context.config.downloader_url, timeout=5.0)
-        context.downloader = opened
-    if context.scheduler is None:
-        send, recv = trio.open_memory_channel[SchedulerMessage](16)
-        actor = Scheduler(
-            core_jobs(context),
-            context.jobs,
-            context.metrics,
-            recv,
-            shutdown=trio.Event(),
-            shutdown_timeout=1,
-        )
-        # The test's nursery cancels the actor when the test ends.
-        view = await nursery.start(actor.run)
-        context.scheduler_view, context.scheduler = view, send
-        # Startup runs write to server.db; let them finish so tests see a quiet database. The
-        # view offers no event to wait on, hence the bounded poll.
-        with trio.fail_after(10):
-            while any(view.running_run_id(job.id) is not None for job in view.jobs()):  # noqa: ASYNC110
-                await trio.sleep(0.01)
-    try:
-        yield context
-    finally:
-        if opened is not None:
-            with trio.move_on_after(5, shield=True):
-                await opened.aclose()
+async def prepared(root: Root, nursery: trio.Nursery) -> AsyncIterator[Root]:
+    """The root with what the daemon's wiring adds: a scheduler running the core jobs, reading
+    the root's inbox (the downloader client comes with the root)."""
+    send, recv = trio.open_memory_channel[SchedulerMessage](16)
+    ready = replace(root, scheduler=SchedulerHandle(send, root.scheduler.view))
+    actor = Scheduler(
+        core_jobs(ready),
+        ready.jobs,
+        ready.metrics,
+        recv,
+        shutdown=trio.Event(),
+        shutdown_timeout=1,
+        view=ready.scheduler.view,
+    )
+    # The test's nursery cancels the actor when the test ends.
+    view = await nursery.start(actor.run)
+    # Startup runs write to server.db; let them finish so tests see a quiet database. The
+    # view offers no event to wait on, hence the bounded poll.
+    with trio.fail_after(10):
+        while any(view.running_run_id(job.id) is not None for job in view.jobs()):  # noqa: ASYNC110
+            await trio.sleep(0.01)
+    yield ready
 
 
 def table_counts(db_dir: Path) -> dict[str, Any]:

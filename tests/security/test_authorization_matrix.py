@@ -21,8 +21,8 @@ from quart_trio import QuartTrio
 import api.app
 from api.app import check_route_permissions, create_app
 from api.auth import public, requires
-from api.context import AppContext
 from daemon.config import Config
+from daemon.root import Root
 from storage.queue_schema import now
 from storage.users import Permission, Role
 from tests.conftest import make_user
@@ -54,10 +54,15 @@ def config(tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-async def ready(context: AppContext, nursery: trio.Nursery) -> AsyncIterator[AppContext]:
-    async with prepared(context, nursery) as ready:
-        seed_personas(ready)
+async def root(root: Root, nursery: trio.Nursery) -> AsyncIterator[Root]:
+    async with prepared(root, nursery) as ready:
         yield ready
+
+
+@pytest.fixture
+def ready(root: Root) -> Root:
+    seed_personas(root)
+    return root
 
 
 async def call(
@@ -87,7 +92,7 @@ def problem(route: Route, allowed: bool | None, status: int, body: Any) -> str |
     return None
 
 
-async def test_every_route_answers_as_its_declaration_says(ready: AppContext, app: Any) -> None:
+async def test_every_route_answers_as_its_declaration_says(ready: Root, app: Any) -> None:
     samples = samples_for(ready)
     table = routes(app)
     personas: list[str | None] = [None, *PERSONAS]
@@ -124,11 +129,11 @@ def download_detail_route(app: Any) -> Route:
     pytest.skip("the app has no GET /v1/download/request/<id> route")
 
 
-async def test_a_requester_sees_only_their_own_request(ready: AppContext, app: Any) -> None:
+async def test_a_requester_sees_only_their_own_request(ready: Root, app: Any) -> None:
     route = download_detail_route(app)
-    store = ready.requests
-    if store is None:
-        pytest.skip("the download-queue request store is not opened by build_context")
+    if ready.downloads is None:
+        pytest.skip("the download manager is not enabled")
+    store = ready.downloads.requests
     for handle in ("alice", "bob"):
         make_user(ready, handle, (Role.Regular,), extra=(Permission.RequestContent,))
     own = store.request_album("alice", random_content_id(), "Mine", "Band", now(), False)
@@ -192,12 +197,12 @@ def test_check_accepts_declared_routes() -> None:
     check_route_permissions(app)
 
 
-def test_create_app_refuses_an_undeclared_route(
-    context: AppContext, monkeypatch: pytest.MonkeyPatch
+async def test_create_app_refuses_an_undeclared_route(
+    root: Root, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class Module:
         blueprint = undeclared_blueprint()
 
     monkeypatch.setattr(api.app, "BLUEPRINT_MODULES", [*api.app.BLUEPRINT_MODULES, Module])
     with pytest.raises(RuntimeError, match="declares no permission"):
-        create_app(context)
+        create_app(root)

@@ -33,8 +33,8 @@ from pydantic import BaseModel
 
 import api.app
 from actors.http_server import hypercorn_config, shield_response_end
-from api.context import AppContext
 from daemon.config import Config
+from daemon.root import Root
 from tests.security.routes import (
     SUPERUSER,
     Route,
@@ -100,10 +100,15 @@ def config(tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-async def ready(context: AppContext, nursery: trio.Nursery) -> AsyncIterator[AppContext]:
-    async with prepared(context, nursery) as ready:
-        seed_personas(ready)
+async def root(root: Root, nursery: trio.Nursery) -> AsyncIterator[Root]:
+    async with prepared(root, nursery) as ready:
         yield ready
+
+
+@pytest.fixture
+def ready(root: Root) -> Root:
+    seed_personas(root)
+    return root
 
 
 def resolve_ref(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -165,8 +170,8 @@ def body_cases(route: Route, model: type[BaseModel], path: str) -> Iterator[Case
         yield Case(route, f"{label} in a body field name", path, body=body)
 
 
-def cases_for(route: Route, context: AppContext) -> list[Case]:
-    samples = samples_for(context)
+def cases_for(route: Route, root: Root) -> list[Case]:
+    samples = samples_for(root)
     path = samples.path(route)
     model = route.body_model
     body = json.dumps(example_body(model)).encode() if model is not None else None
@@ -219,7 +224,7 @@ async def answer_problem(client: Any, case: Case, headers: dict[str, str], held:
 
 
 async def test_bad_text_is_refused_on_every_route_and_changes_nothing(
-    ready: AppContext, app: Any, caplog: pytest.LogCaptureFixture
+    ready: Root, app: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     table = routes(app)
@@ -251,7 +256,7 @@ async def test_bad_text_is_refused_on_every_route_and_changes_nothing(
         assert module.__name__ in modules, f"no route of {module.__name__} was sent bad text"
 
 
-async def test_a_refused_login_is_not_counted_as_a_failure(ready: AppContext, app: Any) -> None:
+async def test_a_refused_login_is_not_counted_as_a_failure(ready: Root, app: Any) -> None:
     async with app.test_app():
         client = app.test_client(use_cookies=False)
         bad = b'{"user_handle": "' + SUPERUSER.encode() + b'", "password": "\\ud800"}'
@@ -298,7 +303,7 @@ async def raw_exchange(port: int, request: bytes) -> tuple[int, bytes]:
 
 
 async def test_a_real_server_refuses_bad_bytes_in_the_path(
-    ready: AppContext, app: Any, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+    ready: Root, app: Any, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     before = table_rows(ready.config.db_dir)

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from api.client import Client, resolve
-from api.context import AppContext
 from api.throttle import PER_ADDRESS, PER_HANDLE_AND_ADDRESS
 from daemon.config import Config
+from daemon.root import Root
 from storage.users import Role
 from tests.conftest import make_user
 
@@ -40,8 +40,8 @@ async def client(app: Any) -> AsyncIterator[Any]:
 
 
 @pytest.fixture
-def admin(context: AppContext) -> str:
-    make_user(context, "admin", (Role.Admin,))
+def admin(root: Root) -> str:
+    make_user(root, "admin", (Role.Admin,))
     return "admin"
 
 

@@ -21,8 +21,8 @@ from prometheus_client import generate_latest
 
 from actors.jobs.base import utc_now
 from api.app import MAX_BODY
-from api.context import AppContext
 from daemon.config import Config
+from daemon.root import Root
 from storage.queue_schema import AuditEvent, append_audit
 from tests.security.routes import (
     SUPERUSER,
@@ -62,11 +62,16 @@ def config(tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-async def root(context: AppContext, nursery: trio.Nursery) -> AsyncIterator[dict[str, str]]:
-    """Headers of a user holding every permission, on a fully prepared context."""
-    async with prepared(context, nursery):
-        seed_personas(context)
-        yield session_headers(context, SUPERUSER)
+async def root(root: Root, nursery: trio.Nursery) -> AsyncIterator[Root]:
+    async with prepared(root, nursery) as ready:
+        yield ready
+
+
+@pytest.fixture
+def superuser(root: Root) -> dict[str, str]:
+    """Headers of a user holding every permission."""
+    seed_personas(root)
+    return session_headers(root, SUPERUSER)
 
 
 @pytest.fixture
@@ -82,7 +87,7 @@ def body_routes(app: Any) -> list[Route]:
 
 
 async def send(client: Any, route: Route, headers: dict[str, str], **kwargs: Any) -> Any:
-    path = samples_for(client.app.extensions["pezzottify"]).path(route)
+    path = samples_for(client.app.extensions["pezzottify"].root).path(route)
     return await client.open(path, method=route.method, headers=headers, **kwargs)
 
 
@@ -97,9 +102,9 @@ async def expect(
 
 
 async def test_unknown_fields_are_400_and_change_nothing(
-    context: AppContext, app: Any, client: Any, root: dict[str, str]
+    root: Root, app: Any, client: Any, superuser: dict[str, str]
 ) -> None:
-    before = table_rows(context.config.db_dir)
+    before = table_rows(root.config.db_dir)
     for route in body_routes(app):
         assert route.body_model is not None
         declared = properties(route.body_model)
@@ -107,22 +112,22 @@ async def test_unknown_fields_are_400_and_change_nothing(
             if field in declared:
                 continue
             body = {**example_body(route.body_model), field: value}
-            answer = await expect(client, route, root, 400, json=body)
+            answer = await expect(client, route, superuser, 400, json=body)
             assert field in {d["field"] for d in answer["details"]}, (str(route), answer)
-    assert table_rows(context.config.db_dir) == before
+    assert table_rows(root.config.db_dir) == before
 
 
 async def test_wrong_types_are_400_and_change_nothing(
-    context: AppContext, app: Any, client: Any, root: dict[str, str]
+    root: Root, app: Any, client: Any, superuser: dict[str, str]
 ) -> None:
-    before = table_rows(context.config.db_dir)
+    before = table_rows(root.config.db_dir)
     for route in body_routes(app):
         assert route.body_model is not None
         for field, schema in properties(route.body_model).items():
             body = {**example_body(route.body_model), field: WRONG[json_type(schema)]}
-            answer = await expect(client, route, root, 400, json=body)
+            answer = await expect(client, route, superuser, 400, json=body)
             assert field in {d["field"] for d in answer["details"]}, (str(route), answer)
-    assert table_rows(context.config.db_dir) == before
+    assert table_rows(root.config.db_dir) == before
 
 
 @pytest.mark.parametrize(
@@ -131,15 +136,17 @@ async def test_wrong_types_are_400_and_change_nothing(
      ("application/json", 400)],
 )  # fmt: skip
 async def test_non_json_and_malformed_bodies_are_refused(
-    context: AppContext,
+    root: Root,
     app: Any,
     client: Any,
-    root: dict[str, str],
+    superuser: dict[str, str],
     content_type: str | None,
     status: int,
 ) -> None:
-    before = table_rows(context.config.db_dir)
-    headers = dict(root) if content_type is None else {**root, "Content-Type": content_type}
+    before = table_rows(root.config.db_dir)
+    headers = (
+        dict(superuser) if content_type is None else {**superuser, "Content-Type": content_type}
+    )
     nested = b"[" * 50_000 + b"]" * 50_000
     malformed = (b"{", b"[]", b"null", b'"text"', b"1", b"\xff\xfe{}", b'{"a": NaN}', nested)
     for route in body_routes(app):
@@ -150,11 +157,13 @@ async def test_non_json_and_malformed_bodies_are_refused(
         else:
             for data in malformed:
                 await expect(client, route, headers, 400, data=data)
-    assert table_rows(context.config.db_dir) == before
+    assert table_rows(root.config.db_dir) == before
 
 
-async def test_bodies_over_one_mib_are_413(app: Any, client: Any, root: dict[str, str]) -> None:
-    headers = {**root, "Content-Type": "application/json"}
+async def test_bodies_over_one_mib_are_413(
+    app: Any, client: Any, superuser: dict[str, str]
+) -> None:
+    headers = {**superuser, "Content-Type": "application/json"}
     filler = b'{"a": "' + b"x" * MAX_BODY + b'"}'
     at_cap = b'{"a": "' + b"x" * (MAX_BODY - 9) + b'"}'
     assert len(at_cap) == MAX_BODY
@@ -165,9 +174,9 @@ async def test_bodies_over_one_mib_are_413(app: Any, client: Any, root: dict[str
         await expect(client, route, headers, 400, data=at_cap)
 
 
-def seed_pages(context: AppContext, handle: str) -> None:
+def seed_pages(root: Root, handle: str) -> None:
     """More queue items, audit entries and job runs than any page holds (blocking)."""
-    with context.requests.db.write() as conn:
+    with root.downloads.requests.db.write() as conn:
         for n in range(SEEDED_ITEMS):
             row = {**DEFAULTS, "id": str(uuid.uuid4()), "content_id": random_content_id(),
                    "status": "FAILED", "requested_by": handle, "created_at": 1_700_000_000 + n,
@@ -177,15 +186,15 @@ def seed_pages(context: AppContext, handle: str) -> None:
                 list(row.values()),
             )
             append_audit(conn, AuditEvent.DOWNLOAD_FAILED, row, at=row["created_at"])
-    job_id = samples_for(context).named["job_id"]
-    with context.jobs.db.write() as conn:
+    job_id = samples_for(root).named["job_id"]
+    with root.jobs.db.write() as conn:
         conn.executemany(
             "INSERT INTO job_runs (job_id, started_at, finished_at, status, triggered_by) "
             "VALUES (?, ?, ?, 'completed', 'manual')",
             [(job_id, 1_700_000_000 + n, 1_700_000_001 + n) for n in range(SEEDED_RUNS)],
         )
     popular = [{"id": random_content_id(), "name": "x", "play_count": 1} for _ in range(60)]
-    context.jobs.save_popular(popular, popular, utc_now())
+    root.jobs.save_popular(popular, popular, utc_now())
 
 
 def limit_fields(route: Route) -> list[str]:
@@ -200,17 +209,17 @@ def lists_in(body: dict[str, Any]) -> dict[str, list[Any]]:
 
 
 async def test_limits_are_clamped_and_validated(
-    context: AppContext, app: Any, client: Any, root: dict[str, str]
+    root: Root, app: Any, client: Any, superuser: dict[str, str]
 ) -> None:
-    seed_pages(context, SUPERUSER)
-    samples = samples_for(context)
+    seed_pages(root, SUPERUSER)
+    samples = samples_for(root)
     checked = 0
     for route in routes(app):
         for field in limit_fields(route):
             overrides = {"handle": SUPERUSER} if "handle" in route.arguments else {}
             path = samples.path(route, overrides)
             maximum = DOCUMENTED_MAX.get(route.rule, PAGE_MAX)
-            response = await client.get(f"{path}?{field}=100000", headers=root)
+            response = await client.get(f"{path}?{field}=100000", headers=superuser)
             assert response.status_code == 200, (str(route), await response.get_data())
             lists = lists_in(await response.get_json())
             governed = lists if field == "limit" else {field.removesuffix("_limit"): []}
@@ -221,7 +230,7 @@ async def test_limits_are_clamped_and_validated(
                 assert size == maximum or key not in SEEDED_LISTS, (str(route), key, size)
             # A page of 0 is refused; popular content may ask for no albums (`albums_limit=0`).
             for bad in ("abc", "-1", "1.5", "", "0x10", *(["0"] if field == "limit" else [])):
-                answer = await client.get(f"{path}?{field}={bad}", headers=root)
+                answer = await client.get(f"{path}?{field}={bad}", headers=superuser)
                 assert answer.status_code == 400, (str(route), field, bad, answer.status_code)
             checked += 1
     assert checked >= 7, "fewer paged routes than the spec lists"
@@ -241,18 +250,18 @@ def injection_attempts(route: Route, samples: Samples) -> list[tuple[str, dict[s
 
 
 async def test_sql_injection_in_paths_and_filters_matches_nothing(
-    context: AppContext, app: Any, client: Any, root: dict[str, str]
+    root: Root, app: Any, client: Any, superuser: dict[str, str]
 ) -> None:
-    seed_pages(context, SUPERUSER)
-    samples = samples_for(context)
-    before = table_counts(context.config.db_dir)
+    seed_pages(root, SUPERUSER)
+    samples = samples_for(root)
+    before = table_counts(root.config.db_dir)
     failures = []
     for route in routes(app):
         if route.rule.startswith("/v1/auth/logout"):
             continue
         for path, query in injection_attempts(route, samples):
             response = await client.open(
-                path, method=route.method, headers=root, query_string=query
+                path, method=route.method, headers=superuser, query_string=query
             )
             body = await response.get_json(force=True, silent=True) or {}
             if response.status_code >= 500 and not (
@@ -262,10 +271,10 @@ async def test_sql_injection_in_paths_and_filters_matches_nothing(
             elif response.status_code == 200 and any(lists_in(body).values()):
                 failures.append(f"{route} {path} {query}: payload matched rows")
     assert not failures, "\n".join(failures)
-    assert table_counts(context.config.db_dir) == before
+    assert table_counts(root.config.db_dir) == before
 
 
-async def test_login_with_injection_payloads_is_401(client: Any, root: dict[str, str]) -> None:
+async def test_login_with_injection_payloads_is_401(client: Any, superuser: dict[str, str]) -> None:
     for payload in INJECTIONS:
         for body in ({"user_handle": payload, "password": payload},
                      {"user_handle": SUPERUSER, "password": payload}):  # fmt: skip
@@ -274,16 +283,16 @@ async def test_login_with_injection_payloads_is_401(client: Any, root: dict[str,
 
 
 async def test_made_up_methods_share_one_metrics_label(
-    context: AppContext, client: Any, root: dict[str, str]
+    root: Root, client: Any, superuser: dict[str, str]
 ) -> None:
     """A client may send any token as a method: each must not become a time series of its own,
     or anyone could grow the daemon's memory and its /metrics page without end."""
     for n in range(20):
-        response = await client.open("/v1/download/limits", method=f"BREW{n}", headers=root)
+        response = await client.open("/v1/download/limits", method=f"BREW{n}", headers=superuser)
         assert 400 <= response.status_code < 500
         assert (await response.get_json(force=True))["code"]
-    await client.get("/v1/download/limits", headers=root)
-    registry = context.metrics.registry
+    await client.get("/v1/download/limits", headers=superuser)
+    registry = root.metrics.registry
     exposition = generate_latest(registry).decode()
     assert "BREW" not in exposition
     counter = "pezzottify_http_requests_total{"

@@ -15,9 +15,9 @@ from urllib.parse import quote
 
 import pytest
 
-from api.context import AppContext
 from bench.seed import synthetic_bundles
 from daemon.config import Config
+from daemon.root import Root
 from tests.security.routes import Route, routes
 
 TRAVERSALS = ("../../etc/passwd", "..%2f..%2fetc%2fpasswd", "%2e%2e/%2e%2e/etc/passwd",
@@ -58,23 +58,23 @@ async def test_traversal_ids_on_content_routes_are_400_or_404(
 
 
 async def test_symlinks_in_the_media_folder_are_not_followed(
-    context: AppContext, client: Any, user_headers: dict[str, str]
+    root: Root, client: Any, user_headers: dict[str, str]
 ) -> None:
     bundle = next(synthetic_bundles(1, 1))
-    context.catalog.ingest_many([bundle])
+    root.catalog.ingest_many([bundle])
     track, cover = bundle.tracks[0].id, bundle.album.image_ids[0]
-    context.catalog.set_track_audio(track, "flac")
-    outside = context.config.db_dir / "outside.bin"
+    root.catalog.set_track_audio(track, "flac")
+    outside = root.config.db_dir / "outside.bin"
     outside.write_bytes(b"not media: private bytes")
-    context.media.audio_path(track, "flac").symlink_to(outside)
-    context.media.image_path(cover).symlink_to(outside)
+    root.media.audio_path(track, "flac").symlink_to(outside)
+    root.media.image_path(cover).symlink_to(outside)
     for path in (f"/v1/content/stream/{track}", f"/v1/content/image/{cover}"):
         response = await client.get(path, headers=user_headers)
         assert response.status_code == 404, path
         assert b"private bytes" not in await response.get_data()
     # A real file in the same place is served: the refusal is about the link.
-    context.media.image_path(cover).unlink()
-    context.media.image_path(cover).write_bytes(b"\xff\xd8 cover")
+    root.media.image_path(cover).unlink()
+    root.media.image_path(cover).write_bytes(b"\xff\xd8 cover")
     response = await client.get(f"/v1/content/image/{cover}", headers=user_headers)
     assert response.status_code == 200
     assert await response.get_data() == b"\xff\xd8 cover"

@@ -21,12 +21,12 @@ import trio
 from argon2 import PasswordHasher
 
 from api.app import create_app
-from api.context import AppContext
 from api.throttle import PER_ADDRESS, PER_HANDLE_AND_ADDRESS, LoginThrottle
 from daemon.config import Config
-from daemon.services import build_context, close_context
+from daemon.root import Root
+from daemon.services import close_root
 from storage.users import SESSION_ABSOLUTE_SECS, SESSION_IDLE_SECS, Role, UserStore, hash_token
-from tests.conftest import FAST_HASHER, login, make_user
+from tests.conftest import FAST_HASHER, login, make_user, open_test_root, serve
 from tests.support.disk import full_for
 
 ARGON2 = re.compile(r"^\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$")
@@ -59,12 +59,11 @@ async def status(client: Any, path: str, **kwargs: Any) -> int:
 async def test_tokens_are_in_no_database_file_and_no_log(
     tmp_path: Path, level: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    context = build_context(Config(db_dir=tmp_path, media_path=tmp_path, logging_level=level),
-                            hasher=FAST_HASHER)  # fmt: skip
+    root = open_test_root(Config(db_dir=tmp_path, media_path=tmp_path, logging_level=level))
     try:
-        make_user(context, "alice")
+        make_user(root, "alice")
         caplog.set_level(logging.INFO)
-        app = create_app(context)
+        app = create_app(root)
         async with app.test_app():
             client = app.test_client(use_cookies=False)
             tokens = [token_of(await login(client, "alice")) for _ in range(3)]
@@ -82,20 +81,18 @@ async def test_tokens_are_in_no_database_file_and_no_log(
         assert hash_token(tokens[0]).encode() in files
         assert "/v1/auth/session" in caplog.text and "<redacted>" in caplog.text
     finally:
-        close_context(context)
+        close_root(root)
 
 
-async def test_a_token_in_the_query_string_is_ignored(context: AppContext, client: Any) -> None:
-    make_user(context, "alice")
+async def test_a_token_in_the_query_string_is_ignored(root: Root, client: Any) -> None:
+    make_user(root, "alice")
     token = token_of(await login(client, "alice"))
     for query in (f"token={token}", f"session_token={token}", f"access_token={token}"):
         assert await status(client, f"/v1/auth/session?{query}") == 401
 
 
-async def test_logout_revokes_the_token_and_clears_the_cookie(
-    context: AppContext, client: Any
-) -> None:
-    make_user(context, "alice")
+async def test_logout_revokes_the_token_and_clears_the_cookie(root: Root, client: Any) -> None:
+    make_user(root, "alice")
     first, second = await login(client, "alice"), await login(client, "alice")
     cookie = {"Cookie": f"session_token={token_of(first)}"}
     response = await client.post("/v1/auth/logout", headers=cookie)
@@ -106,12 +103,12 @@ async def test_logout_revokes_the_token_and_clears_the_cookie(
     assert await status(client, "/v1/auth/session", headers=second) == 200
 
 
-async def test_a_password_change_revokes_every_token(context: AppContext, client: Any) -> None:
-    make_user(context, "alice", password="old-password")
-    make_user(context, "bob")
+async def test_a_password_change_revokes_every_token(root: Root, client: Any) -> None:
+    make_user(root, "alice", password="old-password")
+    make_user(root, "bob")
     tokens = [await login(client, "alice", "old-password") for _ in range(2)]
     bystander = await login(client, "bob")
-    context.users.set_password("alice", FAST_HASHER.hash("new-password"), must_exist=True)
+    root.users.set_password("alice", FAST_HASHER.hash("new-password"), must_exist=True)
     for headers in tokens:
         assert await status(client, "/v1/auth/session", headers=headers) == 401
     assert await status(client, "/v1/auth/session", headers=bystander) == 200
@@ -124,21 +121,19 @@ async def test_a_password_change_revokes_every_token(context: AppContext, client
 @pytest.mark.parametrize(
     ("column", "age"), [("created_at", SESSION_ABSOLUTE_SECS), ("last_used_at", SESSION_IDLE_SECS)]
 )
-async def test_expired_sessions_are_401(
-    context: AppContext, client: Any, column: str, age: int
-) -> None:
-    make_user(context, "alice")
+async def test_expired_sessions_are_401(root: Root, client: Any, column: str, age: int) -> None:
+    make_user(root, "alice")
     headers = await login(client, "alice")
     past = int(time.time()) - age - 60
-    with context.users.db.write() as conn:
+    with root.users.db.write() as conn:
         # `column` is one of the two literals above.
         conn.execute(f"UPDATE sessions SET {column} = ?", (past,))  # noqa: S608
     assert await status(client, "/v1/auth/session", headers=headers) == 401
 
 
-async def test_login_failures_look_the_same(context: AppContext, client: Any) -> None:
-    make_user(context, "alice")
-    context.users.create_user("nopass", (Role.Regular,))
+async def test_login_failures_look_the_same(root: Root, client: Any) -> None:
+    make_user(root, "alice")
+    root.users.create_user("nopass", (Role.Regular,))
     attempts = [
         {"user_handle": "alice", "password": "wrong-password"},
         {"user_handle": "nobody", "password": "wrong-password"},
@@ -154,9 +149,9 @@ async def test_login_failures_look_the_same(context: AppContext, client: Any) ->
 
 
 async def test_a_login_on_a_full_disk_answers_503_and_creates_nothing(
-    context: AppContext, client: Any, monkeypatch: pytest.MonkeyPatch
+    root: Root, client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    make_user(context, "alice")
+    make_user(root, "alice")
     monkeypatch.setattr(UserStore, "create_session", full_for(1, UserStore.create_session))
     body = {"user_handle": "alice", "password": "secret-password"}
     refused = await client.post("/v1/auth/login", json=body)
@@ -164,7 +159,7 @@ async def test_a_login_on_a_full_disk_answers_503_and_creates_nothing(
     assert (await refused.get_json())["code"] == "STORAGE_UNAVAILABLE"
     assert refused.headers["Retry-After"] == "30"
     assert "Set-Cookie" not in refused.headers
-    with context.users.db.read() as conn:
+    with root.users.db.read() as conn:
         assert conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 0
     # Once there is room again, the same login works.
     assert (await client.post("/v1/auth/login", json=body)).status_code == 201
@@ -176,32 +171,30 @@ async def login_from(client: Any, address: str, handle: str, password: str) -> A
     return await client.post("/v1/auth/login", json=body, scope_base=scope)
 
 
-async def test_repeated_failures_from_one_address_are_throttled(
-    context: AppContext, client: Any
-) -> None:
+async def test_repeated_failures_from_one_address_are_throttled(root: Root) -> None:
     clock = [1000.0]
-    context.throttle = LoginThrottle(clock=lambda: clock[0])
-    make_user(context, "alice")
-    # Guesses spread over handles are counted against the address they come from.
-    for n in range(PER_ADDRESS):
-        failed = await login_from(client, "10.0.0.1", f"guess{n}", "wrong-password")
-        assert failed.status_code == 401
-    limited = await login_from(client, "10.0.0.1", "alice", "secret-password")
-    assert limited.status_code == 429
-    assert (await limited.get_json())["code"] == "TOO_MANY_REQUESTS"
-    assert 1 <= int(limited.headers["Retry-After"]) <= 60
-    assert "Set-Cookie" not in limited.headers
-    # Another address is not held back by this one's failures.
-    assert (await login_from(client, "10.0.0.2", "alice", "secret-password")).status_code == 201
-    clock[0] += 61
-    assert (await login_from(client, "10.0.0.1", "alice", "secret-password")).status_code == 201
+    make_user(root, "alice")
+    async with serve(root, throttle=LoginThrottle(clock=lambda: clock[0])) as client:
+        # Guesses spread over handles are counted against the address they come from.
+        for n in range(PER_ADDRESS):
+            failed = await login_from(client, "10.0.0.1", f"guess{n}", "wrong-password")
+            assert failed.status_code == 401
+        limited = await login_from(client, "10.0.0.1", "alice", "secret-password")
+        assert limited.status_code == 429
+        assert (await limited.get_json())["code"] == "TOO_MANY_REQUESTS"
+        assert 1 <= int(limited.headers["Retry-After"]) <= 60
+        assert "Set-Cookie" not in limited.headers
+        # Another address is not held back by this one's failures.
+        assert (await login_from(client, "10.0.0.2", "alice", "secret-password")).status_code == 201
+        clock[0] += 61
+        assert (await login_from(client, "10.0.0.1", "alice", "secret-password")).status_code == 201
 
 
 async def test_repeated_failures_on_one_handle_from_one_address_are_throttled(
-    context: AppContext, client: Any
+    root: Root, client: Any
 ) -> None:
-    make_user(context, "alice")
-    make_user(context, "bob")
+    make_user(root, "alice")
+    make_user(root, "bob")
     for _ in range(PER_HANDLE_AND_ADDRESS):
         failed = await login_from(client, "10.0.0.1", "alice", "wrong-password")
         assert failed.status_code == 401
@@ -213,9 +206,9 @@ async def test_repeated_failures_on_one_handle_from_one_address_are_throttled(
 
 
 async def test_guessing_at_a_handle_from_everywhere_never_locks_its_user_out(
-    context: AppContext, client: Any
+    root: Root, client: Any
 ) -> None:
-    make_user(context, "alice")
+    make_user(root, "alice")
     for n in range(3 * PER_ADDRESS):
         failed = await login_from(client, f"10.0.1.{n}", "alice", "wrong-password")
         assert failed.status_code == 401
@@ -261,34 +254,34 @@ def argon2_parameters(encoded: str) -> tuple[int, int, int]:
 
 
 def test_production_hashes_meet_the_owasp_floor(tmp_path: Path) -> None:
-    context = build_context(Config(db_dir=tmp_path, media_path=tmp_path))
+    root = open_test_root(Config(db_dir=tmp_path, media_path=tmp_path), hasher=None)
     try:
-        for hasher in (PasswordHasher(), context.hasher):
+        for hasher in (PasswordHasher(), root.hasher):
             memory, rounds, lanes = argon2_parameters(hasher.hash("correct horse"))
             assert memory >= OWASP_MIN_MEMORY_KIB and rounds >= OWASP_MIN_TIME and lanes >= 1
     finally:
-        close_context(context)
+        close_root(root)
 
 
 async def test_a_weak_hash_is_upgraded_at_login(tmp_path: Path) -> None:
-    context = build_context(Config(db_dir=tmp_path, media_path=tmp_path))
+    root = open_test_root(Config(db_dir=tmp_path, media_path=tmp_path), hasher=None)
     try:
         weak = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-        context.users.create_user("alice", (Role.Regular,), pw_hash=weak.hash("secret-password"))
-        before = context.users.password_hash("alice")
+        root.users.create_user("alice", (Role.Regular,), pw_hash=weak.hash("secret-password"))
+        before = root.users.password_hash("alice")
         assert before is not None and argon2_parameters(before[1]) == (1024, 1, 1)
-        app = create_app(context)
+        app = create_app(root)
         async with app.test_app():
             client = app.test_client(use_cookies=False)
             await login(client, "alice")
-            after = context.users.password_hash("alice")
+            after = root.users.password_hash("alice")
             assert after is not None
             memory, rounds, _ = argon2_parameters(after[1])
             assert memory >= OWASP_MIN_MEMORY_KIB and rounds >= OWASP_MIN_TIME
-            assert not context.hasher.check_needs_rehash(after[1])
+            assert not root.hasher.check_needs_rehash(after[1])
             # The upgraded hash still takes the same password, and only that one.
             await login(client, "alice")
             wrong = {"user_handle": "alice", "password": "secret-passwore"}
             assert (await client.post("/v1/auth/login", json=wrong)).status_code == 401
     finally:
-        close_context(context)
+        close_root(root)

@@ -11,14 +11,12 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from storage.db import (
-    CACHED_ANSWERS,
     Database,
     SchemaTooNew,
     connect,
@@ -142,61 +140,6 @@ def test_deferred_upgrade_fails_but_immediate_waits(tmp_path: Path) -> None:
         assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 3
     for conn in (a, b):
         conn.close()
-    db.close()
-
-
-async def test_a_kept_answer_is_reused_until_the_next_write(tmp_path: Path) -> None:
-    db = Database(tmp_path / "x.db", MIGRATIONS)
-    reads: list[int] = []
-
-    def count() -> int:
-        with db.read() as conn:
-            n: int = conn.execute("SELECT COUNT(*) FROM t").fetchone()[0]
-        reads.append(n)
-        return n
-
-    def insert(v: str) -> None:
-        with db.write() as conn:
-            conn.execute("INSERT INTO t (v) VALUES (?)", (v,))
-
-    def cached(key: str) -> Any:
-        return db.run_cached(key, lambda n: True, count)
-
-    assert [await cached("count") for _ in range(3)] == [0, 0, 0]
-    assert reads == [0]  # read once, then kept
-    insert("a")
-    assert await cached("count") == 1
-    assert await cached("other") == 1  # another key is another answer
-    assert reads == [0, 1, 1]
-    with pytest.raises(sqlite3.IntegrityError), db.write() as conn:  # rolled back: no change,
-        conn.execute("INSERT INTO t (id, v) VALUES (1, 'dup')")  # read again all the same
-    assert await cached("count") == 1
-    assert reads == [0, 1, 1, 1]
-    assert await db.run_cached("big", lambda n: n < 1, count) == 1  # not kept: read each time
-    assert await db.run_cached("big", lambda n: n < 1, count) == 1
-    assert reads == [0, 1, 1, 1, 1, 1]
-    db.close()
-
-
-async def test_kept_answers_are_bounded_least_recently_used_first(tmp_path: Path) -> None:
-    db = Database(tmp_path / "x.db", MIGRATIONS)
-    reads: list[int] = []
-
-    def answer(n: int) -> int:
-        reads.append(n)
-        return n
-
-    async def cached(key: Any, n: int) -> int:
-        return await db.run_cached(key, lambda n: True, lambda: answer(n))
-
-    for n in range(CACHED_ANSWERS):
-        await cached(n, n)
-    await cached(0, 0)  # 0 is now the most recently used
-    await cached("new", -1)  # drops 1, the least recently used
-    reads.clear()
-    await cached(0, 0)
-    await cached(1, 1)
-    assert reads == [1]
     db.close()
 
 

@@ -429,18 +429,15 @@ def test_admin_retry_of_the_failed_repair_drops_the_mark_in_its_transaction(
     repair = give_up_on(store, cid(1), BASE)
     users = give_up_on(store, cid(2), BASE, source="USER")
     give_up_on(store, cid(2), BASE)  # the same content given up on by a repair too
-    before = store.unavailable_version()
     assert store.unavailable_among(ContentType.TRACK_AUDIO, [cid(1), cid(2), cid(3)]) == {
         cid(1), cid(2),
     }  # fmt: skip
     # A user's item retried leaves the watchdog's decision alone.
     store.admin_retry(users, "root", BASE + 60)
     assert store.unavailable_among(ContentType.TRACK_AUDIO, [cid(2)]) == {cid(2)}
-    assert store.unavailable_version() == before
     item = store.admin_retry(repair, "root", BASE + 60)
     assert item["status"] == "PENDING"
     assert store.unavailable_among(ContentType.TRACK_AUDIO, [cid(1), cid(2)]) == {cid(2)}
-    assert store.unavailable_version() > before  # kept answers showing the mark are dropped
     entries = [e for e in audit_rows(store.db, "ADMIN_RETRY") if e["queue_item_id"] == repair]
     assert json.loads(entries[0]["details"])["unavailable_cleared"] is True
     assert store.repair_filter(BASE + DAY).active >= {("TRACK_AUDIO", cid(1))}
@@ -466,7 +463,25 @@ def test_a_queue_database_of_the_previous_version_gains_the_marks(tmp_path: Path
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert row(store.db, kept)["status"] == "FAILED"
     assert store.repair_filter(BASE).marks == {}
-    assert store.unavailable_version() == 0
+    store.db.close()
+
+
+def test_a_queue_database_with_the_marks_counter_loses_it_and_keeps_its_marks(
+    tmp_path: Path,
+) -> None:
+    old = Database(tmp_path / "download_queue.db", MIGRATIONS[:4])
+    give_up_on(QueueAdminStore(old, DownloadManagerConfig()), cid(1), BASE)
+    old.close()
+    store = open_store(tmp_path)
+    with store.db.read() as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert "unavailable_version" not in names
+    assert not {"unavailable_insert", "unavailable_update", "unavailable_delete"} & names
+    assert store.unavailable_among(ContentType.TRACK_AUDIO, [cid(1)]) == {cid(1)}
+    give_up_on(store, cid(2), BASE)  # marks are still made, renewed and dropped
+    give_up_on(store, cid(2), BASE + DAY)
+    assert store.forget_marks(store.repair_filter(BASE + 8 * DAY).marks) == 2
+    assert store.unavailable_among(ContentType.TRACK_AUDIO, [cid(1), cid(2)]) == set()
     store.db.close()
 
 

@@ -11,7 +11,8 @@ import argon2
 import pytest
 
 from daemon.config import Config
-from daemon.services import build_context, close_context
+from daemon.services import close_root
+from storage import users
 from storage.users import (
     InvalidHandle,
     InvalidPassword,
@@ -28,6 +29,7 @@ from storage.users import (
     parse_permission,
     parse_role,
 )
+from tests.conftest import open_test_root
 
 NO_DEVICE: dict[str, str | None] = {}
 
@@ -127,6 +129,22 @@ def test_password_change_and_removal_revoke_sessions(store: UserStore) -> None:
     assert not store.require("alice").has_password
 
 
+def test_the_sessions_served_from_memory_are_bounded(
+    store: UserStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(users, "SESSION_CACHE_MAX", 3)
+    alice = store.create_user("alice", pw_hash="h1")
+    tokens = [f"token-{n}" for n in range(4)]
+    for token in tokens:
+        store.create_session(alice.id, token, NO_DEVICE)
+        assert store.session_user(token) is not None
+    # The fourth found the cache full: it holds that one alone, the others are read again.
+    assert [store.cached_session(token) is not None for token in tokens] == [
+        False, False, False, True,
+    ]  # fmt: skip
+    assert all(store.session_user(token) is not None for token in tokens)
+
+
 def test_only_a_sha256_of_the_token_is_stored(tmp_path: Path) -> None:
     store = UserStore.open(tmp_path / "user.db")
     alice = store.create_user("alice")
@@ -147,15 +165,15 @@ def test_only_a_sha256_of_the_token_is_stored(tmp_path: Path) -> None:
 
 
 def test_production_hasher_is_argon2id_with_strong_parameters(tmp_path: Path) -> None:
-    context = build_context(Config(db_dir=tmp_path, media_path=tmp_path))
+    root = open_test_root(Config(db_dir=tmp_path, media_path=tmp_path), hasher=None)
     try:
-        pw_hash = context.hasher.hash("correct horse")
-        context.users.create_user("alice", pw_hash=pw_hash)
-        found = context.users.password_hash("alice")
+        pw_hash = root.hasher.hash("correct horse")
+        root.users.create_user("alice", pw_hash=pw_hash)
+        found = root.users.password_hash("alice")
         assert found is not None
         stored = found[1]
     finally:
-        close_context(context)
+        close_root(root)
     assert stored.startswith("$argon2id$")
     params = argon2.extract_parameters(stored)
     assert params.type is argon2.Type.ID

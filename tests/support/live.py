@@ -18,10 +18,8 @@ from typing import Any
 import httpx
 import trio
 
-from api.context import AppContext
 from daemon.config import Config, DownloadManagerConfig
-from daemon.metrics import Metrics
-from daemon.services import build_context
+from daemon.root import Root
 from daemon.wiring import run_daemon
 from fake_downloader import CatalogSpec, Knobs, build_catalog, serve
 from storage.users import Role
@@ -41,7 +39,7 @@ def free_port() -> int:
 class Live:
     """A running in-process daemon, its HTTP client and its data directory."""
 
-    context: AppContext
+    root: Root
     http: httpx.AsyncClient
     db_dir: Path
     spec: CatalogSpec
@@ -78,7 +76,7 @@ class Live:
 
     def restarts(self) -> float:
         metric = "pezzottify_actor_restarts_total"
-        registry = self.context.metrics.registry
+        registry = self.root.metrics.registry
         return sum(registry.get_sample_value(metric, {"actor": a}) or 0.0 for a in ACTORS)
 
 
@@ -97,19 +95,20 @@ async def daemon(
         downloader_timeout_sec=read_timeout, shutdown_timeout_sec=2,
         download_manager=DownloadManagerConfig(**{**DM_DEFAULTS, **dm}),
     )  # fmt: skip
-    context = await trio.to_thread.run_sync(build_context, config, Metrics(), FAST_HASHER)
-    await trio.to_thread.run_sync(
-        partial(make_user, context, ADMIN, (Role.Admin,), password=ADMIN_PASSWORD)
-    )
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        await nursery.start(partial(run_daemon, config, shutdown=shutdown, context=context))
+        root = await nursery.start(
+            partial(run_daemon, config, shutdown=shutdown, hasher=FAST_HASHER)
+        )
+        await trio.to_thread.run_sync(
+            partial(make_user, root, ADMIN, (Role.Admin,), password=ADMIN_PASSWORD)
+        )
         base = f"http://127.0.0.1:{config.port}"
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
             login = {"user_handle": ADMIN, "password": ADMIN_PASSWORD}
             token = (await http.post("/v1/auth/login", json=login)).json()["token"]
             http.headers["Authorization"] = f"Bearer {token}"
-            yield Live(context, http, tmp_path, spec)
+            yield Live(root, http, tmp_path, spec)
             assert (await http.get("/v1/auth/session")).status_code == 200
         shutdown.set()
 

@@ -1,0 +1,67 @@
+"""The composition root: what the daemon builds once and hands to the API, the jobs and the actors.
+
+`daemon.services.open_root` builds a `Root` from the configuration and the send ends of the
+channels the wiring made first; nothing is set on it afterwards. Every field is typed: a reader
+of `root.downloads.queue_admin` knows what it holds without looking at how it was built.
+
+`downloads` is None when the download manager is disabled (no `downloader_url`): that one fact,
+decided when the root is built, is what every other part reads (the API's 503, the download
+jobs, the download actors). Its stores and client exist together or not at all.
+
+The scheduler's view outlives the scheduler: a restarted scheduler is handed the same view and
+fills it again (`actors.scheduler.SchedulerView`), so the API always reads the live one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import trio
+from argon2 import PasswordHasher
+
+from actors.downloader import DownloaderClient
+from actors.messages import SchedulerMessage, WakeProcessor
+from actors.scheduler import SchedulerView
+from daemon.config import Config
+from daemon.metrics import Metrics
+from storage.catalog import CatalogStore
+from storage.files import MediaLayout
+from storage.jobs import JobStore
+from storage.queue import QueueStore
+from storage.queue_admin import QueueAdminStore
+from storage.queue_requests import RequestStore
+from storage.users import UserStore
+
+
+@dataclass(frozen=True)
+class SchedulerHandle:
+    """How the API reaches the job scheduler: its inbox and its read-only view."""
+
+    inbox: trio.MemorySendChannel[SchedulerMessage]
+    view: SchedulerView
+
+
+@dataclass(frozen=True)
+class Downloads:
+    """The download manager's services. The queue's three stores share one database."""
+
+    queue: QueueStore
+    requests: RequestStore
+    queue_admin: QueueAdminStore
+    downloader: DownloaderClient
+    wake: trio.MemorySendChannel[WakeProcessor]  # the processor's inbox: new work is queued
+
+
+@dataclass(frozen=True)
+class Root:
+    config: Config
+    metrics: Metrics
+    users: UserStore
+    catalog: CatalogStore
+    jobs: JobStore
+    media: MediaLayout
+    hasher: PasswordHasher
+    # Argon2 costs ~64 MiB and tens of ms per hash: this bounds how many run at once.
+    hash_limiter: trio.CapacityLimiter
+    scheduler: SchedulerHandle
+    downloads: Downloads | None
