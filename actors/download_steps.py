@@ -35,8 +35,7 @@ from storage.catalog import CatalogStore
 from storage.db import disk_trouble
 from storage.files import AUDIO_TYPES, MediaFile, MediaLayout
 from storage.ids import InvalidId, content_id, image_id
-from storage.queue import ChildSpec
-from storage.queue_schema import ContentType
+from storage.queue import ChildSpec, ContentType
 
 log = logging.getLogger("pezzottify.processor")
 

@@ -10,7 +10,7 @@ item. Whether to retry is the queue's decision (`storage.queue`), but for `perma
 
 from __future__ import annotations
 
-from storage.queue_schema import ErrorType
+from storage.queue import ErrorType
 
 
 class ItemFailure(Exception):

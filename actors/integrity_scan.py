@@ -31,8 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from storage.queue_admin import Repair
-from storage.queue_schema import ContentType
+from storage.queue import ContentType, Repair
 
 ALBUM = ContentType.ALBUM.value
 # Per kind of file: the catalog comparison that finds it missing, and the folder it lives in.

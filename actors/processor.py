@@ -35,8 +35,7 @@ from daemon.config import DownloadManagerConfig
 from daemon.metrics import Metrics
 from storage.catalog import CatalogStore
 from storage.files import MediaLayout
-from storage.queue import QueueStore
-from storage.queue_schema import ContentType, Status, now
+from storage.queue import ContentType, QueueStore, Status, now
 
 log = logging.getLogger("pezzottify.processor")
 

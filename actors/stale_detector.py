@@ -3,7 +3,7 @@
 It looks at start and then every min(60 s, threshold / 2) on an absolute-deadline grid
 (`trio.sleep_until`, so a slow check does not make the period drift) for items IN_PROGRESS with
 no sign of life for longer than `stale_in_progress_threshold_secs` (an album waiting on its
-children counts from its children's latest activity; see `storage.queue_admin_read`). It sets
+children counts from its children's latest activity; see `storage.queue.reads`). It sets
 `pezzottify_download_stale_in_progress` and logs one warning per item that became stale since
 the previous look; an item that recovers and later goes stale again is warned about again. It
 only reads: stale work needs a human, and changing its state here would hide the cause.
@@ -23,9 +23,8 @@ import trio
 
 from daemon.metrics import Metrics
 from storage.db import StorageError
-from storage.queue_admin import QueueAdminStore
-from storage.queue_admin_read import StaleItem
-from storage.queue_schema import now as wall_now
+from storage.queue import QueueAdminStore, StaleItem
+from storage.queue import now as wall_now
 
 log = logging.getLogger("pezzottify.stale")
 MAX_PERIOD_S = 60.0

@@ -14,7 +14,7 @@ while it steps, so the event loop keeps answering while it runs (`docs/benchmark
 API's latency during a scan). Repairs are queued `batch_size` per transaction.
 
 Content the watchdog gave up on (a repair failed `not_found`) is not queued again until
-`unavailable_recheck_days` have passed (see `storage.queue_marks`); the scan reads those marks
+`unavailable_recheck_days` have passed (see `storage.queue.marks`); the scan reads those marks
 with the active items, in one snapshot, and a complete scan drops the marks of files it found
 present.
 
@@ -42,9 +42,8 @@ from actors.integrity_scan import KINDS, MissingRow, ScanState, list_folder
 from actors.messages import ScanRequest, WakeProcessor, offer
 from storage.db import StorageError
 from storage.files import MediaLayout
-from storage.queue_admin import QueueAdminStore
-from storage.queue_schema import ContentType
-from storage.queue_schema import now as wall_now
+from storage.queue import ContentType, QueueAdminStore
+from storage.queue import now as wall_now
 
 log = logging.getLogger("pezzottify.watchdog")
 BATCH_SIZE = 100  # repairs per transaction

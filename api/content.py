@@ -26,7 +26,7 @@ from api.errors import ApiError
 from storage import catalog_read
 from storage.files import AUDIO_MEDIA_TYPES
 from storage.ids import InvalidId, content_id, image_id
-from storage.queue_schema import ContentType
+from storage.queue import ContentType
 from storage.users import Permission
 
 blueprint = Blueprint("content", __name__, url_prefix="/v1/content")

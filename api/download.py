@@ -4,7 +4,7 @@ discographies, follow one's own requests and limits. Every route needs RequestCo
 Authentication and the permission check come first, then the 503 for a disabled download
 manager, then input validation, so a bad request on a disabled server is still a 503. Search
 results are the downloader's, marked with `in_catalog` (catalog.db) and `in_queue` (the queue).
-Whether a request is accepted is decided in `storage.queue_requests` (one transaction with the
+Whether a request is accepted is decided in `storage.queue.requests` (one transaction with the
 limit check); this module only looks the album up in the catalog first, because that is another
 database. A queued request wakes the queue processor without waiting: a full wake-up channel
 already holds a pending wake-up. `pezzottify_download_user_requests_total` counts accepted HTTP
@@ -27,8 +27,7 @@ from api.context import downloads_route, require_downloads, root
 from api.errors import ApiError
 from api.schemas import Query, StrictBody, json_body, page_limit
 from storage.ids import InvalidId, content_id
-from storage.queue_requests import Rejection, UserLimitStatus
-from storage.queue_schema import Status, now
+from storage.queue import Rejection, Status, UserLimitStatus, now
 from storage.users import Permission
 
 blueprint = Blueprint("download", __name__, url_prefix="/v1/download")

@@ -21,9 +21,7 @@ from api.auth import current_user, requires
 from api.context import downloads_route, require_downloads
 from api.errors import ApiError
 from api.schemas import Query, page_limit
-from storage.queue_admin import RetryRefused
-from storage.queue_audit import AuditFilter
-from storage.queue_schema import AuditEvent, ContentType, Status, now
+from storage.queue import AuditEvent, AuditFilter, ContentType, RetryRefused, Status, now
 from storage.users import Permission
 
 blueprint = Blueprint("download_admin", __name__, url_prefix="/v1/download/admin")

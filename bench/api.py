@@ -23,8 +23,7 @@ from bench.seed import synthetic_bundles, synthetic_id
 from daemon.config import DownloadManagerConfig
 from storage.catalog import CatalogStore
 from storage.db import Database
-from storage.queue_requests import RequestStore
-from storage.queue_schema import MIGRATIONS, now
+from storage.queue import MIGRATIONS, RequestStore, now
 from storage.users import Permission, Role
 
 NAME = "api"

@@ -44,9 +44,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.seed import synthetic_id, synthetic_image_id
-from storage import catalog_schema, queue_schema
+from storage import catalog_schema
 from storage.catalog import CatalogStore
 from storage.db import Database
+from storage.queue import MIGRATIONS as QUEUE_MIGRATIONS
 
 FORMAT = 1  # bump when what the generator writes changes
 PREFIX = "pezzottify-bench-library-"
@@ -96,7 +97,7 @@ class Shape:
 
 
 def _queue_migrations() -> list[list[str]]:
-    return [list(m) for m in queue_schema.MIGRATIONS]
+    return [list(m) for m in QUEUE_MIGRATIONS]
 
 
 def library(shape: Shape, root: Path | None = None) -> Path:
@@ -258,7 +259,7 @@ _INSERT = f"INSERT INTO queue_items ({_COLUMNS}) VALUES ({', '.join('?' * 20)}, 
 
 def seed_queue(path: Path, shape: Shape) -> None:
     """The history of the catalog's downloads and of the albums that failed (see the module)."""
-    Database(path, queue_schema.MIGRATIONS).close()  # the real schema
+    Database(path, QUEUE_MIGRATIONS).close()  # the real schema
     conn = _bulk(path)
     try:
         conn.execute("BEGIN")

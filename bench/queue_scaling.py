@@ -7,10 +7,11 @@ children (albums of 20 tracks) against one of 1,000,000, and against 1,000,000 o
 100,000 are top-priority repairs waiting in RETRY_WAITING (not due). Figure: seconds per
 claim-plus-complete, large / small.
 
-Reads: `queue_position` of a user's newest request and that user's `my-requests` page (20
-requests, each with its position and progress), with 1,000 against 100,000 top-level albums
-pending ahead; the user's requests are the newest, so they wait behind the whole queue (the
-worst case). Figure: seconds per call, large / small.
+Reads, as the routes make them: `queue_position`, a user's newest request read with its position
+(`request/{id}`), and that user's `my-requests` page (20 requests, each with its position and
+progress, and the user's limits), with 1,000 against 100,000 top-level albums pending ahead; the
+user's requests are the newest, so they wait behind the whole queue (the worst case). Figure:
+seconds per call, large / small.
 
 Databases are seeded into a temporary folder first (not measured) and used through the real
 stores with the daemon's settings (WAL, `synchronous=FULL`).
@@ -29,9 +30,7 @@ from bench.common import Row, Target, alternate, ms
 from bench.seed import synthetic_id
 from daemon.config import DownloadManagerConfig
 from storage.db import Database
-from storage.queue import QueueStore
-from storage.queue_requests import RequestStore
-from storage.queue_schema import MIGRATIONS, now
+from storage.queue import MIGRATIONS, QueueStore, RequestStore, now
 
 NAME = "queue_scaling"
 TARGET = Target("<=", 1.5)
@@ -146,16 +145,20 @@ def _requests(path: Path, pending: int, params: Params) -> tuple[RequestStore, s
     return store, newest
 
 
+def my_requests(store: RequestStore) -> object:
+    return store.my_requests_and_limits(USER, None, 50, 0, now())
+
+
 def reads(tmp: Path, params: Params) -> list[Row]:
     small, small_id = _requests(tmp / "pending-small.db", params.pending_small, params)
     large, large_id = _requests(tmp / "pending-large.db", params.pending_large, params)
     try:
         cases = {
             "queue_position": (
-                lambda: large.queue_position(large_id),
-                lambda: small.queue_position(small_id),
+                lambda: large.item_for_user(large_id, USER),
+                lambda: small.item_for_user(small_id, USER),
             ),
-            "my-requests": (lambda: large.my_requests(USER), lambda: small.my_requests(USER)),
+            "my-requests": (lambda: my_requests(large), lambda: my_requests(small)),
         }
         rows = []
         for label, (big, little) in cases.items():

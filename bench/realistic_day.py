@@ -52,8 +52,7 @@ from bench.seed import synthetic_id
 from daemon.config import DownloadManagerConfig
 from fake_downloader import build_catalog
 from storage.db import Database
-from storage.queue_requests import RequestStore
-from storage.queue_schema import MIGRATIONS, now
+from storage.queue import MIGRATIONS, RequestStore, now
 from storage.users import Permission, Role, UserStore
 
 NAME = "realistic_day"

@@ -32,7 +32,7 @@ from storage.catalog import (
 )
 from storage.db import Database
 from storage.ids import content_id
-from storage.queue_schema import MIGRATIONS
+from storage.queue import MIGRATIONS
 
 T0 = 1_700_000_000
 CHILDREN = 20

@@ -32,7 +32,7 @@ from bench.common import Pairs, Row, Stats, alternate_async
 from daemon.config import Config, DownloadManagerConfig
 from daemon.services import close_root, open_root
 from fake_downloader import CatalogSpec, build_catalog
-from storage.queue_schema import ContentType, now
+from storage.queue import now
 
 NAME = "tick"
 DEFAULT_TICK_S = 5.0
@@ -72,8 +72,9 @@ class Side:
 
     def __init__(self, db_dir: Path, url: str, ticking: bool, tick_secs: float) -> None:
         dm = DownloadManagerConfig(
-            max_albums_per_hour=10**6, max_albums_per_day=10**7, process_interval_secs=tick_secs
-        )
+            max_albums_per_hour=10**6, max_albums_per_day=10**7, user_max_requests_per_day=10**6,
+            user_max_queue_size=10**6, process_interval_secs=tick_secs,
+        )  # fmt: skip
         self.config = Config(db_dir=db_dir, media_path=db_dir, downloader_url=url,
                              download_manager=dm)  # fmt: skip
         self.kind = FixedTickProcessor if ticking else Processor
@@ -88,7 +89,7 @@ class Side:
         )
         downloads = self.root.downloads
         assert downloads is not None  # the download manager is on
-        self.queue = downloads.queue
+        self.requests = downloads.requests
         try:
             processor = self.kind(
                 downloads.queue, self.root.catalog, downloads.downloader,
@@ -104,9 +105,11 @@ class Side:
 
     async def album(self, album_id: str) -> float:
         """Seconds from the request to the album's completion."""
-        queue = self.queue
+        requests = self.requests
         started = time.perf_counter()
-        await queue.db.run(queue.enqueue, ContentType.ALBUM, album_id, now())
+        await requests.db.run(
+            requests.request_album, "bench", album_id, "Album", "Artist", now(), False
+        )
         with contextlib.suppress(trio.WouldBlock):  # a wake-up is already pending
             self.wake_send.send_nowait(WakeProcessor())
         with trio.fail_after(600):

@@ -39,6 +39,7 @@ from daemon.config_keys import (
     rule_for,
 )
 from daemon.config_values import Refused, bindable_host
+from storage.queue.model import DownloadManagerConfig  # the section's dataclass, read by the queue
 
 # Re-exported: the schema is read from here by the rest of the daemon and the tests.
 __all__ = [
@@ -63,23 +64,6 @@ FILE, ENVIRONMENT, FLAG, DEFAULT = "config file", "environment", "command line",
 
 class ConfigError(Exception):
     """The configuration is unusable; the message is one line for the operator."""
-
-
-@dataclass(frozen=True)
-class DownloadManagerConfig:
-    max_albums_per_hour: int = 10
-    max_albums_per_day: int = 60
-    user_max_requests_per_day: int = 100
-    user_max_queue_size: int = 200
-    process_interval_secs: float = 5.0
-    stale_in_progress_threshold_secs: int = 3600
-    max_retries: int = 5
-    initial_backoff_secs: float = 60.0
-    max_backoff_secs: float = 3600.0
-    backoff_multiplier: float = 2.0
-    audit_log_retention_days: int = 90
-    max_file_bytes: int = 2 * 1024**3
-    unavailable_recheck_days: int = 7
 
 
 @dataclass(frozen=True)

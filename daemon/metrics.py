@@ -7,6 +7,7 @@ on the global default registry, so tests can build as many daemons as they like 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -17,6 +18,8 @@ from prometheus_client import (
     generate_latest,
     make_asgi_app,
 )
+
+from storage.queue import AuditEvent
 
 FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 SLOW_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)
@@ -103,6 +106,11 @@ class Metrics:
             ["actor"],
             registry=r,
         )
+
+    def count_audit_events(self, events: Sequence[AuditEvent]) -> None:
+        """The queue stores' `on_audit`: entries their committed transactions appended."""
+        for event in events:
+            self.audit_events.labels(event.value).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

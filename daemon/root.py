@@ -27,9 +27,7 @@ from daemon.metrics import Metrics
 from storage.catalog import CatalogStore
 from storage.files import MediaLayout
 from storage.jobs import JobStore
-from storage.queue import QueueStore
-from storage.queue_admin import QueueAdminStore
-from storage.queue_requests import RequestStore
+from storage.queue import QueueAdminStore, QueueStore, RequestStore
 from storage.users import UserStore
 
 

@@ -18,14 +18,11 @@ from actors.scheduler import SchedulerView
 from daemon.config import Config
 from daemon.metrics import Metrics
 from daemon.root import Downloads, Root, SchedulerHandle
-from storage import queue_schema
 from storage.catalog import CatalogStore
 from storage.db import Database
 from storage.files import Faults, MediaLayout, no_faults
 from storage.jobs import JobStore
-from storage.queue import QueueStore
-from storage.queue_admin import QueueAdminStore
-from storage.queue_requests import RequestStore
+from storage.queue import MIGRATIONS, QueueAdminStore, QueueStore, RequestStore
 from storage.users import UserStore
 
 HASHES_AT_ONCE = 2
@@ -76,13 +73,14 @@ def _open_downloads(
     faults: Faults,
 ) -> Downloads:
     # One Database (one write connection) shared by the queue's three stores.
-    queue_db = Database(config.db_dir / "download_queue.db", queue_schema.MIGRATIONS)
+    queue_db = Database(config.db_dir / "download_queue.db", MIGRATIONS)
     settings = config.download_manager
     url = config.downloader_url or ""  # set: the download manager is enabled
+    counted = metrics.count_audit_events
     return Downloads(
-        queue=QueueStore(queue_db, settings, metrics=metrics, faults=faults),
-        requests=RequestStore(queue_db, settings, metrics=metrics),
-        queue_admin=QueueAdminStore(queue_db, settings, metrics=metrics),
+        queue=QueueStore(queue_db, settings, on_audit=counted, faults=faults),
+        requests=RequestStore(queue_db, settings, on_audit=counted),
+        queue_admin=QueueAdminStore(queue_db, settings, on_audit=counted),
         downloader=DownloaderClient(url, config.downloader_timeout_sec),
         wake=wake,
     )

@@ -8,6 +8,7 @@ loop with `await db.run(fn, *args)`. The `pezzottify-auth` CLI calls the same fu
 
 Schema versions live in `PRAGMA user_version`; each migration is a list of statements applied in
 one transaction together with the version bump, so a crash leaves the old or the new schema.
+Plain filtered, paged reads may go through `table`, an `sqlite_utils` view of a connection.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import ParamSpec, TypeVar
+
+import sqlite_utils
+from sqlite_utils.db import Table
 
 from storage.offload import Offload
 
@@ -112,6 +116,14 @@ def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def table(conn: sqlite3.Connection, name: str) -> Table:
+    """`name` as an `sqlite_utils` table over `conn`, for plain reads (`rows_where`,
+    `count_where`) in the caller's transaction or snapshot. The wrapper sets no pragma and loads
+    no plugin: the connection stays as `connect` made it."""
+    wrapped = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
+    return wrapped.table(name)
 
 
 def migrate(conn: sqlite3.Connection, name: str, migrations: Sequence[Migration]) -> int:

@@ -23,8 +23,8 @@ import trio
 from actors.jobs.base import JobSpec, Schedule, ShutdownBehavior
 from actors.messages import Hook, ScanRequest
 from daemon.root import Root
-from storage.queue_admin import QueueAdminStore
-from storage.queue_schema import now as wall_now
+from storage.queue import QueueAdminStore
+from storage.queue import now as wall_now
 
 WATCHDOG_JOB_ID = "integrity_watchdog"
 AUDIT_CLEANUP_JOB_ID = "audit_log_cleanup"

@@ -28,7 +28,7 @@ from actors.failures import (
 from fake_downloader import CatalogSpec, Knobs, audio_bytes, open_fake_downloader
 from storage import files
 from storage.offload import Offload
-from storage.queue_schema import ErrorType
+from storage.queue import ErrorType
 
 BASE = "http://downloader.test"
 ALBUM = "A" * 22

@@ -43,8 +43,7 @@ from storage.catalog import CatalogStore
 from storage.db import Database
 from storage.files import WRITE_BATCH_BYTES, MediaLayout
 from storage.offload import Offload
-from storage.queue import QueueStore
-from storage.queue_schema import MIGRATIONS, ContentType
+from storage.queue import MIGRATIONS, QueueStore, RequestStore
 from tests.support.asgi import StreamingASGITransport
 
 SPEC = CatalogSpec(
@@ -70,6 +69,7 @@ class FakeWall:
 @dataclass
 class Rig:
     queue: QueueStore
+    requests: RequestStore  # over the same database: how albums get queued
     catalog: CatalogStore
     media: MediaLayout
     metrics: Metrics
@@ -83,12 +83,12 @@ class Rig:
 
     async def request_album(self, index: int = 0) -> str:
         album_id = self.fake.album_ids[index]
-        row = await self.queue.db.run(
-            self.queue.enqueue, ContentType.ALBUM, album_id, self.wall(), requested_by="alice"
+        queued = await self.requests.db.run(
+            self.requests.request_album, "alice", album_id, "Album", "Artist", self.wall(), False
         )
         with contextlib.suppress(trio.WouldBlock):  # a wake-up is already pending
             self.wake.send_nowait(WakeProcessor())
-        return str(row["id"])
+        return str(queued.request_id)
 
     async def wait_hook(self, hook: Hook, within: float = 10) -> None:
         with trio.fail_after(within):
@@ -154,9 +154,11 @@ async def rig(
     hook_send, hook_recv = trio.open_memory_channel[Any](64)
     shutdown, stopped = trio.Event(), trio.Event()
     wall = FakeWall()
+    requests = RequestStore(queue_db, dm)
     r = Rig(
-        queue, catalog, media, metrics, fake, knobs, wake_send, hook_recv, shutdown, stopped, wall
-    )
+        queue, requests, catalog, media, metrics, fake, knobs, wake_send, hook_recv, shutdown,
+        stopped, wall,
+    )  # fmt: skip
     if before_start is not None:
         before_start(r)
 
@@ -389,10 +391,10 @@ async def test_start_up_recovers_interrupted_items_and_sweeps_partial_files(
     seeded: dict[str, str] = {}
 
     def interrupted(r: Rig) -> None:
-        item = r.queue.enqueue(ContentType.ALBUM, r.fake.album_ids[0], T0, requested_by="bob")
-        r.queue.claim_next(T0, albums_allowed=True)  # left IN_PROGRESS by a "dead" process
+        item = r.requests.request_album("bob", r.fake.album_ids[0], "Album", "Artist", T0, False)
+        r.queue.claim(T0)  # left IN_PROGRESS by a "dead" process
         (r.media.audio_dir / "leftover.flac.1234abcd.part").write_bytes(b"partial")
-        seeded["item"] = item["id"]
+        seeded["item"] = str(item.request_id)
 
     async with rig(tmp_path, before_start=interrupted) as r:
         assert not (r.media.audio_dir / "leftover.flac.1234abcd.part").exists()

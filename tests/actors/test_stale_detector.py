@@ -18,7 +18,7 @@ import trio
 from actors.stale_detector import StaleDetector
 from daemon.config import DownloadManagerConfig
 from daemon.metrics import Metrics
-from storage.queue_admin import QueueAdminStore
+from storage.queue import QueueAdminStore
 from tests.support.queue_rows import BASE, insert, open_store, row
 
 THRESHOLD = 60  # so the period is 30 s

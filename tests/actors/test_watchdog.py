@@ -46,9 +46,8 @@ from fake_downloader import create_app as fake_downloader_app
 from storage import catalog_read
 from storage.catalog import AlbumBundle, ArtistRecord, CatalogStore, ImageRecord
 from storage.files import MediaLayout
-from storage.queue import QueueStore
-from storage.queue_admin import QueueAdminStore
-from storage.queue_schema import DAY, TERMINAL, AuditEvent, ErrorType
+from storage.queue import AuditEvent, ErrorType, QueueAdminStore, QueueStore
+from storage.queue.model import DAY, TERMINAL
 from storage.users import Role
 from tests.conftest import login, make_user, open_test_root
 from tests.support.queue_rows import BASE, audit, audit_rows, insert, open_store

@@ -17,7 +17,7 @@ from bench.seed import synthetic_bundles
 from daemon.config import Config
 from daemon.root import Root
 from daemon.services import close_root
-from storage.queue_schema import ContentType, ErrorType
+from storage.queue import ContentType, ErrorType
 from tests.conftest import login, make_user, open_test_root
 from tests.support.queue_rows import BASE, insert
 

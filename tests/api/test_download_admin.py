@@ -21,7 +21,7 @@ from bench.seed import synthetic_bundles
 from daemon.config import Config, DownloadManagerConfig
 from daemon.root import Root
 from daemon.services import close_root
-from storage.queue_schema import AuditEvent, now
+from storage.queue import AuditEvent, now
 from storage.users import Permission, Role
 from tests.conftest import login, make_user, open_test_root
 from tests.support.queue_rows import audit, cid, insert

@@ -24,8 +24,7 @@ from bench.seed import synthetic_bundles, synthetic_id
 from daemon.config import Config, DownloadManagerConfig
 from daemon.root import Root
 from daemon.services import close_root
-from storage.queue_requests import RequestStore
-from storage.queue_schema import now
+from storage.queue import RequestStore, now
 from storage.users import Permission, Role
 from tests.conftest import login, make_user, open_test_root
 
@@ -154,6 +153,11 @@ def store(root: Root) -> RequestStore:
     return requests
 
 
+def my_requests(root: Root, user: str) -> list[dict[str, Any]]:
+    """The user's first page of requests, as `my-requests` reads it."""
+    return store(root).my_requests_and_limits(user, None, 50, 0, now())[0]
+
+
 # -- search ------------------------------------------------------------------------------------
 
 
@@ -242,7 +246,7 @@ async def test_request_album_queues_wakes_and_counts(
     third = await request_album(client, alice, ALBUMS[2])  # the wake channel is full: still fine
     assert third.status_code == 201
     assert root.metrics.user_requests.labels("album")._value.get() == 3
-    mine = store(root).my_requests("alice")
+    mine = my_requests(root, "alice")
     assert [m["content_id"] for m in mine] == ALBUMS[2::-1]
     assert mine[-1]["id"] == body["request_id"] and mine[-1]["requested_by"] == "alice"
 
@@ -256,8 +260,8 @@ async def test_request_album_conflicts(client: Any, alice: dict[str, str], root:
     r = await request_album(client, await login(client, "bob"), ALBUMS[0])
     assert r.status_code == 409
     assert (await r.get_json())["code"] == "ALREADY_IN_QUEUE"
-    assert len(store(root).my_requests("alice")) == 1
-    assert store(root).my_requests("bob") == []
+    assert len(my_requests(root, "alice")) == 1
+    assert my_requests(root, "bob") == []
 
 
 async def test_request_album_over_the_limit_is_429_with_limits(
@@ -273,7 +277,7 @@ async def test_request_album_over_the_limit_is_429_with_limits(
         "requests_today": 3, "max_per_day": 100, "in_queue": 3, "max_queue": 3,
         "can_request": False, "resets_at": None,
     }  # fmt: skip
-    assert len(store(root).my_requests("alice")) == 3
+    assert len(my_requests(root, "alice")) == 3
     assert root.metrics.user_requests.labels("album")._value.get() == 3
 
 
@@ -309,7 +313,7 @@ async def test_request_album_bad_bodies_are_400(
 ) -> None:
     r = await client.post("/v1/download/request/album", headers=alice, json=body)
     assert r.status_code == 400
-    assert store(root).my_requests("alice") == []
+    assert my_requests(root, "alice") == []
 
 
 async def test_request_album_needs_json(client: Any, alice: dict[str, str]) -> None:
@@ -336,7 +340,7 @@ async def test_request_discography_queues_and_reports_skips(
         {"album_id": ALBUMS[0], "reason": "in_queue"},
         {"album_id": ALBUMS[3], "reason": "rate_limited"},
     ]
-    mine = store(root).my_requests("alice")
+    mine = my_requests(root, "alice")
     assert sorted(m["id"] for m in mine[:2]) == sorted(answer["request_ids"])
     assert {m["content_name"] for m in mine[:2]} == {"Album 02", "Album 03"}
     assert isinstance(wake.receive_nowait(), WakeProcessor)
@@ -381,7 +385,7 @@ async def test_request_discography_errors(
     upstream.failure = 502
     r = await client.post(path, headers=alice, json={"artist_id": ARTIST, "artist_name": "B"})
     assert r.status_code == 502
-    assert store(root).my_requests("alice") == []
+    assert my_requests(root, "alice") == []
 
 
 # -- reading requests and limits ---------------------------------------------------------------

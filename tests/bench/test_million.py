@@ -18,8 +18,7 @@ from bench.seed import synthetic_bundles, synthetic_id
 from daemon.config import DownloadManagerConfig
 from storage.catalog import CatalogStore
 from storage.db import Database
-from storage.queue_requests import RequestStore
-from storage.queue_schema import MIGRATIONS
+from storage.queue import MIGRATIONS, RequestStore, now
 
 TOY = Shape(albums=30, tracks_per_album=4, artists=7, users=3, failed_albums=2, listener_requests=5)
 
@@ -47,7 +46,9 @@ def test_the_library_is_a_finished_history_with_every_file(tmp_path: Path) -> No
     assert len(list((folder / "images").iterdir())) == TOY.albums + TOY.artists
     db = Database(folder / "download_queue.db", MIGRATIONS)
     try:
-        mine = RequestStore(db, DownloadManagerConfig()).my_requests(LISTENER)
+        mine = RequestStore(db, DownloadManagerConfig()).my_requests_and_limits(
+            LISTENER, None, 50, 0, now()
+        )[0]
         with db.read() as conn:
             statuses = dict(conn.execute("SELECT status, COUNT(*) FROM queue_items GROUP BY 1"))
     finally:

@@ -23,9 +23,9 @@ import pytest
 
 from bench.seed import synthetic_bundles
 from fake_downloader import CatalogSpec
-from storage import queue_schema
 from storage.catalog import CatalogStore
 from storage.db import Database
+from storage.queue import MIGRATIONS as QUEUE_MIGRATIONS
 from storage.users import UserStore
 from tests.reliability.harness import FakeDownloaderProcess, Rig, rig, running_fake
 from tests.reliability.invariants import (
@@ -229,7 +229,7 @@ OLD = 1_000_000  # a timestamp far beyond any retention
 
 
 def seed_old_audit(db_dir: Path, count: int) -> None:
-    db = Database(db_dir / "download_queue.db", queue_schema.MIGRATIONS, synchronous="OFF")
+    db = Database(db_dir / "download_queue.db", QUEUE_MIGRATIONS, synchronous="OFF")
     with db.write() as conn:
         conn.execute(
             """WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)

@@ -23,7 +23,7 @@ from api.app import check_route_permissions, create_app
 from api.auth import public, requires
 from daemon.config import Config
 from daemon.root import Root
-from storage.queue_schema import now
+from storage.queue import now
 from storage.users import Permission, Role
 from tests.conftest import make_user
 from tests.security.routes import (

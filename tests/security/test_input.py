@@ -23,7 +23,8 @@ from actors.jobs.base import utc_now
 from api.app import MAX_BODY
 from daemon.config import Config
 from daemon.root import Root
-from storage.queue_schema import AuditEvent, append_audit
+from storage.queue import AuditEvent
+from storage.queue.audit import append as append_audit
 from tests.security.routes import (
     SUPERUSER,
     Route,

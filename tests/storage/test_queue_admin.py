@@ -10,10 +10,18 @@ import pytest
 from daemon.config import DownloadManagerConfig
 from daemon.metrics import Metrics
 from storage.db import Database
-from storage.queue import QueueStore
-from storage.queue_admin import QueueAdminStore, RetryRefused
-from storage.queue_audit import AuditFilter
-from storage.queue_schema import MIGRATIONS, AuditEvent, ContentType, ErrorType, Status
+from storage.queue import (
+    MIGRATIONS,
+    AuditEvent,
+    AuditFilter,
+    ContentType,
+    ErrorType,
+    QueueAdminStore,
+    QueueStore,
+    Repair,
+    RetryRefused,
+    Status,
+)
 from tests.support.queue_rows import BASE, audit, audit_rows, cid, insert, open_store, row
 
 DAY = 86400
@@ -28,7 +36,7 @@ def metrics() -> Metrics:
 @pytest.fixture
 def store(tmp_path: Path, metrics: Metrics) -> QueueAdminStore:
     dm = DownloadManagerConfig(max_albums_per_hour=2, max_albums_per_day=3)
-    return open_store(tmp_path, dm, metrics=metrics)
+    return open_store(tmp_path, dm, on_audit=metrics.count_audit_events)
 
 
 def audit_count(metrics: Metrics, event: AuditEvent) -> float:
@@ -80,11 +88,11 @@ def test_capacity_resets_at_the_binding_window(store: QueueAdminStore) -> None:
     hour, day = BASE - BASE % HOUR, BASE - BASE % DAY
     insert(store.db, status="COMPLETED", started_at=hour + 1)
     insert(store.db, status="IN_PROGRESS", started_at=hour + 2)
-    capacity = store.capacity(BASE)
+    capacity = store.stats(BASE)["capacity"]
     assert capacity["at_capacity"] is True  # hour limit 2 reached
     assert capacity["resets_at"] == hour + HOUR
     insert(store.db, status="COMPLETED", started_at=day + 5)
-    capacity = store.capacity(BASE)
+    capacity = store.stats(BASE)["capacity"]
     assert capacity["albums_today"] == 3
     assert capacity["resets_at"] == day + DAY  # day limit 3 reached: that binds longer
 
@@ -349,24 +357,37 @@ def test_audit_for_item_is_oldest_first(store: QueueAdminStore, history: dict[st
     assert store.audit_for_item("unknown") is None
 
 
+def delete_audit_older_than(store: QueueAdminStore, before: int, chunk: int = 5000) -> int:
+    """Retention as the audit_log_cleanup job runs it: chunk after chunk until none is left."""
+    deleted = 0
+    while (n := store.delete_audit_chunk(before, chunk)) > 0:
+        deleted += n
+    return deleted
+
+
 def test_delete_audit_older_than_removes_only_old_entries(
     store: QueueAdminStore, history: dict[str, str]
 ) -> None:
-    assert store.delete_audit_older_than(BASE + 3, chunk=1) == 3
+    assert delete_audit_older_than(store, BASE + 3, chunk=1) == 3
     remaining = [e["timestamp"] for e in audit_rows(store.db)]
     assert remaining == [BASE + 3, BASE + 4, BASE + 5]
-    assert store.delete_audit_older_than(BASE + 3) == 0
+    assert delete_audit_older_than(store, BASE + 3) == 0
 
 
 # -- watchdog repairs -------------------------------------------------------------------------
+
+
+def enqueue_repair(store: QueueAdminStore, content_type: ContentType, content_id: str) -> bool:
+    """One repair queued as the watchdog queues them; True if it was queued."""
+    return store.enqueue_repairs([Repair(content_type, content_id)], BASE) == (1, 0)
 
 
 def test_enqueue_repair_queues_top_level_watchdog_item_once(
     store: QueueAdminStore, metrics: Metrics
 ) -> None:
     track = cid(7)
-    assert store.enqueue_repair(ContentType.TRACK_AUDIO, track, "missing_audio", BASE) is True
-    assert store.enqueue_repair(ContentType.TRACK_AUDIO, track, "missing_audio", BASE) is False
+    assert enqueue_repair(store, ContentType.TRACK_AUDIO, track) is True
+    assert enqueue_repair(store, ContentType.TRACK_AUDIO, track) is False
     items, total = store.requests()
     assert total == 1
     item = items[0]
@@ -379,22 +400,25 @@ def test_enqueue_repair_queues_top_level_watchdog_item_once(
     entry = audit_rows(store.db, "WATCHDOG_QUEUED")
     assert len(entry) == 1 and json.loads(entry[0]["details"]) == {"reason": "missing_audio"}
     assert audit_count(metrics, AuditEvent.WATCHDOG_QUEUED) == 1
-    with pytest.raises(ValueError, match="reason"):
-        store.enqueue_repair(ContentType.ALBUM_IMAGE, "a" * 40, "missing_audio", BASE)
+    # Each kind of file names its own reason.
+    assert enqueue_repair(store, ContentType.ALBUM_IMAGE, "a" * 40) is True
+    assert json.loads(audit_rows(store.db, "WATCHDOG_QUEUED")[-1]["details"]) == {
+        "reason": "missing_album_image"
+    }
 
 
 def test_enqueue_repair_again_once_the_previous_item_is_terminal(store: QueueAdminStore) -> None:
     image = "b" * 40
     insert(store.db, content_type="ARTIST_IMAGE", content_id=image, status="FAILED")
     insert(store.db, content_type="ARTIST_IMAGE", content_id=image, status="COMPLETED")
-    assert store.enqueue_repair(ContentType.ARTIST_IMAGE, image, "missing_artist_image", BASE)
+    assert enqueue_repair(store, ContentType.ARTIST_IMAGE, image)
     assert ("ARTIST_IMAGE", image) in store.repair_filter(BASE).active
 
 
 def test_active_child_blocks_a_repair(store: QueueAdminStore) -> None:
     album = insert(store.db, status="IN_PROGRESS", children_created=1)
     insert(store.db, parent_id=album, content_type="ALBUM_IMAGE", content_id="c" * 40)
-    assert not store.enqueue_repair(ContentType.ALBUM_IMAGE, "c" * 40, "missing_album_image", BASE)
+    assert not enqueue_repair(store, ContentType.ALBUM_IMAGE, "c" * 40)
 
 
 # -- content the watchdog gave up on (SPEC §8.9) ------------------------------------------------

@@ -1,4 +1,4 @@
-"""Maintained queue ranks (`queue_rank`, `storage.queue_position`): positions from counters that
+"""Maintained queue ranks (`queue_rank`, `storage.queue.positions`): positions from counters that
 triggers keep in step, checked against a brute-force sort after random sequences of the stores'
 operations, and against a fresh recount (a drifted counter would be a silent wrong answer)."""
 
@@ -9,6 +9,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,19 @@ from hypothesis import strategies as st
 
 from daemon.config import DownloadManagerConfig
 from storage.db import Database, Migration
-from storage.queue import ChildSpec, QueueStore
-from storage.queue_admin import QueueAdminStore
-from storage.queue_position import AHEAD, Key, ahead_args, level_ranges, positions
-from storage.queue_requests import RequestStore
-from storage.queue_schema import (
+from storage.queue import (
     MIGRATIONS,
-    RANK_SHIFTS,
+    ChildSpec,
     ContentType,
     ErrorType,
     Priority,
+    QueueAdminStore,
+    QueueStore,
+    RequestStore,
 )
+from storage.queue.positions import AHEAD, Key, ahead_args, level_ranges, positions
+from storage.queue.schema import RANK_SHIFTS
+from tests.support.queue_rows import enqueue
 
 DM = DownloadManagerConfig(
     max_albums_per_hour=10**6,
@@ -87,6 +90,8 @@ class Queue:
     def __init__(self, path: Path, migrations: Sequence[Migration] = MIGRATIONS) -> None:
         self.db = Database(path, migrations, synchronous="OFF")
         self.processing = QueueStore(self.db, DM)
+        # The same queue with the global capacity used up: new albums are not claimed.
+        self.at_capacity = QueueStore(self.db, replace(DM, max_albums_per_hour=0))
         self.requests = RequestStore(self.db, DM)
         self.admin = QueueAdminStore(self.db, DM)
         self.serial = 0
@@ -120,7 +125,7 @@ class Queue:
         processor does: claim, then finish)."""
         where = "status = 'IN_PROGRESS' AND " + where
         item = self.pick(where, n)
-        if item is None and self.processing.claim_next(at, albums_allowed=True) is not None:
+        if item is None and self.processing.claim(at).item is not None:
             item = self.pick(where, n)
         return item
 
@@ -128,10 +133,10 @@ class Queue:
         self.requests.request_album(f"user{user}", self.next_content(), "A", "B", at, False)
 
     def op_enqueue(self, priority: int, kind: ContentType, at: int) -> None:
-        self.processing.enqueue(kind, self.next_content(), at, priority=priority)
+        enqueue(self.processing, kind, self.next_content(), at, priority=priority)
 
     def op_claim(self, albums_allowed: bool, at: int) -> None:
-        self.processing.claim_next(at, albums_allowed=albums_allowed)
+        (self.processing if albums_allowed else self.at_capacity).claim(at)
 
     def op_children(self, n: int, count: int, at: int) -> None:
         album = self.in_progress(n, at, "parent_id IS NULL AND content_type = 'ALBUM'")
@@ -150,7 +155,8 @@ class Queue:
             self.processing.fail(item["id"], error, "boom", at)
 
     def op_promote(self, at: int) -> None:
-        self.processing.promote_due_retries(at)
+        # Due retries back to PENDING; of them, only children and repairs are claimed.
+        self.at_capacity.claim(at)
 
     def op_admin_retry(self, n: int, at: int) -> None:
         item = self.pick("status = 'FAILED'", n)
@@ -230,6 +236,12 @@ def recount(rows: Sequence[sqlite3.Row]) -> Counter[tuple[int, int, int]]:
     )
 
 
+def position(q: Queue, item_id: str) -> int | None:
+    """One item's position as an admin reads it (`audit_for_item`)."""
+    found = q.admin.audit_for_item(item_id)
+    return None if found is None else found["queue_item"].get("queue_position")
+
+
 def check(q: Queue) -> None:
     """The counters equal a recount (no zeros left), and every position, taken for all rows
     at once and one by one, equals the brute-force one."""
@@ -244,7 +256,7 @@ def check(q: Queue) -> None:
     expected = expected_positions(rows)
     assert counters == dict(recount(rows))
     assert found == expected
-    assert {item_id: q.requests.queue_position(item_id) for item_id in expected} == expected
+    assert {item_id: position(q, item_id) for item_id in expected} == expected
 
 
 # -- the counters and positions under random operations ----------------------------------------
@@ -293,7 +305,7 @@ def test_a_drained_queue_leaves_no_counters() -> None:
     with queue() as q:
         for n in range(5):
             q.apply(("request", n % 2, BASE + n))
-        while q.processing.claim_next(BASE, albums_allowed=True) is not None:
+        while q.processing.claim(BASE).item is not None:
             pass
         with q.db.read() as conn:
             assert conn.execute("SELECT COUNT(*) FROM queue_rank").fetchone()[0] == 0

@@ -17,8 +17,14 @@ from daemon.config import DownloadManagerConfig
 from daemon.metrics import Metrics
 from storage.db import Database
 from storage.ids import InvalidId
-from storage.queue_requests import Rejection, RequestStore
-from storage.queue_schema import MIGRATIONS, Status
+from storage.queue import (
+    MIGRATIONS,
+    QueueAdminStore,
+    Rejection,
+    RequestStore,
+    Status,
+    UserLimitStatus,
+)
 
 DAY = 86400
 # 2024-05-10 13:20:00 UTC: mid-day, mid-hour.
@@ -37,13 +43,19 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def open_store(db_path: Path) -> Iterator[Any]:
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+def open_store(db_path: Path, metrics: Metrics) -> Iterator[Any]:
     opened: list[Database] = []
 
     def make(**limits: Any) -> RequestStore:
         db = Database(db_path, MIGRATIONS)
         opened.append(db)
-        return RequestStore(db, replace(DownloadManagerConfig(), **limits), metrics=Metrics())
+        settings = replace(DownloadManagerConfig(), **limits)
+        return RequestStore(db, settings, on_audit=metrics.count_audit_events)
 
     yield make
     for db in opened:
@@ -54,6 +66,26 @@ def open_store(db_path: Path) -> Iterator[Any]:
 def store(open_store: Any) -> RequestStore:
     result: RequestStore = open_store()
     return result
+
+
+# What the routes read: `my-requests` (with the limits), `limits` (with the capacity), and an
+# item's position as an admin sees it (any item, any requester).
+
+
+def my_requests(
+    store: RequestStore, user: str, status: Status | None = None, limit: int = 50,
+    offset: int = 0,
+) -> list[dict[str, Any]]:  # fmt: skip
+    return store.my_requests_and_limits(user, status, limit, offset, NOW)[0]
+
+
+def user_limits(store: RequestStore, user: str, now: int) -> UserLimitStatus:
+    return store.limits_and_capacity(user, now)[0]
+
+
+def queue_position(store: RequestStore, item_id: str) -> int | None:
+    found = QueueAdminStore(store.db, store.dm).audit_for_item(item_id)
+    return None if found is None else found["queue_item"].get("queue_position")
 
 
 _RAW = """INSERT INTO queue_items (id, parent_id, status, priority, content_type, content_id,
@@ -99,7 +131,9 @@ def request(
 # -- request_album ------------------------------------------------------------------------------
 
 
-def test_request_album_queues_a_pending_user_item_with_its_audit_entry(store: RequestStore) -> None:
+def test_request_album_queues_a_pending_user_item_with_its_audit_entry(
+    store: RequestStore, metrics: Metrics
+) -> None:
     result = request(store, "alice", 1)
     assert result.rejected is None
     assert result.queue_position == 1
@@ -122,8 +156,7 @@ def test_request_album_queues_a_pending_user_item_with_its_audit_entry(store: Re
         "REQUEST_CREATED", result.request_id, "alice",
     )  # fmt: skip
     assert entry["timestamp"] == NOW
-    assert store.metrics is not None
-    assert store.metrics.audit_events.labels("REQUEST_CREATED")._value.get() == 1
+    assert metrics.audit_events.labels("REQUEST_CREATED")._value.get() == 1
     assert result.limits.requests_today == 1 and result.limits.in_queue == 1
 
 
@@ -135,8 +168,8 @@ def test_request_album_refuses_catalog_and_queued_albums_without_spending_limits
     assert request(store, "bob", 2).rejected is Rejection.IN_QUEUE
     assert request(store, "alice", 2).rejected is Rejection.IN_QUEUE
     assert len(rows(store, "SELECT * FROM queue_items")) == 1
-    assert store.user_limits("alice", NOW).requests_today == 1
-    assert store.user_limits("bob", NOW).requests_today == 0
+    assert user_limits(store, "alice", NOW).requests_today == 1
+    assert user_limits(store, "bob", NOW).requests_today == 0
     # Once the earlier item is terminal, the album can be requested again.
     set_status(store, str(first.request_id), "FAILED")
     assert request(store, "bob", 2).rejected is None
@@ -168,7 +201,7 @@ def test_concurrent_requests_never_exceed_the_queue_limit(open_store: Any) -> No
     assert all(r.rejected is Rejection.RATE_LIMITED for r in results if r.rejected is not None)
     assert len(rows(stores[0], "SELECT * FROM queue_items")) == 5
     assert sorted(r.queue_position for r in admitted) == [1, 2, 3, 4, 5]
-    assert stores[0].user_limits("alice", NOW).in_queue == 5
+    assert user_limits(stores[0], "alice", NOW).in_queue == 5
 
 
 def test_daily_limit_counts_todays_requests_from_the_queue(open_store: Any) -> None:
@@ -176,7 +209,7 @@ def test_daily_limit_counts_todays_requests_from_the_queue(open_store: Any) -> N
     for n in range(3):
         assert request(store, "alice", n, now=NOW - DAY).rejected is None
     # Yesterday's items do not count today, whatever their state.
-    assert store.user_limits("alice", NOW).requests_today == 0
+    assert user_limits(store, "alice", NOW).requests_today == 0
     today = [request(store, "alice", n).request_id for n in range(3, 6)]
     refused = request(store, "alice", 6)
     assert refused.rejected is Rejection.RATE_LIMITED
@@ -198,11 +231,11 @@ def test_queue_limit_counts_only_non_terminal_top_level_items(open_store: Any) -
     first = request(store, "alice", 1)
     request(store, "alice", 2)
     insert_raw(store, parent_id=first.request_id, content_type="TRACK_AUDIO", requested_by="alice")
-    limits = store.user_limits("alice", NOW)
+    limits = user_limits(store, "alice", NOW)
     assert (limits.in_queue, limits.can_request, limits.resets_at) == (2, False, None)
     assert request(store, "alice", 3).rejected is Rejection.RATE_LIMITED
     set_status(store, str(first.request_id), "COMPLETED")
-    limits = store.user_limits("alice", NOW)
+    limits = user_limits(store, "alice", NOW)
     assert (limits.in_queue, limits.can_request, limits.resets_at) == (1, True, MIDNIGHT_NEXT)
     assert request(store, "alice", 3).rejected is None
 
@@ -254,13 +287,13 @@ def test_queue_position_follows_the_claim_order(store: RequestStore) -> None:
                         created_at=NOW + 5)  # fmt: skip
     expansion = insert_raw(store, priority=3, request_source="EXPANSION", created_at=NOW - 500)
     expected = {repair: 1, early_user: 2, late_user: 3, same_time: 4, expansion: 5}
-    assert {i: store.queue_position(str(i)) for i in expected} == expected
-    mine = store.my_requests("alice")
+    assert {i: queue_position(store, str(i)) for i in expected} == expected
+    mine = my_requests(store, "alice")
     assert {m["id"]: m["queue_position"] for m in mine} == {early_user: 2, late_user: 3}
     for not_ranked in (started, child, "no-such-id"):
-        assert store.queue_position(not_ranked) is None
+        assert queue_position(store, not_ranked) is None
     set_status(store, repair, "IN_PROGRESS")
-    assert store.queue_position(str(same_time)) == 3
+    assert queue_position(store, str(same_time)) == 3
 
 
 def test_positions_of_many_requests_match_one_by_one(store: RequestStore) -> None:
@@ -269,9 +302,9 @@ def test_positions_of_many_requests_match_one_by_one(store: RequestStore) -> Non
         assert request(store, who, n, now=NOW - (n * 7919) % 50).rejected is None
         if n % 5 == 0:
             insert_raw(store, priority=1 + n % 3, created_at=NOW - n)
-    mine = store.my_requests("alice", limit=500)
+    mine = my_requests(store, "alice", limit=500)
     assert len(mine) == 20
-    assert all(m["queue_position"] == store.queue_position(m["id"]) for m in mine)
+    assert all(m["queue_position"] == queue_position(store, m["id"]) for m in mine)
 
 
 def _fill(store: RequestStore, count: int, start: int) -> None:
@@ -301,22 +334,22 @@ def test_queue_position_costs_about_the_same_at_any_depth(open_store: Any) -> No
     store = open_store(user_max_requests_per_day=1000, user_max_queue_size=1000)
     front = str(request(store, "alice", 0, now=NOW - 1).request_id)
     _fill(store, 1_000, 1)
-    small = _best_time(lambda: store.queue_position(front))
+    small = _best_time(lambda: queue_position(store, front))
     _fill(store, 99_000, 1_001)
-    assert store.queue_position(front) == 1
+    assert queue_position(store, front) == 1
     back = str(request(store, "alice", 999_999, now=NOW + 200_000).request_id)
-    assert store.queue_position(back) == 100_002
+    assert queue_position(store, back) == 100_002
     # Maintained counters, not a walk over the items ahead (generous bound for noisy machines).
-    assert _best_time(lambda: store.queue_position(back)) < small * 10 + 0.002
+    assert _best_time(lambda: queue_position(store, back)) < small * 10 + 0.002
     # A page of requests spread through the queue: each position costs the same few searches.
     late = [(album(2_000_000 + n), f"Late {n}") for n in range(200)]
     assert (
         len(store.request_discography("late", late, "Artist", NOW + 300_000, set()).request_ids)
         == 200
     )
-    page = store.my_requests("late", limit=500)
+    page = my_requests(store, "late", limit=500)
     assert [m["queue_position"] for m in page] == list(range(100_202, 100_002, -1))
-    assert _best_time(lambda: store.my_requests("late", limit=500), repeat=2) < 1.0
+    assert _best_time(lambda: my_requests(store, "late", limit=500), repeat=2) < 1.0
 
 
 # -- reading a user's requests ------------------------------------------------------------------
@@ -327,16 +360,16 @@ def test_my_requests_are_own_top_level_items_newest_first_and_paged(store: Reque
     request(store, "bob", 99)
     insert_raw(store, parent_id=ids[0], content_type="TRACK_AUDIO", requested_by="alice")
     set_status(store, str(ids[1]), "COMPLETED")
-    assert [m["id"] for m in store.my_requests("alice")] == ids[::-1]
-    assert [m["id"] for m in store.my_requests("alice", limit=2, offset=1)] == [ids[3], ids[2]]
-    assert [m["id"] for m in store.my_requests("alice", status=Status.COMPLETED)] == [ids[1]]
-    assert store.my_requests("alice", status=Status.FAILED) == []
-    assert store.my_requests("nobody") == []
-    oldest = store.my_requests("alice")[-1]
+    assert [m["id"] for m in my_requests(store, "alice")] == ids[::-1]
+    assert [m["id"] for m in my_requests(store, "alice", limit=2, offset=1)] == [ids[3], ids[2]]
+    assert [m["id"] for m in my_requests(store, "alice", status=Status.COMPLETED)] == [ids[1]]
+    assert my_requests(store, "alice", status=Status.FAILED) == []
+    assert my_requests(store, "nobody") == []
+    oldest = my_requests(store, "alice")[-1]
     assert oldest["progress"] == {"total_children": 1, "completed": 0, "failed": 0, "pending": 1,
                                   "in_progress": 0, "retry_waiting": 0}  # fmt: skip
-    assert store.my_requests("alice")[0]["progress"] is None
-    done = store.my_requests("alice", status=Status.COMPLETED)[0]
+    assert my_requests(store, "alice")[0]["progress"] is None
+    done = my_requests(store, "alice", status=Status.COMPLETED)[0]
     assert done["queue_position"] is None
 
 
@@ -385,7 +418,7 @@ def test_global_capacity_counts_albums_started_this_hour_and_day(open_store: Any
     insert_raw(store, content_type="TRACK_AUDIO", status="COMPLETED", started_at=hour + 1,
                priority=1)  # fmt: skip
     limits, capacity = store.limits_and_capacity("alice", NOW)
-    assert limits == store.user_limits("alice", NOW)
+    assert limits == store.my_requests_and_limits("alice", None, 50, 0, NOW)[1]
     assert capacity == {
         "albums_this_hour": 1, "max_per_hour": 2, "albums_today": 2, "max_per_day": 3,
         "at_capacity": False, "resets_at": hour + 3600,

@@ -2,18 +2,23 @@
 
 Rows are inserted as the processor would leave them, without going through its transitions, so a
 test can set up "an album FAILED with two failed children and one completed" in a few lines.
+`enqueue` queues a top-level item of any kind, priority and source, as the stores' insert does,
+for tests of what happens to it next.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from pathlib import Path
 from typing import Any
 
 from daemon.config import DownloadManagerConfig
 from storage.db import Database
-from storage.queue_admin import QueueAdminStore
-from storage.queue_schema import MIGRATIONS, AuditEvent, append_audit
+from storage.queue import MIGRATIONS, AuditEvent, ContentType, Priority, QueueAdminStore, Source
+from storage.queue import audit as queue_audit
+from storage.queue import rows as queue_rows
+from storage.queue.base import StoreBase
 
 BASE = 1_700_000_000  # a Tuesday, 22:13:20 UTC
 DEFAULTS: dict[str, Any] = {
@@ -70,13 +75,32 @@ def insert(db: Database, **fields: Any) -> str:
     return str(row["id"])
 
 
+def enqueue(
+    store: StoreBase,
+    content_type: ContentType,
+    content_id: str,
+    now: int,
+    *,
+    priority: int = Priority.USER,
+    source: Source = Source.USER,
+    requested_by: str | None = None,
+) -> sqlite3.Row:
+    """Queue a top-level PENDING item with its REQUEST_CREATED entry, as a request would, with
+    no limit or duplicate check; the event reaches the store's `on_audit`. Returns its row."""
+    item = queue_rows.NewItem(content_type, content_id, priority, source, requested_by)
+    with store.db.write() as conn:
+        row = queue_rows.insert(conn, item, store.dm.max_retries, now)
+        assert row is not None
+        event = queue_audit.append(conn, AuditEvent.REQUEST_CREATED, row, at=now)
+    store.on_audit([event])
+    return row
+
+
 def audit(db: Database, event: AuditEvent, item_id: str | None, at: int, **kw: Any) -> None:
     """Append one audit entry about an item (or about none)."""
     with db.write() as conn:
-        item = None
-        if item_id is not None:
-            item = conn.execute("SELECT * FROM queue_items WHERE id = ?", (item_id,)).fetchone()
-        append_audit(conn, event, item, kw.pop("details", None), at=at, **kw)
+        item = None if item_id is None else queue_rows.fetch(conn, item_id)
+        queue_audit.append(conn, event, item, kw.pop("details", None), at=at, **kw)
 
 
 def row(db: Database, item_id: str) -> dict[str, Any]:

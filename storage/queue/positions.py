@@ -6,10 +6,10 @@ children of albums already started also go first, but they are part of the album
 and counting them would make a waiting album's position jump as each album fans out.
 
 Counting the items ahead one index entry at a time would cost one step per item ahead, so the
-counts come from `queue_rank` (migration 3), which triggers keep in step with queue_items: the
-top-level PENDING items per priority and per bucket of `created_at` at the levels of
-RANK_SHIFTS (bucket = created_at >> shift, 64 buckets of a level per bucket of the next). For an
-item at (priority p, created_at T, seq S), the items ahead are:
+counts come from `queue_rank` (migration 3 in `storage.queue.schema`), which triggers keep in
+step with queue_items: the top-level PENDING items per priority and per bucket of `created_at`
+at the levels of RANK_SHIFTS (bucket = created_at >> shift, 64 buckets of a level per bucket of
+the next). For an item at (priority p, created_at T, seq S), the items ahead are:
 
 - every band of a smaller priority number: each band's total at the top level;
 - in band p, those created before T: at each level, the buckets between where the next level's
@@ -28,7 +28,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from storage.queue_schema import RANK_FANOUT_BITS, RANK_SHIFTS, Status
+from storage.queue.model import Row, Status
+from storage.queue.schema import RANK_FANOUT_BITS, RANK_SHIFTS
 
 _TOP = RANK_SHIFTS[-1]
 # No bucket is below this: the top level is counted from the start of time.
@@ -80,7 +81,7 @@ def count_ahead(conn: sqlite3.Connection, key: Key) -> int:
     return int(conn.execute(AHEAD, ahead_args(key)).fetchone()[0])
 
 
-def positions(conn: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> dict[str, int]:
+def positions(conn: sqlite3.Connection, rows: Sequence[Row]) -> dict[str, int]:
     """`{id: position}` (1 = next) for the rows that are PENDING top-level items.
 
     Call inside one read transaction so every count sees the same queue.

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-from storage.queue_schema import DAY, AuditEvent, Source, append_audit
+from storage.queue import audit
+from storage.queue.model import DAY, AuditEvent, Row, Source
 
 Key = tuple[str, str]  # (content_type, content_id)
 
@@ -35,12 +36,12 @@ _MARK = """INSERT INTO unavailable_content (content_type, content_id, marked_at,
 _CLEAR = "DELETE FROM unavailable_content WHERE content_type = ? AND content_id = ?"
 
 
-def is_repair(row: sqlite3.Row) -> bool:
+def is_repair(row: Row) -> bool:
     return row["parent_id"] is None and row["request_source"] == Source.WATCHDOG.value
 
 
 def give_up(
-    conn: sqlite3.Connection, row: sqlite3.Row, recheck_days: int, message: str, now: int
+    conn: sqlite3.Connection, row: Row, recheck_days: int, message: str, now: int
 ) -> list[AuditEvent]:
     """Mark the content of `row`, a repair that just failed with not_found (WATCHDOG_GAVE_UP);
     nothing with `recheck_days` 0."""
@@ -48,16 +49,12 @@ def give_up(
         return []
     conn.execute(_MARK, (row["content_type"], row["content_id"], now, row["id"]))
     details = {"error_message": message, "recheck_after": now + recheck_days * DAY}
-    return [append_audit(conn, AuditEvent.WATCHDOG_GAVE_UP, row, details, at=now)]
+    return [audit.append(conn, AuditEvent.WATCHDOG_GAVE_UP, row, details, at=now)]
 
 
 def clear(conn: sqlite3.Connection, content_type: str, content_id: str) -> bool:
     """Drop the mark of one content; True if there was one."""
     return conn.execute(_CLEAR, (content_type, content_id)).rowcount > 0
-
-
-def clear_many(conn: sqlite3.Connection, keys: Iterable[Key]) -> None:
-    conn.executemany(_CLEAR, keys)
 
 
 def all_marks(conn: sqlite3.Connection) -> dict[Key, int]:

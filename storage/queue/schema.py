@@ -1,89 +1,15 @@
-"""`download_queue.db`: the schema, the enums and the shapes shared by every queue module.
+"""`download_queue.db`'s schema, as the migrations that build it.
 
 The queue is one table of items (albums and their children, watchdog repairs), an append-only
-audit log written in the same transaction as each transition, per-hour activity counters, and
-the content the watchdog gave up on (`storage.queue_marks`).
+audit log written in the same transaction as each transition (`storage.queue.audit`), per-hour
+activity counters (`storage.queue.activity`), maintained ranks for queue positions
+(`storage.queue.positions`), and the content the watchdog gave up on (`storage.queue.marks`).
 Only PENDING rows are in the claim index, so items waiting in RETRY_WAITING (however many) never
-slow a claim; they are promoted by `next_retry_at` through their own index.
+slow a claim; they are promoted by `next_retry_at` through their own index. A migration, once
+released, is never edited: a change is a new one at the end.
 """
 
 from __future__ import annotations
-
-import json
-import sqlite3
-import time
-from collections.abc import Iterable, Sequence
-from enum import IntEnum, StrEnum
-from typing import Any
-
-from daemon.config import DownloadManagerConfig
-from daemon.metrics import Metrics
-from storage.db import Database
-from storage.files import Faults, no_faults
-
-HOUR = 3600  # the queue's time windows are UTC hours and days (unix seconds)
-DAY = 86400
-
-
-class Status(StrEnum):
-    PENDING = "PENDING"
-    IN_PROGRESS = "IN_PROGRESS"
-    RETRY_WAITING = "RETRY_WAITING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (Status.COMPLETED, Status.FAILED)
-
-
-TERMINAL = (Status.COMPLETED.value, Status.FAILED.value)
-
-
-class Priority(IntEnum):
-    WATCHDOG = 1
-    USER = 2
-    EXPANSION = 3
-
-
-class ContentType(StrEnum):
-    ALBUM = "ALBUM"
-    TRACK_AUDIO = "TRACK_AUDIO"
-    ALBUM_IMAGE = "ALBUM_IMAGE"
-    ARTIST_IMAGE = "ARTIST_IMAGE"
-
-
-class Source(StrEnum):
-    USER = "USER"
-    WATCHDOG = "WATCHDOG"
-    EXPANSION = "EXPANSION"
-
-
-class ErrorType(StrEnum):
-    CONNECTION = "connection"
-    TIMEOUT = "timeout"
-    NOT_FOUND = "not_found"
-    BAD_REQUEST = "bad_request"
-    RATE_LIMITED = "rate_limited"
-    PARSE = "parse"
-    STORAGE = "storage"
-    UNKNOWN = "unknown"
-
-
-class AuditEvent(StrEnum):
-    REQUEST_CREATED = "REQUEST_CREATED"
-    DOWNLOAD_STARTED = "DOWNLOAD_STARTED"
-    CHILDREN_CREATED = "CHILDREN_CREATED"
-    DOWNLOAD_COMPLETED = "DOWNLOAD_COMPLETED"
-    DOWNLOAD_FAILED = "DOWNLOAD_FAILED"
-    RETRY_SCHEDULED = "RETRY_SCHEDULED"
-    ADMIN_RETRY = "ADMIN_RETRY"
-    WATCHDOG_QUEUED = "WATCHDOG_QUEUED"
-    WATCHDOG_SCAN_STARTED = "WATCHDOG_SCAN_STARTED"
-    WATCHDOG_SCAN_COMPLETED = "WATCHDOG_SCAN_COMPLETED"
-    RECOVERED_AFTER_RESTART = "RECOVERED_AFTER_RESTART"
-    WATCHDOG_GAVE_UP = "WATCHDOG_GAVE_UP"
-
 
 # The levels of `queue_rank` (migration 3): bucket = created_at >> shift, one bucket of a level
 # spanning 2**RANK_FANOUT_BITS buckets of the level below. The triggers carry these values in
@@ -169,7 +95,7 @@ MIGRATIONS = [
             WHERE status = 'PENDING' AND (parent_id IS NOT NULL OR content_type <> 'ALBUM')""",
     ],
     [
-        # Maintained ranks for `storage.queue_position`: how many top-level PENDING items each
+        # Maintained ranks for `storage.queue.positions`: how many top-level PENDING items each
         # priority has per bucket of `created_at` (bucket = created_at >> shift) at each level
         # of RANK_SHIFTS (the VALUES lists below). The triggers keep it in step inside the
         # transaction of every change to queue_items, whichever code path makes it. A counter
@@ -228,7 +154,7 @@ MIGRATIONS = [
             WHERE status = 'PENDING' AND parent_id IS NULL GROUP BY 1, 2, 3""",
     ],
     [
-        # Content the watchdog gave up on (`storage.queue_marks`): one row per content, the
+        # Content the watchdog gave up on (`storage.queue.marks`): one row per content, the
         # failed repair that marked it and when.
         """CREATE TABLE unavailable_content (
             content_type TEXT NOT NULL,
@@ -256,136 +182,3 @@ MIGRATIONS = [
         "DROP TABLE unavailable_version",
     ],
 ]
-
-ITEM_FIELDS = (
-    "id",
-    "parent_id",
-    "status",
-    "priority",
-    "content_type",
-    "content_id",
-    "content_name",
-    "artist_name",
-    "request_source",
-    "requested_by",
-    "created_at",
-    "started_at",
-    "completed_at",
-    "last_attempt_at",
-    "next_retry_at",
-    "retry_count",
-    "max_retries",
-    "error_type",
-    "error_message",
-    "bytes_downloaded",
-    "processing_duration_ms",
-)
-
-
-class QueueStoreBase:
-    """What the three stores over the one queue Database share: the connection, the settings,
-    and counting audit entries in the metrics once their transaction has committed."""
-
-    def __init__(
-        self,
-        db: Database,
-        dm: DownloadManagerConfig | None = None,
-        *,
-        metrics: Metrics | None = None,
-        faults: Faults = no_faults,
-    ) -> None:
-        self.db = db
-        self.dm = dm if dm is not None else DownloadManagerConfig()
-        self.metrics = metrics
-        self.faults = faults  # the crash tests' hook (`storage.files.Faults`)
-
-    def _count(self, events: Iterable[AuditEvent]) -> None:
-        if self.metrics is not None:
-            for event in events:
-                self.metrics.audit_events.labels(event.value).inc()
-
-
-def now() -> int:
-    return int(time.time())
-
-
-def item_json(row: sqlite3.Row) -> dict[str, Any]:
-    """The QueueItem JSON of SPEC §8.2, without `progress`/`queue_position`/`children`."""
-    return {name: row[name] for name in ITEM_FIELDS}
-
-
-def append_audit(
-    conn: sqlite3.Connection,
-    event: AuditEvent,
-    item: sqlite3.Row | dict[str, Any] | None,
-    details: dict[str, Any] | None = None,
-    *,
-    user: str | None = None,
-    at: int | None = None,
-) -> AuditEvent:
-    """Append one audit entry inside the caller's transaction; returns the event for metrics.
-
-    `user` defaults to the item's requester (an admin's handle is passed for ADMIN_RETRY).
-    """
-    conn.execute(
-        "INSERT INTO audit_log (timestamp, event_type, queue_item_id, content_type, content_id, "
-        "user, request_source, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            now() if at is None else at,
-            event.value,
-            item["id"] if item is not None else None,
-            item["content_type"] if item is not None else None,
-            item["content_id"] if item is not None else None,
-            user if user is not None else (item["requested_by"] if item is not None else None),
-            item["request_source"] if item is not None else None,
-            json.dumps(details) if details is not None else None,
-        ),
-    )
-    return event
-
-
-def audit_json(row: sqlite3.Row) -> dict[str, Any]:
-    """AuditLogEntry JSON of SPEC §8.10."""
-    return {
-        "id": row["id"],
-        "timestamp": row["timestamp"],
-        "event_type": row["event_type"],
-        "queue_item_id": row["queue_item_id"],
-        "content_type": row["content_type"],
-        "content_id": row["content_id"],
-        "user": row["user"],
-        "request_source": row["request_source"],
-        "details": json.loads(row["details"]) if row["details"] else None,
-    }
-
-
-def progress_many(
-    conn: sqlite3.Connection, parent_ids: Sequence[str]
-) -> dict[str, dict[str, int] | None]:
-    """Children counts by state of several top-level items (a page of them), with one
-    statement; None for an item before its children exist."""
-    counts: dict[str, dict[str, int]] = {parent: {} for parent in parent_ids}
-    marks = ", ".join("?" * len(parent_ids))
-    rows = conn.execute(
-        # Placeholders only: the ids are bound as parameters.
-        f"SELECT parent_id, status, COUNT(*) FROM queue_items WHERE parent_id IN ({marks}) "  # noqa: S608
-        "GROUP BY parent_id, status",
-        list(parent_ids),
-    )
-    for parent, status, count in rows:
-        counts[parent][status] = count
-    return {parent: _progress_json(by_status) for parent, by_status in counts.items()}
-
-
-def _progress_json(counts: dict[str, int]) -> dict[str, int] | None:
-    total = sum(counts.values())
-    if total == 0:
-        return None
-    return {
-        "total_children": total,
-        "completed": counts.get("COMPLETED", 0),
-        "failed": counts.get("FAILED", 0),
-        "pending": counts.get("PENDING", 0),
-        "in_progress": counts.get("IN_PROGRESS", 0),
-        "retry_waiting": counts.get("RETRY_WAITING", 0),
-    }

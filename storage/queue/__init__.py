@@ -1,0 +1,61 @@
+"""The download queue, `download_queue.db`: the stores the actors and the API use, and the names
+they need. Outside this package, import them from here.
+
+Modules, by concept:
+
+- `schema`: the migrations; `model`: the vocabulary (enums, settings, records, the clock, the
+  QueueItem JSON);
+- `rows`: the one place items are inserted, and fetched by id or parent;
+- `transitions` (claim, children, completion, release, recovery) and `retries` (failures,
+  admin retry): state changes inside the caller's transaction, returning their audit events;
+- `limits` (per-user limits, global capacity), `positions`, `audit`, `activity`, `marks`
+  (content the watchdog gave up on), `reads` (users' and admins' queries);
+- the stores over one `Database`: `QueueStore` (`processing`, the processor), `RequestStore`
+  (`requests`, users) and `QueueAdminStore` (`admin`, admins, monitors and the watchdog).
+
+Claims and transitions are SQL written by hand, under the write connection's `BEGIN IMMEDIATE`;
+the filtered, paged lists are `sqlite_utils` table reads (`docs/decisions.md`).
+"""
+
+from __future__ import annotations
+
+from storage.queue.admin import QueueAdminStore, Repair, RetryRefused
+from storage.queue.audit import AuditFilter
+from storage.queue.limits import UserLimitStatus
+from storage.queue.model import (
+    AuditEvent,
+    ChildSpec,
+    ContentType,
+    ErrorType,
+    Priority,
+    Source,
+    Status,
+    now,
+)
+from storage.queue.processing import QueueStore
+from storage.queue.reads import StaleItem
+from storage.queue.requests import Rejection, RequestStore
+from storage.queue.schema import MIGRATIONS
+from storage.queue.transitions import QueueStateError
+
+__all__ = [
+    "MIGRATIONS",
+    "AuditEvent",
+    "AuditFilter",
+    "ChildSpec",
+    "ContentType",
+    "ErrorType",
+    "Priority",
+    "QueueAdminStore",
+    "QueueStateError",
+    "QueueStore",
+    "Rejection",
+    "Repair",
+    "RequestStore",
+    "RetryRefused",
+    "Source",
+    "StaleItem",
+    "Status",
+    "UserLimitStatus",
+    "now",
+]
