@@ -30,12 +30,8 @@ class Status(StrEnum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
 
-    @property
-    def terminal(self) -> bool:
-        return self in (Status.COMPLETED, Status.FAILED)
 
-
-TERMINAL = (Status.COMPLETED.value, Status.FAILED.value)
+TERMINAL = (Status.COMPLETED.value, Status.FAILED.value)  # the states an item ends in
 
 
 class Priority(IntEnum):
