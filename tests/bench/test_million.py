@@ -21,6 +21,8 @@ from storage.db import Database
 from storage.queue_requests import RequestStore
 from storage.queue_schema import MIGRATIONS
 
+pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
+
 TOY = Shape(albums=30, tracks_per_album=4, artists=7, users=3, failed_albums=2, listener_requests=5)
 
 

@@ -20,6 +20,8 @@ from fake_downloader.payloads import album_year
 from tests.reliability.invariants import queue_items
 from tests.support.live import Live, daemon, fake
 
+pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
+
 SPEC = CatalogSpec(
     seed=12, artists=3, albums_per_artist=3, tracks_per_album=3, audio_bytes=24 * 1024,
     image_bytes=2048,
