@@ -23,6 +23,7 @@ from storage.catalog import CatalogStore
 from storage.db import Database
 from storage.files import Faults, MediaLayout, no_faults
 from storage.jobs import JobStore
+from storage.offload import Offload
 from storage.queue import QueueStore
 from storage.queue_admin import QueueAdminStore
 from storage.queue_requests import RequestStore
@@ -63,7 +64,7 @@ def open_root(
         jobs=jobs,
         media=MediaLayout(config.media_path, faults=faults),
         hasher=PasswordHasher() if hasher is None else hasher,
-        hash_limiter=trio.CapacityLimiter(HASHES_AT_ONCE),
+        hashing=Offload(HASHES_AT_ONCE),
         scheduler=SchedulerHandle(scheduler_inbox, SchedulerView()),
         downloads=downloads,
     )
