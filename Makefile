@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test lint unit demo bench bench-nginx chaos clean
+.PHONY: test check lint unit demo bench bench-nginx chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: lint unit
+
+# The fast loop: lint, types, and the tests that start no process or server (under a minute).
+check: lint $(STAMP)
+	$(PY) -m pytest -q -m "not process"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

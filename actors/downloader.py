@@ -27,7 +27,7 @@ import trio
 
 from actors import downloader_json as parse
 from actors.downloader_json import AlbumMeta, ArtistMeta
-from actors.downloader_stream import MediaBody, read_capped
+from actors.downloader_stream import MediaBody, Sink, read_capped
 from actors.failures import (
     DownloaderBadRequest,
     DownloaderConnectionError,
@@ -38,7 +38,7 @@ from actors.failures import (
     DownloaderTimeout,
 )
 from storage.catalog import TrackRecord
-from storage.ids import is_content_id
+from storage.ids import is_content_id, is_image_id
 
 __all__ = ["AlbumMeta", "ArtistMeta", "DownloaderClient", "MediaBody"]
 
@@ -189,6 +189,22 @@ class DownloaderClient:
         path = f"/artist/{_valid_id(artist_id, 'artist')}"
         return parse.parse_artist(await self._get_json(path), artist_id)
 
+    async def image(self, image_id: str, max_bytes: int) -> tuple[str, bytes]:
+        """An image's media type and bytes, read into memory (at most `max_bytes`), for the
+        API to pass on to a client; bounded as a whole by the timeout. Only an image id ever
+        reaches the URL: the daemon fetches nothing else on a client's behalf."""
+        if not is_image_id(image_id):
+            raise DownloaderBadRequest(f"not an image id: {image_id[:64]!r}")
+        path = f"/image/{image_id}"
+        with trio.move_on_after(self.timeout) as deadline:
+            async with self._open(path) as response:
+                body = MediaBody(response, path, max_bytes)
+                parts: list[bytes] = []
+                await body.receive(_appending(parts))
+        if deadline.cancelled_caught:
+            raise self._too_long(path)
+        return body.media_type, b"".join(parts)
+
     @asynccontextmanager
     async def media(self, path: str, max_bytes: int) -> AsyncIterator[MediaBody]:
         """A media body on its way (see `MediaBody`), for the block to receive.
@@ -201,6 +217,13 @@ class DownloaderClient:
                 yield MediaBody(response, path, max_bytes)
         if deadline.cancelled_caught:
             raise self._too_long(path)
+
+
+def _appending(parts: list[bytes]) -> Sink:
+    async def append(chunk: bytes) -> None:
+        parts.append(chunk)
+
+    return append
 
 
 def _decode(body: bytes, path: str) -> Any:

@@ -122,9 +122,7 @@ async def create_user(data: CreateUserBody) -> tuple[Response, int]:
             raise UserExists(f"user {handle!r} already exists")
         pw_hash = None
         if data.password is not None:
-            pw_hash = await trio.to_thread.run_sync(
-                root().hasher.hash, data.password, limiter=root().hash_limiter
-            )
+            pw_hash = await root().hashing.run(root().hasher.hash, data.password)
         user = await users.db.run(users.create_user, handle, roles, pw_hash=pw_hash)
     fire_user_created(root().scheduler.inbox)
     return jsonify(user_json(user)), 201

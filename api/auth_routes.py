@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets
 
-import trio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from quart import Blueprint, Response, g, jsonify
@@ -44,7 +43,7 @@ def _verify(hasher: PasswordHasher, pw_hash: str, password: str) -> bool:
 @json_body(LoginBody)
 async def login(data: LoginBody) -> tuple[Response, int]:
     state = api_state()
-    users, hasher, limiter = state.root.users, state.root.hasher, state.root.hash_limiter
+    users, hasher, hashing = state.root.users, state.root.hasher, state.root.hashing
     client = current_client()
     wait = state.throttle.retry_after(client.address, data.user_handle)
     if wait is not None:
@@ -53,13 +52,13 @@ async def login(data: LoginBody) -> tuple[Response, int]:
         )
     found = await users.db.run(users.password_hash, data.user_handle)
     pw_hash = found[1] if found else await state.decoy.get()
-    ok = await trio.to_thread.run_sync(_verify, hasher, pw_hash, data.password, limiter=limiter)
+    ok = await hashing.run(_verify, hasher, pw_hash, data.password)
     if not ok or found is None:
         state.throttle.failed(client.address, data.user_handle)
         raise ApiError(401, "wrong user handle or password", "INVALID_CREDENTIALS")
     user = found[0]
     if hasher.check_needs_rehash(pw_hash):
-        new_hash = await trio.to_thread.run_sync(hasher.hash, data.password, limiter=limiter)
+        new_hash = await hashing.run(hasher.hash, data.password)
         await users.db.run(users.rehash_password, user.id, new_hash)
     token = secrets.token_urlsafe(32)
     device = data.model_dump(include={"device_uuid", "device_type", "device_name"})

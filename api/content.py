@@ -1,8 +1,11 @@
 """Catalog content (SPEC §5): artist, album, track and image metadata, image and audio files.
 
 Every id is validated before it reaches a query or a path (400 `INVALID_ID`); routes take the rest
-of the path (`<path:…>`) so even `../x` gets that 400 instead of a routing 404. Files stream from
-disk in chunks through the app's file body (trio file I/O), never read whole. Only a single
+of the path (`<path:…>`) so even `../x` gets that 400 instead of a routing 404. Files are read in
+the media folder's worker threads (`storage.files.MediaRead`): one call opens the file, stats it
+and reads the requested span, or its first 1 MiB when the span is longer, and the body sends
+what each call read; a player's range so costs one thread round trip, a whole file one per MiB,
+and no file is ever held in memory whole. Only a single
 `bytes` range is honoured: other units, several ranges, a malformed header or any `If-Range`
 (no validators are issued to match it against) get the whole file, as RFC 9110 allows; a range
 starting past the end is 416. Successful responses carry `Cache-Control: max-age=<config>`.
@@ -13,7 +16,7 @@ once the integrity watchdog has given up on its audio (SPEC §8.9).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +27,23 @@ from api.auth import requires
 from api.context import root
 from api.errors import ApiError
 from storage import catalog_read
-from storage.files import AUDIO_MEDIA_TYPES
+from storage.files import AUDIO_MEDIA_TYPES, CLEANUP_S, MediaRead
 from storage.ids import InvalidId, content_id, image_id
+from storage.offload import Offload
 from storage.queue import ContentType
 from storage.users import Permission
 
 blueprint = Blueprint("content", __name__, url_prefix="/v1/content")
-CHUNK = 64 * 1024
 # Digits capped so a hostile header cannot ask int() for a huge conversion.
 _BYTE_RANGE = re.compile(r"(\d{0,19})-(\d{0,19})", re.ASCII)
 
 
 class RangeNotSatisfiable(Exception):
     """No byte of the file lies in the requested range."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"no byte of a {size}-byte file lies in the range")
+        self.size = size
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -51,13 +58,13 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not first:
         suffix = int(last)
         if suffix == 0 or size == 0:
-            raise RangeNotSatisfiable
+            raise RangeNotSatisfiable(size)
         return max(size - suffix, 0), size
     begin = int(first)
     if last and int(last) < begin:
         return None  # invalid, so ignored like any malformed header
     if begin >= size:
-        raise RangeNotSatisfiable
+        raise RangeNotSatisfiable(size)
     return begin, size if not last else min(int(last) + 1, size)
 
 
@@ -110,38 +117,46 @@ async def _with_availability(
     return await _metadata(read, content_id, raw, kind)
 
 
-def _open_media(body_class: Any, path: Path, root: Path) -> Any:
-    """The file body for a media path; a symlink or a path leaving the media root is "absent"."""
-    if path.is_symlink() or not path.resolve().is_relative_to(root.resolve()):
-        raise FileNotFoundError(path)
-    return body_class(path, buffer_size=CHUNK)
+async def _pieces(read: MediaRead, offload: Offload) -> AsyncIterator[bytes]:
+    """The body: the piece the first call read, then one call per further piece. A body
+    stopped early (the listener gone) closes its file."""
+    try:
+        first, read.first = read.first, b""
+        if first:
+            yield first
+        while read.remaining:
+            yield await offload.run(read.next_piece)
+    finally:
+        if read.remaining:
+            with trio.move_on_after(CLEANUP_S, shield=True):
+                await offload.run(read.close)
 
 
 async def _send_file(path: Path, mimetype: str, what: str) -> Response:
-    """Stream a file (or the requested range of it); 404 if it is not on disk."""
-    body_class = current_app.response_class.file_body_class
-    media_root = root().media.root
+    """Send a file (or the requested range of it); 404 if it is not on disk."""
+    media = root().media
+    header = None if "If-Range" in request.headers else request.headers.get("Range")
+
+    def span(size: int) -> tuple[int, int]:
+        return byte_range(header, size) or (0, size)
+
     try:
-        # Construction stats the file; keep that syscall off the event loop too.
-        body = await trio.to_thread.run_sync(lambda: _open_media(body_class, path, media_root))
+        read = await media.offload.run(MediaRead.open, media.root, path, span)
+    except RangeNotSatisfiable as exc:
+        raise ApiError(
+            416, "requested range not satisfiable", headers={"Content-Range": f"bytes */{exc.size}"}
+        ) from None
     except OSError:
         raise ApiError(404, f"{what} file not found", "NOT_FOUND") from None
-    size = body.size
-    header = None if "If-Range" in request.headers else request.headers.get("Range")
-    try:
-        span = byte_range(header, size)
-    except RangeNotSatisfiable:
-        raise ApiError(
-            416, "requested range not satisfiable", headers={"Content-Range": f"bytes */{size}"}
-        ) from None
-    response = current_app.response_class(body, mimetype=mimetype)
+    # The same pure function of the header and the size as in the worker: was it a range?
+    ranged = byte_range(header, read.size) is not None
+    response = current_app.response_class(
+        _pieces(read, media.offload), status=206 if ranged else 200, mimetype=mimetype
+    )
     response.headers["Accept-Ranges"] = "bytes"
-    response.content_length = size
-    if span is not None:
-        body.begin, body.end = span
-        response.status_code = 206
-        response.content_length = body.end - body.begin
-        response.headers["Content-Range"] = f"bytes {body.begin}-{body.end - 1}/{size}"
+    response.content_length = read.end - read.begin
+    if ranged:
+        response.headers["Content-Range"] = f"bytes {read.begin}-{read.end - 1}/{read.size}"
     return _cached(response)
 
 

@@ -13,13 +13,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import trio
 from argon2 import PasswordHasher
 from quart import Quart, current_app
 
 from api.errors import ApiError
 from api.throttle import LoginThrottle
 from daemon.root import Downloads, Root
+from storage.offload import Offload
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 EXTENSION = "pezzottify"
@@ -30,16 +30,14 @@ class DecoyHash:
     made by the server's own hasher, so it costs what the users' hashes cost, at the first
     login that needs it."""
 
-    def __init__(self, hasher: PasswordHasher, limiter: trio.CapacityLimiter) -> None:
+    def __init__(self, hasher: PasswordHasher, hashing: Offload) -> None:
         self._hasher = hasher
-        self._limiter = limiter
+        self._hashing = hashing
         self._hash: str | None = None
 
     async def get(self) -> str:
         if self._hash is None:
-            self._hash = await trio.to_thread.run_sync(
-                self._hasher.hash, secrets.token_urlsafe(16), limiter=self._limiter
-            )
+            self._hash = await self._hashing.run(self._hasher.hash, secrets.token_urlsafe(16))
         return self._hash
 
 
@@ -51,7 +49,7 @@ class ApiState:
 
 
 def install(app: Quart, root: Root, throttle: LoginThrottle) -> None:
-    app.extensions[EXTENSION] = ApiState(root, throttle, DecoyHash(root.hasher, root.hash_limiter))
+    app.extensions[EXTENSION] = ApiState(root, throttle, DecoyHash(root.hasher, root.hashing))
 
 
 def api_state() -> ApiState:

@@ -13,6 +13,7 @@ requests by type (a discography request counts once, however many albums it queu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -27,6 +28,7 @@ from api.context import downloads_route, require_downloads, root
 from api.errors import ApiError
 from api.schemas import Query, StrictBody, json_body, page_limit
 from storage.ids import InvalidId, content_id
+from storage.ids import image_id as image_id_of
 from storage.queue import Rejection, Status, UserLimitStatus, now
 from storage.users import Permission
 
@@ -35,6 +37,7 @@ T = TypeVar("T")
 
 MAX_OFFSET = 10**12  # keeps OFFSET an SQLite integer
 SEARCH_LIMIT = 20
+MAX_SEARCH_IMAGE_BYTES = 10 * 1024**2  # a cover or a portrait shown beside a search result
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 REJECTIONS = {
     Rejection.IN_CATALOG: (409, "ALREADY_IN_CATALOG", "the album is already in the catalog"),
@@ -95,13 +98,31 @@ async def _marked(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "type": r.get("type"),
             "name": r.get("name"),
             "artist_name": r.get("artist_name"),
-            "image_url": r.get("image_url"),
+            "image_url": _reachable(r.get("image_url")),
             "year": r.get("year"),
             "in_catalog": r["id"] in in_catalog,
             "in_queue": r["id"] in in_queue,
         }
         for r in results
     ]
+
+
+# A search result's image on the downloader, as its `/search` names it (SPEC §12.1).
+_DOWNLOADER_IMAGE = re.compile(r"/image/([0-9a-f]{40})")
+
+
+def _reachable(url: str | None) -> str | None:
+    """A search result's `image_url` as the daemon's clients can load it (SPEC §12.1): an
+    absolute http(s) URL as given; the downloader's `/image/{id}` as this API's
+    `/v1/download/image/{id}`; anything else (another path on the downloader, which clients
+    cannot reach and this API does not relay) as null."""
+    if url is None:
+        return None
+    if url.startswith(("https://", "http://")):
+        return url
+    if (found := _DOWNLOADER_IMAGE.fullmatch(url)) is not None:
+        return f"{blueprint.url_prefix}/image/{found.group(1)}"
+    return None
 
 
 def _rate_limited(limits: UserLimitStatus, **extra: Any) -> ApiError:
@@ -137,6 +158,26 @@ async def discography(artist_id: str) -> dict[str, Any]:
     found = await _from_downloader(require_downloads().downloader.discography(valid))
     artist, *albums = await _marked([found["artist"], *found["albums"]])
     return {"artist": artist, "albums": albums}
+
+
+@blueprint.get("/image/<path:image_id>")
+@requires(Permission.RequestContent)
+@downloads_route
+async def search_image(image_id: str) -> Response:
+    """A search result's image, relayed from the downloader by its id (and nothing else: this
+    is never a fetch of an arbitrary URL). 400 for a bad id, 404 for one the downloader does not
+    know, 502 if it fails or sends something that is not an image."""
+    try:
+        ident = image_id_of(image_id)
+    except InvalidId as exc:
+        raise ApiError(400, str(exc), "INVALID_ID") from None
+    downloader = require_downloads().downloader
+    media_type, body = await _from_downloader(downloader.image(ident, MAX_SEARCH_IMAGE_BYTES))
+    if not media_type.startswith("image/"):
+        raise ApiError(502, "the downloader did not send an image", "DOWNLOADER_ERROR")
+    response = Response(body, content_type=media_type)
+    response.headers["Cache-Control"] = f"max-age={root().config.content_cache_age_sec}"
+    return response
 
 
 @blueprint.post("/request/album")

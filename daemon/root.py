@@ -27,6 +27,7 @@ from daemon.metrics import Metrics
 from storage.catalog import CatalogStore
 from storage.files import MediaLayout
 from storage.jobs import JobStore
+from storage.offload import Offload
 from storage.queue import QueueAdminStore, QueueStore, RequestStore
 from storage.users import UserStore
 
@@ -59,7 +60,7 @@ class Root:
     jobs: JobStore
     media: MediaLayout
     hasher: PasswordHasher
-    # Argon2 costs ~64 MiB and tens of ms per hash: this bounds how many run at once.
-    hash_limiter: trio.CapacityLimiter
+    # Argon2 hashing, off the event loop: ~64 MiB and tens of ms per hash, so at most two at once.
+    hashing: Offload
     scheduler: SchedulerHandle
     downloads: Downloads | None

@@ -22,6 +22,7 @@ from storage.catalog import CatalogStore
 from storage.db import Database
 from storage.files import Faults, MediaLayout, no_faults
 from storage.jobs import JobStore
+from storage.offload import Offload
 from storage.queue import MIGRATIONS, QueueAdminStore, QueueStore, RequestStore
 from storage.users import UserStore
 
@@ -60,7 +61,7 @@ def open_root(
         jobs=jobs,
         media=MediaLayout(config.media_path, faults=faults),
         hasher=PasswordHasher() if hasher is None else hasher,
-        hash_limiter=trio.CapacityLimiter(HASHES_AT_ONCE),
+        hashing=Offload(HASHES_AT_ONCE),
         scheduler=SchedulerHandle(scheduler_inbox, SchedulerView()),
         downloads=downloads,
     )

@@ -10,10 +10,17 @@ name, plus at most a `.part` file that the startup sweep removes.
 into batches and hands each batch, then the publishing, to the media folder's `Offload` (worker
 threads; a call that has begun runs to its end). Disk errors leave as `OSError`, for the caller
 to translate. A `Faults` hook, given by the crash tests, is called at each step of publishing.
+
+`MediaRead` is the other way: a span of a file being served, read in pieces of at most
+`READ_PIECE_BYTES`, each piece one blocking call for the caller to run in the same `Offload`.
+The first call opens the file, stats it, chooses the span from its size and reads the first
+piece; a span that fits in one piece (a player's range) costs that one call, and the file is
+closed before it returns.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 from collections.abc import Callable
@@ -38,6 +45,9 @@ PART_SUFFIX = ".part"
 # memory (a smaller body is written and published in one call).
 WRITE_BATCH_BYTES = 1024 * 1024
 CLEANUP_S = 5.0
+# Bytes of a file read by one call while serving it: a player's range (256 KiB to 1 MiB) in one
+# thread round trip, and a whole file in as many as it takes, with one piece in memory.
+READ_PIECE_BYTES = 1024 * 1024
 
 # Called with the name of each step of publishing a file and of recording a completion
 # ("after_write", "after_fsync", "after_rename", "after_dirfsync", "before_commit",
@@ -181,6 +191,77 @@ class MediaFile:
         data = b"".join(self._batch)
         self._batch, self._batched = [], 0
         return data
+
+
+class MediaRead:
+    """A span of a media file being read, piece by piece (blocking calls; see the module
+    docstring). The file stays open between pieces, so a file replaced meanwhile (a download
+    publishing a new version) is still read whole, as it was when the first piece was read.
+
+    `open` reads the first piece; while `remaining`, `next_piece` reads the next, and the call
+    that reads the last closes the file. `close` is for a reader that stops early (a file
+    object left open is closed when it is dropped, as a last resort).
+    """
+
+    def __init__(self, path: Path, file: io.FileIO, size: int, span: tuple[int, int]) -> None:
+        self.path = path
+        self.size = size  # of the whole file
+        self.begin, self.end = span
+        self.first = b""
+        self._file: io.FileIO | None = file
+        self._offset = self.begin
+
+    @classmethod
+    def open(cls, root: Path, path: Path, span: Callable[[int], tuple[int, int]]) -> MediaRead:
+        """Open `path`, stat it, take `span(size)` as the `[begin, end)` to read (what it raises
+        leaves, the file closed) and read the first piece into `first`. A symlink, or a path
+        whose folder leads outside `root`, raises FileNotFoundError: the file is absent."""
+        if not inside(root, path.parent):
+            raise FileNotFoundError(path)
+        # O_NOFOLLOW: a symlink planted in place of the file is refused, not followed.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        file = io.FileIO(os.open(path, flags), "rb")
+        try:
+            size = os.fstat(file.fileno()).st_size
+            read = cls(path, file, size, span(size))
+            read.first = read.next_piece()
+        except BaseException:
+            file.close()
+            raise
+        return read
+
+    @property
+    def remaining(self) -> int:
+        """Bytes of the span not read yet."""
+        return self.end - self._offset
+
+    def next_piece(self) -> bytes:
+        """The next `READ_PIECE_BYTES` of the span at most; closes the file after the last.
+        Raises OSError if the file is now shorter than the span (it is never truncated in
+        place: new versions are renamed over it)."""
+        if self._file is None:
+            raise ValueError(f"{self.path} is closed")
+        want = min(self.remaining, READ_PIECE_BYTES)
+        data = os.pread(self._file.fileno(), want, self._offset) if want else b""
+        if len(data) < want:
+            self.close()
+            raise OSError(f"{self.path} ended before its size")
+        self._offset += want
+        if not self.remaining:
+            self.close()
+        return data
+
+    def close(self) -> None:
+        if self._file is not None:
+            file, self._file = self._file, None
+            file.close()
+
+
+def inside(root: Path, folder: Path) -> bool:
+    """True if `folder`, symlinks resolved, is `root` or lies within it (blocking: it reads
+    the links)."""
+    base, real = os.path.realpath(root), os.path.realpath(folder)
+    return real == base or real.startswith(os.path.join(base, ""))
 
 
 def fsync_dir(path: Path) -> None:

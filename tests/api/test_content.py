@@ -17,6 +17,7 @@ from bench.seed import synthetic_bundles
 from daemon.config import Config
 from daemon.root import Root
 from daemon.services import close_root
+from storage import files
 from storage.queue import ContentType, ErrorType
 from tests.conftest import login, make_user, open_test_root
 from tests.support.queue_rows import BASE, insert
@@ -326,3 +327,51 @@ async def test_any_text_id_is_400_or_404_never_500(
 
     await trio.to_thread.run_sync(property_holds)
     assert len(answers) >= 50
+
+
+@pytest.fixture
+def long_track(root: Root, seeded: dict[str, str]) -> bytes:
+    """The seeded track's audio replaced by 2.5 pieces' worth of bytes that differ everywhere."""
+    piece = files.READ_PIECE_BYTES
+    audio = b"".join(n.to_bytes(4, "big") for n in range(piece * 5 // 8))
+    root.media.audio_path(seeded["track"], "flac").write_bytes(audio)
+    return audio
+
+
+@pytest.mark.parametrize(
+    ("header", "span"),
+    [
+        (None, (0, None)),  # the whole file: three reads
+        ("bytes=1000-", (1000, None)),
+        ("bytes=1048570-1048579", (1048570, 1048580)),  # across the first boundary
+        ("bytes=2-2097153", (2, 2097154)),  # 2 MiB from an odd offset
+        ("bytes=-5", (-5, None)),
+    ],
+)
+async def test_long_files_and_ranges_are_sent_whole_in_pieces(
+    client: Any,
+    user_headers: dict[str, str],
+    seeded: dict[str, str],
+    long_track: bytes,
+    header: str | None,
+    span: tuple[int, int | None],
+) -> None:
+    extra = {"Range": header} if header else {}
+    r = await get(client, f"/v1/content/stream/{seeded['track']}", user_headers, **extra)
+    expected = long_track[span[0] : span[1]]
+    assert r.status_code == (206 if header else 200)
+    assert int(r.headers["Content-Length"]) == len(expected)
+    assert await r.get_data() == expected
+
+
+async def test_empty_file_is_an_empty_body(
+    client: Any, user_headers: dict[str, str], seeded: dict[str, str], root: Root
+) -> None:
+    root.media.audio_path(seeded["track"], "flac").write_bytes(b"")
+    r = await get(client, f"/v1/content/stream/{seeded['track']}", user_headers)
+    assert r.status_code == 200
+    assert r.headers["Content-Length"] == "0"
+    assert await r.get_data() == b""
+    r = await get(client, f"/v1/content/stream/{seeded['track']}", user_headers, Range="bytes=0-")
+    assert r.status_code == 416
+    assert r.headers["Content-Range"] == "bytes */0"

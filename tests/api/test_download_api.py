@@ -32,6 +32,7 @@ ARTIST = "ArtistArtistArtistAr01"
 CATALOG_ALBUM = synthetic_id("L", 0)
 CATALOG_ARTIST = synthetic_id("R", 0)
 ALBUMS = [f"AlbumAlbumAlbumAlbum{n:02d}" for n in range(1, 5)]
+COVER = "c0" * 20
 UNKNOWN = "Z" * 22
 ROUTES = [
     ("GET", "/v1/download/search?q=x", None),
@@ -45,8 +46,11 @@ ROUTES = [
 ]  # fmt: skip
 
 
-def result(content: str, kind: str = "album", name: str = "Name") -> dict[str, Any]:
-    return {"id": content, "type": kind, "name": name, "artist_name": "Band", "year": 2001}
+def result(
+    content: str, kind: str = "album", name: str = "Name", image_url: str | None = None
+) -> dict[str, Any]:
+    found = {"id": content, "type": kind, "name": name, "artist_name": "Band", "year": 2001}
+    return found if image_url is None else found | {"image_url": image_url}
 
 
 class Upstream:
@@ -64,6 +68,15 @@ class Upstream:
         if path == "/search":
             if request.url.params["q"] == "garbage":
                 return httpx.Response(200, content=b"{not json")
+            if request.url.params["q"] == "pictures":
+                urls = [
+                    f"/image/{COVER}",
+                    "https://cdn.example/a.jpg",
+                    "/covers/x.jpg",
+                    "/image/XY",
+                ]
+                found = [result(a, image_url=u) for a, u in zip(ALBUMS, urls, strict=True)]
+                return httpx.Response(200, json={"results": found})
             if request.url.params["type"] == "artist":
                 found = [result(CATALOG_ARTIST, "artist"), result(ARTIST, "artist")]
             else:
@@ -159,6 +172,17 @@ def my_requests(root: Root, user: str) -> list[dict[str, Any]]:
 
 
 # -- search ------------------------------------------------------------------------------------
+
+
+async def test_search_images_are_given_as_urls_a_client_can_load(
+    client: Any, alice: dict[str, str], upstream: Upstream
+) -> None:
+    """SPEC §12.1: the downloader's `/image/{id}` becomes this API's route, an absolute URL
+    passes as it is, and any other path (which a client could not load) becomes null."""
+    r = await client.get("/v1/download/search?q=pictures", headers=alice)
+    assert [x["image_url"] for x in (await r.get_json())["results"]] == [
+        f"/v1/download/image/{COVER}", "https://cdn.example/a.jpg", None, None,
+    ]  # fmt: skip
 
 
 async def test_search_marks_catalog_and_queue(

@@ -10,6 +10,8 @@ from bench import __main__ as bench_main
 from bench import queue_scaling
 from bench.common import Row, Stats, Target, alternate, format_table
 
+pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
+
 
 def test_alternation_flips_the_order_and_pairs_the_figures() -> None:
     calls: list[str] = []

@@ -15,6 +15,8 @@ from bench import busy_downloader, services
 from bench.busy_downloader import Drain, figures, union_within
 from fake_downloader import CatalogSpec, build_catalog
 
+pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
+
 
 def _lines(log: Path, count: int) -> list[str]:
     """The log's lines once there are `count` (each is written as its response ends, just

@@ -20,6 +20,8 @@ from storage.catalog import CatalogStore
 from storage.db import Database
 from storage.queue import MIGRATIONS, RequestStore, now
 
+pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
+
 TOY = Shape(albums=30, tracks_per_album=4, artists=7, users=3, failed_albums=2, listener_requests=5)
 
 

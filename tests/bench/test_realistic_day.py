@@ -11,6 +11,8 @@ import trio
 from bench import day_load, realistic_day
 from bench.day_load import Pacing, Plan
 
+pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
+
 
 async def _answer(stream: trio.SocketStream, heads: list[str]) -> None:
     """A loopback server that notes each request's head and answers 200 with no body."""

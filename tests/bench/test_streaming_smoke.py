@@ -10,6 +10,8 @@ import pytest
 from bench import streaming
 from bench.stream_load import Player
 
+pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
+
 
 def test_a_buffer_that_runs_empty_is_a_stall_and_one_kept_ahead_is_not() -> None:
     rate = 100.0

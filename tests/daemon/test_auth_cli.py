@@ -17,6 +17,8 @@ from storage.users import Permission, Role, UserStore
 from tests.conftest import login
 from tests.support.process import run_cli
 
+pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
+
 PASSWORD = "correct horse"
 
 

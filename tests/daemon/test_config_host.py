@@ -16,6 +16,8 @@ import pytest
 from daemon.config import ConfigError, load_config
 from tests.support.process import run_cli
 
+pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
+
 UNRESOLVABLE = ("999.1.1.1", "nohost.invalid")
 NOT_HERE = "192.0.2.1"
 

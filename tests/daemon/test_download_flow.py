@@ -20,6 +20,8 @@ from fake_downloader.payloads import album_year
 from tests.reliability.invariants import queue_items
 from tests.support.live import Live, daemon, fake
 
+pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
+
 SPEC = CatalogSpec(
     seed=12, artists=3, albums_per_artist=3, tracks_per_album=3, audio_bytes=24 * 1024,
     image_bytes=2048,
@@ -92,14 +94,25 @@ async def test_search_album_discography_and_repair_on_either_shape(
         (hit,) = await search(live, FAKE.album_names[0], "album")
         assert hit == {
             "id": FAKE.album_ids[0], "type": "album", "name": FAKE.album_names[0],
-            "artist_name": FAKE.artist_names[0], "image_url": f"/image/{FAKE.cover_ids[0]}",
+            "artist_name": FAKE.artist_names[0],
+            "image_url": f"/v1/download/image/{FAKE.cover_ids[0]}",
             "year": album_year(FAKE, 0), "in_catalog": False, "in_queue": False,
         }  # fmt: skip
         (artist_hit,) = await search(live, FAKE.artist_names[1], "artist")
         assert (artist_hit["id"], artist_hit["type"], artist_hit["name"]) == (
             FAKE.artist_ids[1], "artist", FAKE.artist_names[1],
         )  # fmt: skip
-        assert artist_hit["image_url"] == f"/image/{FAKE.portrait_ids[1]}"
+        assert artist_hit["image_url"] == f"/v1/download/image/{FAKE.portrait_ids[1]}"
+        # The image a search names is reachable through the daemon, and nothing else is.
+        cover = await live.http.get(hit["image_url"])
+        assert cover.status_code == 200, cover.text
+        assert cover.headers["content-type"] == "image/jpeg"
+        assert cover.content == image_bytes(SPEC, FAKE.cover_ids[0])
+        unknown = await live.http.get(f"/v1/download/image/{'0' * 40}")
+        assert (unknown.status_code, unknown.json()["code"]) == (404, "NOT_FOUND")
+        for probe in ("http://127.0.0.1:9/x", "..%2F..%2Fetc%2Fpasswd", "ABC"):
+            refused = await live.http.get(f"/v1/download/image/{probe}")
+            assert (refused.status_code, refused.json()["code"]) == (400, "INVALID_ID"), probe
 
         # An album, end to end: every track and image on disk, each image fetched once.
         await live.request(0)

@@ -8,8 +8,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.process import DaemonProcess, run_cli
+
+pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
 
 
 def test_server_auth_cli_login_metrics_and_sigterm(tmp_path: Path) -> None:

@@ -6,10 +6,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from bench.seed import synthetic_bundles
 from storage.catalog import CatalogStore
 from tests.support.process import DaemonProcess, run_cli
+
+pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
 
 
 def seed_catalog(db_dir: Path) -> list[str]:

@@ -13,6 +13,8 @@ import trio
 
 from fake_downloader.main import _knobs, _spec, build_parser, main
 
+pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

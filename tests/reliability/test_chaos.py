@@ -36,6 +36,8 @@ from tests.reliability.harness import (
 )
 from tests.reliability.invariants import audit_entries, check_safe, check_settled
 
+pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
+
 SPEC = CatalogSpec(
     seed=11, artists=4, albums_per_artist=2, tracks_per_album=3, audio_bytes=32 * 1024,
     image_bytes=8 * 1024,

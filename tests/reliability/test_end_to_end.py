@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from fake_downloader import CatalogSpec, audio_bytes
 from tests.reliability.harness import rig, running_fake
+
+pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
 
 SPEC = CatalogSpec(
     seed=11,

@@ -31,6 +31,8 @@ from tests.support.live import Live, until
 from tests.support.live import daemon as live_daemon
 from tests.support.live import fake as live_fake
 
+pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
+
 SPEC = CatalogSpec(
     seed=21, artists=2, albums_per_artist=2, tracks_per_album=3, audio_bytes=48 * 1024,
     image_bytes=4096,

@@ -37,6 +37,8 @@ from tests.reliability.invariants import (
 )
 from tests.support.process import DaemonProcess, wait_until
 
+pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
+
 # Tracks of 2 MiB: the processor keeps the first MiB of a body in memory, so a temporary
 # file exists from then on (after 2 s with SLOW, 0.7 s with MEDIUM).
 SPEC = CatalogSpec(

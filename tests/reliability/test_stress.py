@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 from bench.seed import synthetic_bundles
 from fake_downloader import CatalogSpec, build_catalog
@@ -35,6 +36,8 @@ from tests.reliability.invariants import (
     rows,
 )
 from tests.support.process import DaemonProcess
+
+pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
 
 SPEC = CatalogSpec(
     seed=31, artists=25, albums_per_artist=3, tracks_per_album=2, audio_bytes=16 * 1024,

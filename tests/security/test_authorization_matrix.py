@@ -43,6 +43,7 @@ from tests.security.routes import (
 DOCUMENTED_5XX: dict[str, frozenset[int]] = {
     "/v1/download/search": frozenset({502}),
     "/v1/download/search/discography/<path:artist_id>": frozenset({502}),
+    "/v1/download/image/<path:image_id>": frozenset({502}),
     "/v1/download/request/discography": frozenset({502}),
 }
 MALFORMED_JSON = b'{"user_handle": '

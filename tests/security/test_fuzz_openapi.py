@@ -33,6 +33,8 @@ from storage.users import Permission, Role, UserStore
 from tests.conftest import FAST_HASHER
 from tests.support.process import DaemonProcess
 
+pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
+
 FUZZER, PASSWORD = "fuzz-admin", "fuzz-password"
 EXAMPLES = {GenerationMode.POSITIVE: 12, GenerationMode.NEGATIVE: 6}
 EXCLUDED = ("/v1/auth/logout",)
