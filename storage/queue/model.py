@@ -161,9 +161,58 @@ ITEM_FIELDS = (
 )
 
 
+# SPEC §8.2 `failure`: what a failure means to the person who asked, and what they can do. The
+# technical `error_message` stays beside it for admins.
+FAILURES: dict[ErrorType, tuple[str, str]] = {
+    ErrorType.NOT_FOUND: (
+        "The downloader does not have this album or file.",
+        "Search for another edition of the album.",
+    ),
+    ErrorType.BAD_REQUEST: (
+        "The downloader refused the request.",
+        "Search for the album again and request it from the new result.",
+    ),
+    ErrorType.RATE_LIMITED: (
+        "The downloader stayed too busy to answer.",
+        "Request it again later.",
+    ),
+    ErrorType.CONNECTION: (
+        "The downloader could not be reached.",
+        "Request it again later; if it keeps happening, tell the server's admin.",
+    ),
+    ErrorType.TIMEOUT: (
+        "The downloader took too long to answer.",
+        "Request it again later.",
+    ),
+    ErrorType.PARSE: (
+        "The downloader sent something that could not be used (a damaged or unexpected file).",
+        "Request it again later, or search for another edition.",
+    ),
+    ErrorType.STORAGE: (
+        "The server could not save the files: its disk is full or failing.",
+        "Tell the server's admin.",
+    ),
+    ErrorType.UNKNOWN: (
+        "The download failed for an unexpected reason.",
+        "Tell the server's admin.",
+    ),
+}
+
+
+def failure_json(row: Row) -> dict[str, str] | None:
+    """`{reason, hint}` for a FAILED item, from its error type (an album that failed through
+    its children carries its last failed child's); None otherwise."""
+    if row["status"] != Status.FAILED.value:
+        return None
+    reason, hint = FAILURES[ErrorType(row["error_type"] or ErrorType.UNKNOWN.value)]
+    if row["content_type"] == ContentType.ALBUM.value and row["children_created"]:
+        reason = "Some of the album's tracks or images could not be downloaded. " + reason
+    return {"reason": reason, "hint": hint}
+
+
 def item_json(row: Row) -> dict[str, Any]:
     """The QueueItem JSON of SPEC §8.2, without `progress`/`queue_position`/`children`."""
-    return {name: row[name] for name in ITEM_FIELDS}
+    return {**{name: row[name] for name in ITEM_FIELDS}, "failure": failure_json(row)}
 
 
 def progress_json(counts: dict[str, int]) -> dict[str, int] | None:

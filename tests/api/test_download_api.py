@@ -24,7 +24,8 @@ from bench.seed import synthetic_bundles, synthetic_id
 from daemon.config import Config, DownloadManagerConfig
 from daemon.root import Root
 from daemon.services import close_root
-from storage.queue import RequestStore, now
+from storage.queue import ErrorType, RequestStore, now
+from storage.queue.model import FAILURES
 from storage.users import Permission, Role
 from tests.conftest import login, make_user, open_test_root
 
@@ -437,6 +438,32 @@ async def test_my_requests_shows_own_items_newest_first_with_stats(
     assert len((await r.get_json())["requests"]) == 1
     r = await client.get("/v1/download/my-requests?status=FAILED", headers=alice)
     assert (await r.get_json())["requests"] == []
+
+
+@pytest.mark.parametrize("error_type", list(ErrorType))
+async def test_a_failure_is_told_in_words_with_the_technical_message_beside(
+    client: Any, alice: dict[str, str], root: Root, error_type: ErrorType
+) -> None:
+    """SPEC §8.2 `failure`: every error type reads as a reason and a hint for a person; an
+    album that failed through its children says so; anything not FAILED has none."""
+    failed = (await (await request_album(client, alice, ALBUMS[0])).get_json())["request_id"]
+    waiting = (await (await request_album(client, alice, ALBUMS[1])).get_json())["request_id"]
+    with store(root).db.write() as conn:
+        conn.execute(
+            """UPDATE queue_items SET status = 'FAILED', error_type = ?, children_created = 1,
+                error_message = '1 of 3 children failed' WHERE id = ?""",
+            (error_type.value, failed),
+        )
+    r = await client.get("/v1/download/my-requests", headers=alice)
+    items = {item["id"]: item for item in (await r.get_json())["requests"]}
+    reason, hint = FAILURES[error_type]
+    assert items[failed]["failure"] == {
+        "reason": "Some of the album's tracks or images could not be downloaded. " + reason,
+        "hint": hint,
+    }
+    assert items[failed]["error_message"] == "1 of 3 children failed"  # kept for admins
+    assert items[waiting]["failure"] is None
+    assert error_type.value not in reason.lower() and error_type.value not in hint.lower()
 
 
 @pytest.mark.parametrize(
