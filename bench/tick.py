@@ -43,13 +43,13 @@ class FixedTickProcessor(Processor):
 
     _next_tick: float | None = None
 
-    async def _claim(self, most: int = 1) -> list[sqlite3.Row]:
+    async def _claim(self) -> sqlite3.Row | None:
         interval = self.config.process_interval_secs
         if self._next_tick is None:
             self._next_tick = trio.current_time()
         await trio.sleep_until(self._next_tick)
         self._next_tick += interval
-        return await super()._claim(most=1)
+        return await super()._claim()
 
     async def _wait_for_work(self) -> None:
         """The next tick is the only wake-up."""

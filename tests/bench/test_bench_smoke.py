@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench import __main__ as bench_main
-from bench import queue_scaling
+from bench import queue_scaling, tick
 from bench.common import Row, Stats, Target, alternate, format_table
 
 pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
@@ -49,6 +49,12 @@ def test_queue_scaling_at_toy_scale_reports_every_row() -> None:
         assert row.ratio.n == queue_scaling.SMOKE.rounds
         assert 0 < row.ratio.low <= row.ratio.median <= row.ratio.high
         assert row.verdict in ("met", "**missed**")
+
+
+def test_tick_at_toy_scale_puts_the_fixed_tick_far_behind_the_continuous_processor() -> None:
+    rows = tick.run(tick.SMOKE)
+    assert [r.benchmark for r in rows] == ["tick", "tick"]
+    assert rows[0].ratio.median > 1  # a tick per item is slower than working back to back
 
 
 def test_a_partial_run_keeps_the_other_rows_and_the_notes(
