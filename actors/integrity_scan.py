@@ -1,11 +1,15 @@
 """The integrity scan of SPEC §8.9, as blocking steps the watchdog runs in worker threads.
 
-Each media folder is listed once (`os.listdir`) and its names handed to SQLite as one JSON array;
-one statement per kind (`CatalogStore.missing_files`) returns only the catalog rows whose file is
-not among them. The comparison thus runs in SQLite's C code, during which the sqlite3 module
-releases the interpreter lock, instead of in Python per row while holding it (see
-`actors.watchdog` for why that matters); normally nothing is missing and almost no Python runs
-per row. Which files count as present:
+Each media folder is read as it is listed (`list_folder`: `os.scandir`, a slice of names at a
+time, each slice one small JSON array) straight into SQLite, which holds the names in a temporary
+table and compares the catalog against it: one store call per kind
+(`CatalogStore.missing_files`) returns only the catalog rows whose file is not among them. The
+comparison thus runs in SQLite's C code, during which the sqlite3 module releases the
+interpreter lock, instead of in Python per row while holding it (see `actors.watchdog` for why
+that matters); normally nothing is missing and almost no Python runs per row. No listing is ever
+held whole in the process: a million-file folder as Python names and one JSON text came to about
+150 MiB at the peak, and glibc kept most of it in the worker threads' arenas after the scan.
+Which files count as present:
 
 - a track has audio iff the catalog records an `audio_format` for it and `audio/<id>.<format>`
   exists: exactly the file the stream route serves. A track never downloaded (format NULL) is
@@ -23,10 +27,10 @@ than `unavailable_recheck_days` ago (`storage.queue_marks`).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,10 +47,9 @@ KINDS: tuple[tuple[ContentType, str, str], ...] = (
 # Bytes a media file's name never holds (ids and extensions are ASCII letters and digits) and
 # JSON would have to escape: controls, quote, backslash, anything not ASCII.
 UNSAFE_NAME_BYTES = bytes(range(0x20)) + b'"\\' + bytes(range(0x80, 0x100))
-# Names turned into JSON text per step. A C call holds the interpreter lock to its end, and a
-# thread that computes keeps it up to the switch interval (5 ms) before another may take it:
-# the listing is encoded in slices of well under a millisecond each, with the lock let go
-# after each one, so the event loop never waits behind the scan for long.
+# Names per slice of a listing: one JSON text of a few dozen KiB, encoded in well under a
+# millisecond with the interpreter lock held, then handed to SQLite, which lets the lock go while
+# it stores the slice, so the event loop never waits behind the scan for long.
 ENCODE_SLICE = 4096
 
 
@@ -54,32 +57,24 @@ MissingRow = tuple[str, str | None]  # (content id, its album ids joined by comm
 
 
 def json_array(names: list[bytes]) -> str:
-    """The names (file names as bytes) as a JSON array of strings, encoded slice by slice
-    (blocking; see `ENCODE_SLICE`)."""
-    parts = []
-    for start in range(0, len(names), ENCODE_SLICE):
-        parts.append(_json_items(names[start : start + ENCODE_SLICE]))
-        time.sleep(0)  # let the interpreter lock go
-    return "[" + ",".join(part for part in parts if part) + "]"
-
-
-def _json_items(names: list[bytes]) -> str:
-    """`json.dumps` of the names without its brackets. When no name needs escaping, as is the
-    case in a media folder, a few calls over one joined string instead of an encoder call per
-    name."""
-    if not names:
-        return ""
+    """`json.dumps` of the names (file names as bytes) as strings. When no name needs
+    escaping, as is the case in a media folder, a few calls over one joined string instead of an
+    encoder call per name."""
     joined = b"/".join(names)  # no name holds a "/"
-    if len(joined.translate(None, UNSAFE_NAME_BYTES)) == len(joined):
-        return '"' + joined.decode("ascii").replace("/", '","') + '"'
-    return json.dumps([os.fsdecode(name) for name in names])[1:-1]
+    if not names or len(joined.translate(None, UNSAFE_NAME_BYTES)) != len(joined):
+        return json.dumps([os.fsdecode(name) for name in names])
+    return '["' + joined.decode("ascii").replace("/", '","') + '"]'
 
 
-def list_folder(folder: Path) -> str:
-    """The names in `folder` as a JSON array (blocking). Raises OSError if the folder is missing:
-    the scan must fail rather than find every file missing. Listed as bytes: no decoding per
-    name."""
-    return json_array(os.listdir(os.fsencode(folder)))
+def list_folder(folder: Path) -> Iterator[str]:
+    """The names in `folder` as JSON arrays of up to `ENCODE_SLICE` names each, read lazily as
+    the folder yields them (blocking), so only one slice is ever held. Raises OSError at the
+    first step if the folder is missing: the scan must fail rather than find every file
+    missing. Listed as bytes: no decoding per name."""
+    with os.scandir(os.fsencode(folder)) as entries:
+        names = (entry.name for entry in entries)
+        while chunk := list(itertools.islice(names, ENCODE_SLICE)):
+            yield json_array(chunk)
 
 
 @dataclass

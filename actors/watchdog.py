@@ -6,22 +6,24 @@ channel, which is what keeps "one scan at a time" true whoever asks. Cancelling 
 request's `cancel` event, and the actor cancels the scan; shutting the daemon down cancels the
 actor (a cancellable actor) and the scan with it.
 
-A scan never blocks the event loop. Each media folder is listed with one `os.listdir` (in the
-media folder's threads, `storage.offload`), and the catalog is compared against the listing by
-one SQLite statement per kind (see `actors.integrity_scan`), which returns only the rows whose
-file is missing. The comparison runs in SQLite's C code, which releases the interpreter lock
-while it steps, so the event loop keeps answering while it runs (`docs/benchmarks.md` has the
-API's latency during a scan). Repairs are queued `batch_size` per transaction.
+A scan never blocks the event loop. For each kind of file, one call in the catalog's worker
+threads reads the media folder slice by slice into SQLite and compares the catalog against it
+(see `actors.integrity_scan`), returning only the rows whose file is missing: the listing is
+input to that one store call, never held whole. SQLite stores the slices and compares in its C
+code, which releases the interpreter lock while it steps, so the event loop keeps answering
+while it runs (`docs/benchmarks.md` has the API's latency during a scan). Every kind is
+compared before anything is queued, so a missing folder fails the scan with nothing queued;
+repairs are then queued `batch_size` per transaction.
 
 Content the watchdog gave up on (a repair failed `not_found`) is not queued again until
 `unavailable_recheck_days` have passed (see `storage.queue.marks`); the scan reads those marks
 with the active items, in one snapshot, and a complete scan drops the marks of files it found
 present.
 
-Cancelling a scan stops its statement within milliseconds: the statement's progress handler
-polls `trio.from_thread.check_cancelled` and interrupts it, and the resulting
-`sqlite3.OperationalError` is turned back into the cancellation (not a failed scan). A listing
-runs to its end (one system call), then the cancellation takes effect.
+Cancelling a scan stops its comparison within milliseconds: the statements' progress handler,
+and the comparison between two slices of the listing, poll `trio.from_thread.check_cancelled`
+and interrupt it, and the resulting `sqlite3.OperationalError` is turned back into the
+cancellation (not a failed scan).
 
 If cancelled, a scan leaves the repairs of the batches already queued (each commits whole) and
 a WATCHDOG_SCAN_STARTED entry without its WATCHDOG_SCAN_COMPLETED.
@@ -123,14 +125,13 @@ class IntegrityWatchdog:
         now = self.clock()
         await self.admin.db.run(self.admin.record_scan_started, now)
         held = await self.admin.db.run(self.admin.repair_filter, now)
-        # Both folders are listed before anything is queued: a missing one fails the scan.
-        listings = {
-            "audio": await self._list(self.media.audio_dir),
-            "images": await self._list(self.media.images_dir),
-        }
+        folders = {"audio": self.media.audio_dir, "images": self.media.images_dir}
+        # Every kind is compared before anything is queued: a missing folder fails the scan.
+        compared = [
+            (ctype, await self._missing(kind, folders[folder])) for ctype, kind, folder in KINDS
+        ]
         state = ScanState(held.active, held.unavailable)
-        for content_type, kind, folder in KINDS:
-            missing = await self._missing(kind, listings[folder])
+        for content_type, missing in compared:
             await self._queue(state, content_type, missing, now)
         # A mark of a file no longer missing (restored, or gone from the catalog) means nothing.
         found = {key: at for key, at in held.marks.items() if key not in state.seen}
@@ -141,16 +142,13 @@ class IntegrityWatchdog:
         log.info("integrity scan: %s", report)
         return report
 
-    async def _list(self, folder: Path) -> str:
-        """The folder's names as a JSON array (one listing, in the media folder's threads)."""
-        return await self.media.offload.run(list_folder, folder)
-
-    async def _missing(self, kind: str, names: str) -> list[MissingRow]:
-        """The catalog's rows of `kind` whose file is not in `names`, by one statement that this
-        task's cancellation interrupts."""
+    async def _missing(self, kind: str, folder: Path) -> list[MissingRow]:
+        """The catalog's rows of `kind` whose file is not in `folder`, by one store call that
+        reads the folder as it compares (in the catalog's worker threads, as its input) and
+        that this task's cancellation interrupts."""
         try:
             rows: list[MissingRow] = await self.catalog.db.run(
-                self.catalog.missing_files, kind, names, _cancel_requested
+                self.catalog.missing_files, kind, list_folder(folder), _cancel_requested
             )
             return rows
         except sqlite3.OperationalError:

@@ -237,15 +237,15 @@ class CatalogStore:
             return read.existing_ids(conn, "artists", ids)
 
     def missing_files(
-        self, kind: str, names: str, stop: Callable[[], bool]
+        self, kind: str, listing: Iterable[str], stop: Callable[[], bool]
     ) -> list[tuple[str, str | None]]:
         """The integrity scan's comparison for one kind (`track_audio`, `album_images`,
         `artist_images`): (content id, album ids joined by commas or None) of each row whose
-        file is not among `names`, a JSON array of the folder's file names, in one statement
-        (see `catalog_read.MISSING_FILES`). `stop` is polled every few milliseconds of SQLite
-        work; True interrupts the statement (sqlite3.OperationalError 'interrupted')."""
+        file is not in `listing`, the folder's file names as JSON arrays, a slice each, read as
+        they come (see `catalog_read.missing_files`). `stop` is polled every few milliseconds of
+        SQLite work; True interrupts it (sqlite3.OperationalError 'interrupted')."""
         with self.db.read() as conn:
-            return read.missing_files(conn, kind, names, stop)
+            return read.missing_files(conn, kind, listing, stop)
 
     def counts(self) -> dict[str, int]:
         """Rows per kind: artists, albums, tracks, images."""

@@ -317,7 +317,7 @@ async def test_part_leftovers_never_count_as_present(
 # that is still running when the job is cancelled.
 SLOW_TRACK_AUDIO = """WITH RECURSIVE n(i) AS (
         SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 30000000)
-    SELECT id, album_id FROM tracks WHERE (SELECT max(i) FROM n) >= 0 AND ? IS NOT NULL"""
+    SELECT id, album_id FROM tracks WHERE (SELECT max(i) FROM n) >= 0"""
 
 
 class WatchedCatalog:
@@ -345,9 +345,20 @@ class WatchedCatalog:
     st.lists(st.binary(min_size=1, max_size=12).filter(lambda b: b"/" not in b and b"\0" not in b))
 )
 def test_a_listing_becomes_the_json_array_of_its_names(names: list[bytes]) -> None:
-    """Any names, in slices: the fast path for plain ASCII names and the encoder for the rest."""
+    """Any names: the fast path for plain ASCII names and the encoder for the rest."""
+    assert json.loads(integrity_scan.json_array(names)) == [os.fsdecode(n) for n in names]
+
+
+def test_a_folder_is_listed_in_slices_of_its_names(tmp_path: Path) -> None:
+    names = {f"{n:04}.flac" for n in range(10)} | {"caf\u00e9.jpg", 'a"b.part'}
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
     with patch.object(integrity_scan, "ENCODE_SLICE", 3):
-        assert json.loads(integrity_scan.json_array(names)) == [os.fsdecode(n) for n in names]
+        slices = [json.loads(text) for text in integrity_scan.list_folder(tmp_path)]
+    assert [len(s) for s in slices] == [3, 3, 3, 3]
+    assert {name for s in slices for name in s} == names
+    with pytest.raises(FileNotFoundError):
+        next(integrity_scan.list_folder(tmp_path / "unmounted"))
 
 
 async def test_cancelling_the_job_stops_the_statement_promptly(
@@ -384,10 +395,12 @@ async def test_cancelling_the_job_stops_the_statement_promptly(
     events = [e["event_type"] for e in audit_rows(admin.db) if "SCAN" in e["event_type"]]
     assert events == ["WATCHDOG_SCAN_STARTED", "WATCHDOG_SCAN_STARTED", "WATCHDOG_SCAN_COMPLETED"]
     assert "integrity scan failed" not in caplog.text  # a cancel is not a failure
-    # The interrupted reader went back to the pool as it came: no progress handler, no pragma.
+    # The interrupted reader went back to the pool as it came: no progress handler, no pragma,
+    # no temporary table.
     for conn in catalog.db._all_readers:
         assert conn.execute("PRAGMA temp_store").fetchone()[0] == 0
-        assert conn.execute(SLOW_TRACK_AUDIO.replace("30000000", "300000"), ("[]",)).fetchall()
+        assert conn.execute("SELECT name FROM temp.sqlite_master").fetchall() == []
+        assert conn.execute(SLOW_TRACK_AUDIO.replace("30000000", "300000")).fetchall()
 
 
 async def test_a_request_cancelled_before_it_is_served_is_skipped(

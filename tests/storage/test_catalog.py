@@ -284,5 +284,5 @@ def test_hundred_thousand_tracks_seed_in_seconds(store: CatalogStore) -> None:
     assert store.ingest_many(synthetic_bundles(10_000, 10)) == 10_000
     elapsed = time.perf_counter() - started
     assert store.counts()["tracks"] == 100_000
-    assert len(store.missing_files("track_audio", "[]", lambda: False)) == 100_000
+    assert len(store.missing_files("track_audio", [], lambda: False)) == 100_000
     assert elapsed < 15, f"seeding took {elapsed:.1f} s"
