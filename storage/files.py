@@ -71,7 +71,8 @@ class MediaLayout:
         self.images_dir = root / "images"
         self.audio_dir.mkdir(parents=True, exist_ok=True)
         self.images_dir.mkdir(parents=True, exist_ok=True)
-        # Two threads: one file being written while a listing or a sweep runs.
+        # Two threads: the processor writes one file at a time (a batch, or the publishing with
+        # its fsyncs), so a slow disk never holds both and listeners' ranges are still read.
         self.offload = offload if offload is not None else Offload(2)
         self.faults = faults
 
