@@ -34,7 +34,12 @@ Every figure is a ratio of two sides measured in the same run, alternated round 
 then B A, ...), reported as the median over the rounds with the min and max beside it: the
 machine is shared and noisy, so an absolute time alone means little (absolute figures are in
 the last column for scale). `bench/README.md` says what each benchmark compares; run them with
-`make bench`, or one with `python -m bench NAME`."""
+`make bench`, or one with `python -m bench NAME`.
+
+What a user feels: `busy_downloader`, `realistic_day`, `streaming`, `million`, `watchdog` and
+`startup`. Cost-per-operation guards, which measure the code's cost per operation on loopback and
+may lose up to a quarter when the code is made simpler, never the rows above: `queue_drain`,
+`api`, `queue_scaling` and `tick` (their before and after are under "One clear download path")."""
 
 
 def machine() -> str:
