@@ -27,26 +27,20 @@ databases into a temporary folder (media folders linked), so the kept copy never
 
 from __future__ import annotations
 
-import functools
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from actors.messages import ScanRequest, SchedulerMessage, WakeProcessor
-from actors.watchdog import IntegrityWatchdog
 from bench import services
-from bench.common import Pairs, Row, Stats, Target, alternate, alternate_async, ms
+from bench.common import Pairs, Row, Stats, Target, alternate, ms
 from bench.library_seed import LISTENER, Shape, library
 from bench.seed import synthetic_id
 from bench.startup import start_once
-from bench.watchdog import floor
-from daemon.config import Config
-from daemon.services import close_root, open_root
+from bench.watchdog import scan_against_floor
 from storage.users import Permission, Role
 
 NAME = "million"
@@ -114,30 +108,7 @@ def startup(big: Path, small: Path, params: Params) -> list[Row]:
 
 async def scan_cost(db_dir: Path, params: Params) -> Row:
     """The watchdog's scan of the big library against its listing floor."""
-    config = Config(db_dir=db_dir, media_path=db_dir, downloader_url="http://127.0.0.1:9")
-    inbox, _ = trio.open_memory_channel[SchedulerMessage](1)  # no scheduler runs here
-    wake, _ = trio.open_memory_channel[WakeProcessor](1)
-    root = await trio.to_thread.run_sync(
-        functools.partial(open_root, config, scheduler_inbox=inbox, wake=wake)
-    )
-    try:
-        assert root.downloads is not None  # the download manager is on
-        _, recv = trio.open_memory_channel[ScanRequest](1)
-        actor = IntegrityWatchdog(recv, root.catalog, root.downloads.queue_admin, root.media)
-        reports: list[dict[str, Any]] = []
-
-        async def scan() -> float:
-            started = time.perf_counter()
-            reports.append(await actor.scan())
-            return time.perf_counter() - started
-
-        async def floor_side() -> float:
-            return floor(db_dir)
-
-        await scan()  # warm the page cache and the folder listings
-        pairs = await alternate_async(scan, floor_side, params.scan_rounds)
-    finally:
-        await trio.to_thread.run_sync(close_root, root)
+    pairs, reports = await scan_against_floor(db_dir, params.scan_rounds)
     missing = reports[-1]["missing_track_audio"]
     detail = (
         f"scan {ms(pairs.side_a().median)} vs floor {ms(pairs.side_b().median)} "

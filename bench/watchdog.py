@@ -73,7 +73,9 @@ def floor(db_dir: Path) -> float:
     return time.perf_counter() - started
 
 
-async def scan_cost(db_dir: Path, params: Params) -> Row:
+async def scan_against_floor(db_dir: Path, rounds: int) -> tuple[Pairs, list[dict[str, Any]]]:
+    """The watchdog's `scan()` of the catalog in `db_dir`, alternated with its listing floor
+    (after one scan to warm the page cache): the pairs of times, and every scan's report."""
     config = Config(db_dir=db_dir, media_path=db_dir, downloader_url="http://127.0.0.1:9")
     inbox, _ = trio.open_memory_channel[SchedulerMessage](1)  # no scheduler runs here
     wake, _ = trio.open_memory_channel[WakeProcessor](1)
@@ -95,9 +97,14 @@ async def scan_cost(db_dir: Path, params: Params) -> Row:
             return floor(db_dir)
 
         await scan()  # warm the page cache and the folder listings
-        pairs = await alternate_async(scan, floor_side, params.rounds)
+        pairs = await alternate_async(scan, floor_side, rounds)
     finally:
         await trio.to_thread.run_sync(close_root, root)
+    return pairs, reports
+
+
+async def scan_cost(db_dir: Path, params: Params) -> Row:
+    pairs, reports = await scan_against_floor(db_dir, params.rounds)
     tracks = params.albums * 10
     detail = (
         f"scan {ms(pairs.side_a().median)} vs floor {ms(pairs.side_b().median)} "
