@@ -22,7 +22,7 @@ per scan even when several albums or artists share it. A repair is skipped when 
 item already exists for that content, or (tracks, covers) for the album it belongs to, whose
 download will write the file. It is not queued either, and counted as `items_unavailable`, while
 the content is marked unavailable: an earlier repair found the downloader no longer has it, less
-than `unavailable_recheck_days` ago (`storage.queue_marks`).
+than `unavailable_recheck_days` ago (`storage.queue.marks`).
 """
 
 from __future__ import annotations
