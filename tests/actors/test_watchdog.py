@@ -523,11 +523,23 @@ class Journey:
         return report
 
     async def settle(self, advance: int = 0) -> None:
-        """Wait until the processor has nothing left to do, moving the wall `advance` s a round."""
+        """Wait until the processor has nothing left to do, moving the wall `advance` s a round:
+        every item finished, and every failure recorded also counted (the processor counts it
+        on the event loop just after the failure's commit)."""
         with trio.fail_after(TIMEOUT):
-            while self.rows("SELECT 1 FROM queue_items WHERE status NOT IN (?, ?)", *TERMINAL):
+            while (
+                self.rows("SELECT 1 FROM queue_items WHERE status NOT IN (?, ?)", *TERMINAL)
+                or self.failed_repairs() < self.failures_recorded()
+            ):
                 self.wall.now += advance
                 await trio.sleep(0.03)
+
+    def failures_recorded(self) -> int:
+        failed = self.rows(
+            "SELECT COUNT(*) FROM audit_log WHERE event_type = 'DOWNLOAD_FAILED' "
+            "AND content_type = 'TRACK_AUDIO'"
+        )
+        return int(failed[0][0])
 
     def rows(self, sql: str, *params: Any) -> list[Any]:
         with self.root.downloads.queue_admin.db.read() as conn:
