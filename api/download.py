@@ -13,7 +13,6 @@ requests by type (a discography request counts once, however many albums it queu
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -27,7 +26,7 @@ from api.auth import current_user, requires
 from api.context import downloads_route, require_downloads, root
 from api.errors import ApiError
 from api.schemas import Query, StrictBody, json_body, page_limit
-from storage.ids import InvalidId, content_id
+from storage.ids import InvalidId, content_id, is_image_id
 from storage.ids import image_id as image_id_of
 from storage.queue import Rejection, Status, UserLimitStatus, now
 from storage.users import Permission
@@ -107,8 +106,8 @@ async def _marked(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-# A search result's image on the downloader, as its `/search` names it (SPEC §12.1).
-_DOWNLOADER_IMAGE = re.compile(r"/image/([0-9a-f]{40})")
+# How the downloader's `/search` names an image it serves (SPEC §12.1): this, then its id.
+_DOWNLOADER_IMAGE = "/image/"
 
 
 def _reachable(url: str | None) -> str | None:
@@ -120,8 +119,9 @@ def _reachable(url: str | None) -> str | None:
         return None
     if url.startswith(("https://", "http://")):
         return url
-    if (found := _DOWNLOADER_IMAGE.fullmatch(url)) is not None:
-        return f"{blueprint.url_prefix}/image/{found.group(1)}"
+    ident = url.removeprefix(_DOWNLOADER_IMAGE)
+    if ident != url and is_image_id(ident):
+        return f"{blueprint.url_prefix}/image/{ident}"
     return None
 
 
