@@ -26,9 +26,11 @@ from typing import Any
 
 import trio
 
+from actors.events import job_event
 from actors.jobs.base import JobSpec, ShutdownBehavior, utc_now
 from actors.messages import CancelJob, Hook, HookFired, SchedulerMessage, TriggerJob
 from daemon.metrics import Metrics
+from storage.events import NewEvent
 from storage.jobs import JobStore, RunStatus
 
 log = logging.getLogger("pezzottify.scheduler")
@@ -100,6 +102,7 @@ class _ActiveRun:
     run_id: int
     scope: trio.CancelScope
     started: float  # trio time, for the duration metric
+    triggered_by: str
     cancel_reason: str = CANCELLED_SCHEDULER_STOPPED
 
 
@@ -125,6 +128,7 @@ class Scheduler:
         shutdown_timeout: float,
         wall_clock: Callable[[], datetime] = utc_now,
         view: SchedulerView | None = None,
+        publish: Callable[[NewEvent], None] | None = None,
     ) -> None:
         self._jobs = {job.id: job for job in jobs}
         if len(self._jobs) != len(jobs):
@@ -142,6 +146,7 @@ class Scheduler:
         self._runs: trio.Nursery | None = None
         self._waiting = trio.CancelScope()
         self._inbox_open = True
+        self._publish = publish  # the live events' `job.started` / `job.finished`
 
     def status(self) -> SchedulerView:
         """The live read-only view (the same object each time)."""
@@ -281,12 +286,13 @@ class Scheduler:
             log.info("job %s: %s trigger skipped, already running", job.id, triggered_by)
             return None
         run_id = await db.run(store.start_run, job.id, triggered_by, now, self._due.get(job.id))
-        active = _ActiveRun(run_id, trio.CancelScope(), trio.current_time())
+        active = _ActiveRun(run_id, trio.CancelScope(), trio.current_time(), triggered_by)
         self._active[job.id] = active
         self.view.record_running(job.id, run_id)
         self._metrics.job_running.labels(job.id).set(1)
         assert self._runs is not None
         self._runs.start_soon(self._execute, job, active, name=f"job:{job.id}")
+        self._announce("job.started", job, active, RunStatus.RUNNING)
         log.info("job %s: run %d started (%s)", job.id, run_id, triggered_by)
         return run_id
 
@@ -317,7 +323,12 @@ class Scheduler:
         self._metrics.job_running.labels(job.id).set(0)
         self._metrics.job_executions.labels(job.id, status.value).inc()
         self._metrics.job_duration.labels(job.id).observe(trio.current_time() - active.started)
+        self._announce("job.finished", job, active, status)
         log.info("job %s: run %d %s", job.id, active.run_id, status.value)
+
+    def _announce(self, name: str, job: JobSpec, active: _ActiveRun, status: RunStatus) -> None:
+        if self._publish is not None:
+            self._publish(job_event(name, job.id, active.run_id, status.value, active.triggered_by))
 
     def _stop_runs(self) -> None:
         """Shutdown: cancel cancellable runs now, give the others `shutdown_timeout`."""

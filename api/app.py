@@ -19,7 +19,16 @@ from quart import Response, g, request, send_from_directory
 from quart_schema import QuartSchema
 from quart_trio import QuartTrio
 
-from api import admin_users, auth_routes, content, download, download_admin, jobs, listening
+from api import (
+    admin_users,
+    auth_routes,
+    content,
+    download,
+    download_admin,
+    events,
+    jobs,
+    listening,
+)
 from api.auth import PERMISSION_ATTR, public
 from api.client import current_client
 from api.context import install
@@ -38,6 +47,7 @@ BLUEPRINT_MODULES: list[Any] = [
     listening,
     download,
     download_admin,
+    events,
 ]
 REDACTED = {"authorization", "cookie", "set-cookie"}
 # The methods a metric label may name; any other (a client may send any token) counts as OTHER,
@@ -77,6 +87,7 @@ def create_app(root: Root, *, throttle: LoginThrottle | None = None) -> QuartTri
 
     app.view_functions["openapi"] = public(openapi_document)
     check_route_permissions(app)
+    app.asgi_app = events.StreamScopes(app.asgi_app)  # type: ignore[method-assign]
     return app
 
 

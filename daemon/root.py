@@ -20,15 +20,18 @@ import trio
 from argon2 import PasswordHasher
 
 from actors.downloader import DownloaderClient
+from actors.events import EventHub
 from actors.messages import SchedulerMessage, WakeProcessor
 from actors.scheduler import SchedulerView
 from daemon.config import Config
 from daemon.metrics import Metrics
 from storage.catalog import CatalogStore
+from storage.events import EventStore
 from storage.files import MediaLayout
 from storage.jobs import JobStore
 from storage.offload import Offload
 from storage.queue import QueueAdminStore, QueueStore, RequestStore
+from storage.queue.feed import QueueFeed
 from storage.users import UserStore
 
 
@@ -47,6 +50,7 @@ class Downloads:
     queue: QueueStore
     requests: RequestStore
     queue_admin: QueueAdminStore
+    feed: QueueFeed  # the queue's committed changes, for the live events
     downloader: DownloaderClient
     wake: trio.MemorySendChannel[WakeProcessor]  # the processor's inbox: new work is queued
 
@@ -58,6 +62,9 @@ class Root:
     users: UserStore
     catalog: CatalogStore
     jobs: JobStore
+    events: EventStore  # the live events kept for replay, in server.db beside the jobs
+    # The open event streams; every queue commit pokes it (`actors.events`).
+    hub: EventHub
     media: MediaLayout
     hasher: PasswordHasher
     # Argon2 hashing, off the event loop: ~64 MiB and tens of ms per hash, so at most two at once.

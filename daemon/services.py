@@ -8,11 +8,13 @@ failed are closed again.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 import trio
 from argon2 import PasswordHasher
 
 from actors.downloader import DownloaderClient
+from actors.events import EventHub
 from actors.messages import SchedulerMessage, WakeProcessor
 from actors.scheduler import SchedulerView
 from daemon.config import Config
@@ -20,10 +22,12 @@ from daemon.metrics import Metrics
 from daemon.root import Downloads, Root, SchedulerHandle
 from storage.catalog import CatalogStore
 from storage.db import Database
+from storage.events import EventStore
 from storage.files import Faults, MediaLayout, no_faults
 from storage.jobs import JobStore
 from storage.offload import Offload
-from storage.queue import MIGRATIONS, QueueAdminStore, QueueStore, RequestStore
+from storage.queue import MIGRATIONS, AuditEvent, QueueAdminStore, QueueStore, RequestStore
+from storage.queue.feed import QueueFeed
 from storage.users import UserStore
 
 HASHES_AT_ONCE = 2
@@ -42,6 +46,7 @@ def open_root(
     download manager is enabled; `faults` is the crash tests' hook (`storage.files.Faults`),
     which a daemon nobody tests does without."""
     metrics = Metrics() if metrics is None else metrics
+    hub = EventHub()
     with contextlib.ExitStack() as opened:
         users = UserStore.open(config.db_dir / "user.db")
         opened.callback(users.db.close)
@@ -51,7 +56,7 @@ def open_root(
         opened.callback(jobs.db.close)
         downloads = None
         if config.download_enabled:
-            downloads = _open_downloads(config, metrics, wake, faults)
+            downloads = _open_downloads(config, metrics, hub, wake, faults)
         opened.pop_all()
     return Root(
         config=config,
@@ -59,6 +64,8 @@ def open_root(
         users=users,
         catalog=catalog,
         jobs=jobs,
+        events=EventStore(jobs.db),
+        hub=hub,
         media=MediaLayout(config.media_path, faults=faults),
         hasher=PasswordHasher() if hasher is None else hasher,
         hashing=Offload(HASHES_AT_ONCE),
@@ -70,6 +77,7 @@ def open_root(
 def _open_downloads(
     config: Config,
     metrics: Metrics,
+    hub: EventHub,
     wake: trio.MemorySendChannel[WakeProcessor],
     faults: Faults,
 ) -> Downloads:
@@ -77,11 +85,17 @@ def _open_downloads(
     queue_db = Database(config.db_dir / "download_queue.db", MIGRATIONS)
     settings = config.download_manager
     url = config.downloader_url or ""  # set: the download manager is enabled
-    counted = metrics.count_audit_events
+
+    def committed(events: Sequence[AuditEvent]) -> None:
+        metrics.count_audit_events(events)
+        if events:
+            hub.poke()
+
     return Downloads(
-        queue=QueueStore(queue_db, settings, on_audit=counted, faults=faults),
-        requests=RequestStore(queue_db, settings, on_audit=counted),
-        queue_admin=QueueAdminStore(queue_db, settings, on_audit=counted),
+        queue=QueueStore(queue_db, settings, on_audit=committed, faults=faults),
+        requests=RequestStore(queue_db, settings, on_audit=committed),
+        queue_admin=QueueAdminStore(queue_db, settings, on_audit=committed),
+        feed=QueueFeed(queue_db, settings),
         downloader=DownloaderClient(url, config.downloader_timeout_sec),
         wake=wake,
     )

@@ -15,6 +15,7 @@ from typing import Any
 import trio
 from argon2 import PasswordHasher
 
+from actors.events import EventPublisher
 from actors.http_server import HttpServer
 from actors.jobs.base import JobSpec
 from actors.jobs.download_jobs import download_jobs
@@ -120,6 +121,13 @@ def actor_specs(root: Root, shutdown: trio.Event, channels: Channels) -> list[Ac
     ]
     if root.downloads is not None:
         specs += download_actor_specs(root, root.downloads, shutdown, channels)
+
+    def events() -> EventPublisher:
+        feed = root.downloads.feed if root.downloads is not None else None
+        return EventPublisher(root.hub, root.events, feed, root.users, shutdown=shutdown)
+
+    # Cancellable: what it had not published yet is made again from its cursor at the next start.
+    specs.append(ActorSpec("events", events, Shutdown.CANCELLABLE))
     app = create_app(root)
 
     def http(asgi: Any, port: int, announce: str) -> HttpServer:
@@ -158,6 +166,7 @@ def scheduler(
         shutdown=shutdown,
         shutdown_timeout=root.config.shutdown_timeout_sec,
         view=root.scheduler.view,
+        publish=root.hub.publish,
     )
 
 

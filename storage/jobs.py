@@ -44,6 +44,25 @@ MIGRATIONS = [
             computed_at REAL NOT NULL,
             result TEXT NOT NULL)""",
     ],
+    [
+        # The live events of SPEC §14 (`storage.events`): ids only grow, across restarts and
+        # pruning (AUTOINCREMENT never reuses an id).
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            audience TEXT NOT NULL,
+            owner TEXT,
+            data TEXT NOT NULL)""",
+        "CREATE INDEX events_at ON events(at)",
+        # One row: the newest event id pruned (a client asking to resume from before it gets a
+        # `resync`) and the newest queue audit entry already turned into events.
+        """CREATE TABLE event_state (
+            one INTEGER PRIMARY KEY CHECK (one = 1),
+            pruned_through INTEGER NOT NULL,
+            audit_cursor INTEGER NOT NULL)""",
+        "INSERT INTO event_state VALUES (1, 0, 0)",
+    ],
 ]
 
 INTERRUPTED = "Job was interrupted (server restart)"

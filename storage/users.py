@@ -311,6 +311,16 @@ class UserStore:
         self._sessions[token_hash] = (time.monotonic() + SESSION_CACHE_SECS, user)
         return user
 
+    def session_users(self, tokens: list[str]) -> dict[str, User]:
+        """The user of each token still valid (the open event streams' periodic check): a
+        token revoked or expired since is left out."""
+        found = {}
+        for token in tokens:
+            user = self.session_user(token)
+            if user is not None:
+                found[token] = user
+        return found
+
     def delete_session(self, token: str) -> None:
         with self._changing() as conn:
             conn.execute("DELETE FROM sessions WHERE token_hash = ?", (hash_token(token),))

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from quart import Blueprint
@@ -38,6 +39,7 @@ from tests.security.routes import (
     seed_personas,
     session_headers,
 )
+from tests.support.asgi import StreamingASGITransport
 
 # Routes that ask the downloader, which is unreachable here: SPEC §8.3 answers 502 for that.
 DOCUMENTED_5XX: dict[str, frozenset[int]] = {
@@ -77,7 +79,30 @@ async def call(
         else:
             kwargs["data"] = MALFORMED_JSON
             kwargs["headers"]["Content-Type"] = "application/json"
+    if route.rule in STREAMS:
+        return await first_chunk(client, path, headers)
     return await client.open(path, **kwargs)
+
+
+# Routes whose answer stays open: the matrix reads the status and the first chunk, then leaves.
+STREAMS = frozenset({"/v1/events"})
+
+
+async def body_of(response: Any) -> Any:
+    return await response.get_json(force=True, silent=True) or {}
+
+
+async def first_chunk(client: Any, path: str, headers: dict[str, str]) -> Any:
+    """The status and first chunk of an answer that may stay open, read over an in-process
+    transport that disconnects when the response is closed."""
+    async with StreamingASGITransport.open(client.app) as transport:
+        request = httpx.Request("GET", "http://test" + path, headers=headers)
+        response = await transport.handle_async_request(request)
+        body = response.stream
+        assert isinstance(body, httpx.AsyncByteStream)
+        first = await anext(aiter(body), b"")
+        await body.aclose()
+    return client.app.response_class(first, response.status_code, dict(response.headers))
 
 
 def problem(route: Route, allowed: bool | None, status: int, body: Any) -> str | None:
@@ -107,7 +132,7 @@ async def test_every_route_answers_as_its_declaration_says(ready: Root, app: Any
                 headers = {} if persona is None else session_headers(ready, persona)
                 allowed = route.allows(held)
                 response = await call(client, route, path, headers, allowed)
-                body = await response.get_json(force=True, silent=True) or {}
+                body = {} if response.mimetype == "text/event-stream" else await body_of(response)
                 why = problem(route, allowed, response.status_code, body)
                 if why is not None:
                     failures.append(f"{persona or 'anonymous'} {route.method} {path}: {why}")

@@ -71,13 +71,26 @@ class _Body(httpx.AsyncByteStream):
         self._parts = parts
         self._gone = gone
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for message in self._parts:
-            if message.get("body"):
-                yield message["body"]
+    # An iterator object rather than an async generator: a reader that stops early (a test
+    # reading the start of an endless stream) leaves no generator to be finalized.
+    def __aiter__(self) -> _Body:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            try:
+                message = await self._parts.receive()
+            except trio.EndOfChannel:
+                raise httpx.RemoteProtocolError("the app ended before its body did") from None
+            except trio.ClosedResourceError:
+                raise StopAsyncIteration from None
             if not message.get("more_body", False):
-                return
-        raise httpx.RemoteProtocolError("the app ended before its body did")
+                await self._parts.aclose()
+                if message.get("body"):
+                    return bytes(message["body"])
+                raise StopAsyncIteration
+            if message.get("body"):
+                return bytes(message["body"])
 
     async def aclose(self) -> None:
         self._gone.set()

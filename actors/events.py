@@ -1,0 +1,315 @@
+"""Live events (SPEC §14): the hub the streams hang on, and the actor that publishes to them.
+
+The queue's changes are read from its audit log after they commit (`storage.queue.feed`), turned
+into events (`events_of`), stored in `server.db` with the audit cursor they were made up to
+(`storage.events`), and only then handed to the open streams. Jobs hand their events in directly
+(`EventHub.publish`). So an event is never published before its change has committed, a stream
+that reconnects with `Last-Event-ID` is replayed from what is stored, and after a crash the
+publisher resumes from its cursor and makes the missing events from the audit log again.
+
+The queue's stores call `EventHub.poke` after each commit, from whatever thread ran it; the
+publisher then reads every entry since its cursor in batches. A slow client never slows anyone:
+each stream has a bounded buffer, and a stream whose buffer is full is dropped (its HTTP response
+cancelled; the client resumes with `Last-Event-ID`). At shutdown every stream is closed at once,
+so none holds the graceful window; every few seconds the streams' sessions are checked again, and
+a revoked or expired one closes its streams (a changed permission changes what they see).
+
+The hub outlives the publisher: a publisher restarted after a crash serves the same streams.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from storage.events import Audience, Event, EventStore, NewEvent, Viewer
+from storage.queue import AuditEvent, Status, now
+from storage.queue.feed import Change, Changes, QueueFeed
+from storage.users import Permission, User, UserStore
+
+log = logging.getLogger("pezzottify.events")
+
+STREAM_BUFFER = 256  # events a stream may fall behind by before it is dropped
+BATCH = 500  # audit entries read per batch
+SESSION_CHECK_S = 5.0
+
+
+class Stream:
+    """One open `/v1/events` response: who reads it, its buffer, and how to end it."""
+
+    def __init__(self, viewer: Viewer, token: str, scope: trio.CancelScope) -> None:
+        self.viewer = viewer
+        self.token = token
+        self.scope = scope  # the response's: cancelling it ends the HTTP response
+        self._send, self.receive = trio.open_memory_channel[Event](STREAM_BUFFER)
+
+    def offer(self, event: Event) -> bool:
+        """Buffer an event this stream may see; False when the buffer is full."""
+        if not self.viewer.sees(event):
+            return True
+        try:
+            self._send.send_nowait(event)
+        except trio.WouldBlock:
+            return False
+        except trio.BrokenResourceError:  # the response has ended; it unregisters itself
+            pass
+        return True
+
+    def end(self) -> None:
+        self._send.close()
+        self.scope.cancel()
+
+
+def viewer_of(user: User) -> Viewer:
+    permissions = user.permissions
+    return Viewer(
+        user.handle,
+        admin=Permission.ViewAnalytics in permissions,
+        catalog=Permission.AccessCatalog in permissions,
+    )
+
+
+class HubClosed(Exception):
+    """The daemon is shutting down: no new streams."""
+
+
+class EventHub:
+    """The open streams and what is waiting to be published; safe to poke from any thread."""
+
+    def __init__(self, started_at: int | None = None) -> None:
+        self.started_at = now() if started_at is None else started_at
+        self.streams: set[Stream] = set()
+        self.closed = False
+        self.dropped = 0  # streams dropped because their client fell behind
+        self._pending: list[NewEvent] = []
+        self._wake = trio.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+
+    def attach(self) -> None:
+        """Called by the publisher, on the event loop, before it waits for work."""
+        self._token = trio.lowlevel.current_trio_token()
+
+    def poke(self, _events: object = None) -> None:
+        """Something committed to the queue: wake the publisher (from any thread)."""
+        token = self._token
+        if token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(self._set)
+
+    def _set(self) -> None:  # on the event loop: wakes whichever event is current then
+        self._wake.set()
+
+    def publish(self, event: NewEvent) -> None:
+        """Publish an event that is not the queue's (from the event loop)."""
+        self._pending.append(event)
+        self._set()
+
+    def join(self, stream: Stream) -> None:
+        if self.closed:
+            raise HubClosed
+        self.streams.add(stream)
+
+    def close_stream(self, stream: Stream) -> None:
+        self.streams.discard(stream)
+
+    def deliver(self, events: list[Event]) -> None:
+        for stream in list(self.streams):
+            if not all(stream.offer(event) for event in events):
+                self.dropped += 1
+                log.info("dropped a stream of %s: it fell behind", stream.viewer.handle)
+                self._end(stream)
+
+    def close_all(self) -> None:
+        self.closed = True
+        for stream in list(self.streams):
+            self._end(stream)
+
+    def _end(self, stream: Stream) -> None:
+        self.streams.discard(stream)
+        stream.end()
+
+    async def wait(self) -> list[NewEvent]:
+        """Wait for a poke or a published event; return (and forget) the published ones."""
+        await self._wake.wait()
+        self._wake = trio.Event()
+        pending, self._pending = self._pending, []
+        return pending
+
+
+class EventPublisher:
+    """The actor: reads committed changes, stores their events, hands them to the streams."""
+
+    def __init__(
+        self,
+        hub: EventHub,
+        store: EventStore,
+        feed: QueueFeed | None,
+        users: UserStore,
+        *,
+        shutdown: trio.Event,
+        clock: Callable[[], int] = now,
+    ) -> None:
+        self.hub = hub
+        self.store = store
+        self.feed = feed
+        self.users = users
+        self.shutdown = shutdown
+        self.clock = clock
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        cursor = await self.store.db.run(self.store.audit_cursor)
+        if self.feed is not None:
+            newest = await self.feed.db.run(self.feed.newest_entry)
+            # Audit ids start again only if every entry was pruned: then nothing is missed.
+            cursor = min(cursor, newest)
+        self.hub.attach()
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._check_sessions)
+            nursery.start_soon(self._close_on_shutdown, nursery.cancel_scope)
+            pending: list[NewEvent] = []
+            while True:
+                cursor = await self._publish(cursor, pending)
+                pending = await self.hub.wait()
+
+    async def _publish(self, cursor: int, pending: list[NewEvent]) -> int:
+        """Store and deliver the published events and every queue change after `cursor`;
+        return the new cursor."""
+        while True:
+            made, moved_to, more = pending, None, False
+            if self.feed is not None:
+                changes = await self.feed.db.run(
+                    self.feed.changes_after, cursor, BATCH, self.clock()
+                )
+                made = made + events_of(changes)
+                moved_to = changes.cursor if changes.cursor != cursor else None
+                more = len(changes.changes) == BATCH
+            if made or moved_to is not None:
+                stored = await self.store.db.run(self.store.append, made, self.clock(), moved_to)
+                self.hub.deliver(stored)
+            cursor = moved_to if moved_to is not None else cursor
+            if not more:
+                return cursor
+            pending = []
+
+    async def _close_on_shutdown(self, scope: trio.CancelScope) -> None:
+        await self.shutdown.wait()
+        self.hub.close_all()
+        scope.cancel()
+
+    async def _check_sessions(self) -> None:
+        while True:
+            await trio.sleep(SESSION_CHECK_S)
+            tokens = sorted({stream.token for stream in self.hub.streams})
+            if not tokens:
+                continue
+            users = await self.users.db.run(self.users.session_users, tokens)
+            for stream in list(self.hub.streams):
+                user = users.get(stream.token)
+                if user is None:
+                    log.info("closed a stream of %s: its session ended", stream.viewer.handle)
+                    self.hub.close_stream(stream)
+                    stream.end()
+                else:
+                    stream.viewer = viewer_of(user)
+
+
+# The request's own event when a change is one of these on the request itself.
+_ENDINGS = {
+    AuditEvent.REQUEST_CREATED.value: "request.created",
+    "REQUEST_CANCELLED": "request.cancelled",
+}
+_PROGRESS_FIELDS = (
+    "id", "status", "progress", "bytes_downloaded", "wait", "estimated_completion_at",
+)  # fmt: skip
+
+
+def events_of(changes: Changes) -> list[NewEvent]:
+    """The events of SPEC §14 that a batch of queue changes makes, in order.
+
+    Every change to an item is a `queue.item` for admins. A change to a user's request (the
+    request itself or one of its children) is, for its requester, `request.created`,
+    `request.completed`, `request.failed` or `request.cancelled` when it is that, else
+    `request.progress`, at most once per request per batch (the last, with the request as it is
+    now). An album starting moves the capacity (`capacity`); an album ingested changes the
+    catalog (`catalog.updated`, once per batch); a pause or a resume is `queue.paused` /
+    `queue.resumed`.
+    """
+    made: list[tuple[int, NewEvent]] = []  # (position, event); progress may move later
+    progress_at: dict[str, int] = {}
+    albums: list[str] = []
+    capacity_moved = False
+    for change in changes.changes:
+        if change.item is None:
+            _queue_state(change, made)
+            continue
+        made.append((len(made), NewEvent("queue.item", Audience.ADMIN, None, _item(change))))
+        request = change.request
+        kind = change.event_type
+        if change.item["parent_id"] is None and change.item["content_type"] == "ALBUM":
+            capacity_moved |= kind == AuditEvent.DOWNLOAD_STARTED.value
+            if kind == AuditEvent.CHILDREN_CREATED.value:
+                albums.append(change.item["content_id"])
+        if request is None or request["requested_by"] is None:
+            continue
+        if request["request_source"] != "USER":
+            continue
+        owner = request["requested_by"]
+        name = _request_event(change, request)
+        if name == "request.progress":
+            data = {field: request.get(field) for field in _PROGRESS_FIELDS}
+            progress_at[request["id"]] = len(made)
+            made.append((len(made), NewEvent(name, Audience.OWNER, owner, data)))
+        else:
+            made.append((len(made), NewEvent(name, Audience.OWNER, owner, request)))
+    events = [
+        event
+        for position, event in made
+        if event.name != "request.progress" or progress_at[event.data["id"]] == position
+    ]
+    if capacity_moved:
+        events.append(NewEvent("capacity", Audience.ADMIN, None, changes.capacity))
+    if albums:
+        events.append(
+            NewEvent("catalog.updated", Audience.CATALOG, None, {"album_ids": sorted(set(albums))})
+        )
+    return events
+
+
+def _item(change: Change) -> dict[str, Any]:
+    assert change.item is not None
+    return {**change.item, "change": change.event_type}
+
+
+def _request_event(change: Change, request: dict[str, Any]) -> str:
+    assert change.item is not None
+    if change.item["id"] != request["id"]:
+        return "request.progress"  # a child moved
+    ended = {
+        AuditEvent.DOWNLOAD_COMPLETED.value: (Status.COMPLETED.value, "request.completed"),
+        AuditEvent.DOWNLOAD_FAILED.value: (Status.FAILED.value, "request.failed"),
+    }.get(change.event_type)
+    if ended is not None and request["status"] == ended[0]:
+        return ended[1]
+    return _ENDINGS.get(change.event_type, "request.progress")
+
+
+_QUEUE_STATES = {"QUEUE_PAUSED": "queue.paused", "QUEUE_RESUMED": "queue.resumed"}
+
+
+def _queue_state(change: Change, made: list[tuple[int, NewEvent]]) -> None:
+    name = _QUEUE_STATES.get(change.event_type)
+    if name is None:
+        return  # watchdog scans: their jobs' own events tell of them
+    data = {"by": change.user, "at": change.at, **(change.details or {})}
+    made.append((len(made), NewEvent(name, Audience.ADMIN, None, data)))
+
+
+def job_event(name: str, job_id: str, run_id: int, status: str, triggered_by: str) -> NewEvent:
+    """`job.started` / `job.finished` for admins."""
+    data = {"job_id": job_id, "run_id": run_id, "status": status, "triggered_by": triggered_by}
+    return NewEvent(name, Audience.ADMIN, None, data)
