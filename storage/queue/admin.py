@@ -1,4 +1,5 @@
-"""The admins' and monitors' store: inspection, admin retry, watchdog repairs, retention.
+"""The admins' and monitors' store: inspection, admin retry and cancel, watchdog repairs,
+retention.
 
 Reads come from `storage.queue.reads`, `storage.queue.activity` and `storage.queue.audit`, each
 list and its total from one snapshot; writes are one transaction each with their audit entries.
@@ -11,13 +12,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from storage.queue import activity, audit, marks, reads, retries, rows
+from storage.queue import activity, audit, marks, reads, retries, rows, transitions
 from storage.queue.audit import AuditFilter, AuditPage
 from storage.queue.base import StoreBase
 from storage.queue.limits import capacity
 from storage.queue.model import AuditEvent, ContentType, Priority, Source, Status
 from storage.queue.reads import StaleItem
 from storage.queue.rows import NewItem
+from storage.queue.transitions import Cancelled, CancelRefused
 
 REPAIR_REASONS = {
     ContentType.TRACK_AUDIO: "missing_audio",
@@ -159,6 +161,21 @@ class QueueAdminStore(StoreBase):
             (item,) = reads.shape(conn, [rows.fetch(conn, item_id) or row])
         self.on_audit(events)
         return item
+
+    # -- admin cancel ------------------------------------------------------------------------
+
+    def admin_cancel(self, item_id: str, admin: str, now: int) -> tuple[dict[str, Any], Cancelled]:
+        """Cancel any item, a child alone included, for the admin `admin` (SPEC §8.10), as a
+        user cancels their own (`transitions.cancel`); its QueueItem JSON after, and what was
+        cancelled. Raises `CancelRefused` (404 unknown, 409 already ended)."""
+        with self.db.write() as conn:
+            row = rows.fetch(conn, item_id)
+            if row is None:
+                raise CancelRefused(404, f"no queue item {item_id}")
+            cancelled, events = transitions.cancel(conn, row, admin, now)
+            (item,) = reads.shape(conn, [rows.fetch(conn, item_id) or row])
+        self.on_audit(events)
+        return item, cancelled
 
     # -- watchdog ----------------------------------------------------------------------------
 
