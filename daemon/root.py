@@ -20,6 +20,7 @@ import trio
 from argon2 import PasswordHasher
 
 from actors.downloader import DownloaderClient
+from actors.in_flight import InFlight
 from actors.messages import SchedulerMessage, WakeProcessor
 from actors.scheduler import SchedulerView
 from daemon.config import Config
@@ -49,6 +50,9 @@ class Downloads:
     queue_admin: QueueAdminStore
     downloader: DownloaderClient
     wake: trio.MemorySendChannel[WakeProcessor]  # the processor's inbox: new work is queued
+    # The item the processor works on, which a cancel abandons; a restarted processor gets the
+    # same one.
+    in_flight: InFlight
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import trio
 from argon2 import PasswordHasher
 
 from actors.downloader import DownloaderClient
+from actors.in_flight import InFlight
 from actors.messages import SchedulerMessage, WakeProcessor
 from actors.scheduler import SchedulerView
 from daemon.config import Config
@@ -84,6 +85,7 @@ def _open_downloads(
         queue_admin=QueueAdminStore(queue_db, settings, on_audit=counted),
         downloader=DownloaderClient(url, config.downloader_timeout_sec),
         wake=wake,
+        in_flight=InFlight(),
     )
 
 
