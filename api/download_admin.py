@@ -96,9 +96,7 @@ async def retry(item_id: str) -> dict[str, Any]:
     try:
         item = await store.db.run(store.admin_retry, item_id, current_user().handle, now())
     except RetryRefused as exc:
-        raise ApiError(
-            exc.status, str(exc), "NOT_FOUND" if exc.status == 404 else "NOT_FAILED"
-        ) from None
+        raise ApiError(exc.status, str(exc), exc.code) from None
     offer(require_downloads().wake, WakeProcessor())
     return item
 

@@ -25,6 +25,7 @@ from storage.queue import (
     QueueStateError,
     QueueStore,
     RequestStore,
+    RetryRefused,
     Status,
 )
 from tests.support.queue_rows import BASE, audit_rows, cid, row
@@ -231,6 +232,19 @@ def test_the_admin_cancels_anyones_album_and_is_refused_like_a_user(s: Stores) -
             s.admin.admin_cancel(item_id, "root", NOW)
         assert refused.value.status == status
     assert s.events("REQUEST_CANCELLED") == 1
+
+
+def test_a_failed_child_of_a_cancelled_album_is_not_retried(s: Stores) -> None:
+    album = s.album_with_children(tracks=1)
+    track = s.children(album)[0]["id"]
+    assert s.claim_next() == track
+    s.queue.fail(track, ErrorType.NOT_FOUND, "gone", NOW)
+    s.requests.cancel_request(album, "alice", NOW)
+    before = every_row(s.db)
+    with pytest.raises(RetryRefused) as refused:
+        s.admin.admin_retry(track, "root", NOW)
+    assert (refused.value.status, refused.value.code) == (409, "ALBUM_CANCELLED")
+    assert every_row(s.db) == before
 
 
 # -- what the processor records after a cancel ------------------------------------------------
