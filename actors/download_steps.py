@@ -2,7 +2,9 @@
 
 ALBUM: fetch the album, its tracks and every artist named by the album or a track; validate;
 ingest everything into the catalog in one transaction; describe the children to create (one
-TRACK_AUDIO per track, one ALBUM_IMAGE per cover, one ARTIST_IMAGE per portrait). An artist the
+TRACK_AUDIO per track, one ALBUM_IMAGE per cover, one ARTIST_IMAGE per portrait), each marked
+`present` if its file is already here (`storage.presence`: an album there in part, after a
+cancel, a failure or a lost file, fetches only what is missing). An artist the
 downloader does not know (404) is left out rather than failing the album: the album and its
 tracks are still worth having, and the catalog tolerates links to absent artists.
 TRACK_AUDIO: stream `/track/{id}/audio` to `audio/<id>.<ext>` (ext from the Content-Type), then
@@ -35,6 +37,7 @@ from storage.catalog import CatalogStore
 from storage.db import disk_trouble
 from storage.files import AUDIO_TYPES, MediaFile, MediaLayout
 from storage.ids import InvalidId, content_id, image_id
+from storage.presence import mark_present
 from storage.queue import ChildSpec, ContentType
 
 log = logging.getLogger("pezzottify.processor")
@@ -90,8 +93,9 @@ class Steps:
 
     async def album(self, album_id: str) -> Ingested:
         """Fetch the album, its tracks and its artists, and ingest them in one catalog
-        transaction; the children to create. If cancelled, nothing is ingested unless the
-        ingestion had begun (then it commits whole: a repeat changes nothing)."""
+        transaction; the children to create, those already here marked `present`. If
+        cancelled, nothing is ingested unless the ingestion had begun (then it commits whole: a
+        repeat changes nothing)."""
         meta = await self.client.album(album_id)
         tracks = await self.client.album_tracks(album_id)
         named = [*meta.album.artist_ids, *(a for t in tracks for a in t.artist_ids)]
@@ -117,6 +121,7 @@ class Steps:
                 for p in a.portraits
             ),
         ]
+        children = await mark_present(self.catalog, self.media, album_id, children)
         return Ingested(children=tuple(children), catalog_changed=changed)
 
     async def _artist(self, artist_id: str) -> ArtistMeta | None:

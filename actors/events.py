@@ -221,7 +221,7 @@ class EventPublisher:
 # The request's own event when a change is one of these on the request itself.
 _ENDINGS = {
     AuditEvent.REQUEST_CREATED.value: "request.created",
-    "REQUEST_CANCELLED": "request.cancelled",
+    AuditEvent.REQUEST_CANCELLED.value: "request.cancelled",
 }
 _PROGRESS_FIELDS = (
     "id", "status", "progress", "bytes_downloaded", "wait", "estimated_completion_at",

@@ -12,6 +12,12 @@ are created before the next claim, so a new album never overtakes them. Per-item
 (`ItemFailure`) are recorded on the item; anything else is a bug and propagates to the
 supervisor, which restarts the actor (and the restart's recovery puts the item back).
 
+Cancelled requests (SPEC §8.3 rev 2): the item in flight is registered in `InFlight`, which
+the API tells of the items a cancel took. Such an item is abandoned at once: its step stops,
+its temporary file is removed, and it stays CANCELLED (it is not released); files it had
+published and catalog rows it had ingested stay. Its outcome, if it got as far as recording
+one, changes nothing in the queue.
+
 Shutdown: once `shutdown` is set nothing new is claimed; the item in flight gets up to
 `shutdown_timeout` seconds to finish, then is cancelled: its temporary file is removed and it
 goes back to PENDING without spending a retry. A file published but not yet recorded as
@@ -30,6 +36,7 @@ import trio
 from actors.download_steps import Steps, checked_id
 from actors.downloader import DownloaderClient
 from actors.failures import ItemFailure
+from actors.in_flight import InFlight
 from actors.messages import Hook, HookFired, WakeProcessor
 from daemon.config import DownloadManagerConfig
 from daemon.metrics import Metrics
@@ -43,6 +50,8 @@ CLEANUP_S = 5.0
 # The queue-size gauge costs a scan of the status index: refreshed at most this often while
 # busy and once on going idle (the stale detector refreshes it periodically as well).
 GAUGE_REFRESH_S = 1.0
+# A failed attempt's outcome by the item's state after it (CANCELLED: a cancel came first).
+OUTCOMES = {Status.RETRY_WAITING: "retry", Status.CANCELLED: "cancelled"}
 
 
 class Processor:
@@ -60,6 +69,7 @@ class Processor:
         shutdown: trio.Event,
         shutdown_timeout: float,
         clock: Callable[[], int] = now,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.queue = queue
         self.media = media
@@ -70,6 +80,7 @@ class Processor:
         self.shutdown = shutdown
         self.shutdown_timeout = shutdown_timeout
         self.clock = clock
+        self.in_flight = in_flight if in_flight is not None else InFlight()
         self.steps = Steps(client, catalog, media, config.max_file_bytes)
         self._idle: trio.CancelScope | None = None
         self._current: trio.CancelScope | None = None  # the item being processed
@@ -121,7 +132,8 @@ class Processor:
         scope.deadline = min(scope.deadline, trio.current_time() + self.shutdown_timeout)
 
     async def _claim(self) -> sqlite3.Row | None:
-        claimed = await self.queue.db.run(self.queue.claim, self.clock())
+        with self.in_flight.claiming():
+            claimed = await self.queue.db.run(self.queue.claim, self.clock())
         self.metrics.capacity_used.labels("hour").set(claimed.capacity["albums_this_hour"])
         self.metrics.capacity_used.labels("day").set(claimed.capacity["albums_today"])
         return claimed.item
@@ -153,10 +165,7 @@ class Processor:
                 self._current = scope
                 if self.shutdown.is_set():
                     self._grant_shutdown_grace(scope)
-                try:
-                    outcome = await self._step(item, started)
-                except ItemFailure as failure:
-                    outcome = await self._record_failure(item, failure)
+                outcome = await self._attempt(item, started)
                 self._count(item, started, outcome)
                 settled = True
         finally:
@@ -164,6 +173,17 @@ class Processor:
             if not settled:
                 await self._release(item)
         await self._refresh_gauges()
+
+    async def _attempt(self, item: sqlite3.Row, started: float) -> str:
+        """Do the item's step and record its outcome ("success", "retry" or "failed"), unless a
+        cancel abandons it on the way ("cancelled": its request no longer wants it)."""
+        with self.in_flight.working_on(item["id"]):
+            try:
+                return await self._step(item, started)
+            except ItemFailure as failure:
+                return await self._record_failure(item, failure)
+        log.info("abandoned %s %s: cancelled", item["content_type"], item["content_id"])
+        return "cancelled"
 
     async def _step(self, item: sqlite3.Row, started: float) -> str:
         """Do the item's step and record its success; "success"."""
@@ -203,7 +223,7 @@ class Processor:
             "%s %s failed (%s): %s -> %s", item["content_type"], item["content_id"],
             failure.error_type.value, failure.message, status.value,
         )  # fmt: skip
-        return "retry" if status is Status.RETRY_WAITING else "failed"
+        return OUTCOMES.get(status, "failed")
 
     async def _release(self, item: sqlite3.Row) -> None:
         """Put an item that was interrupted back in the queue (its step removed its temporary

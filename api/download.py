@@ -1,5 +1,6 @@
 """Download-manager user routes (SPEC §8.3): search the downloader, request albums and
-discographies, follow one's own requests and limits. Every route needs RequestContent.
+discographies, follow and cancel one's own requests, see one's limits. Every route needs
+RequestContent.
 
 Authentication and the permission check come first, then the 503 for a disabled download
 manager, then input validation, so a bad request on a disabled server is still a 503. Search
@@ -9,6 +10,10 @@ limit check); this module only looks the album up in the catalog first, because 
 database. A queued request wakes the queue processor without waiting: a full wake-up channel
 already holds a pending wake-up. `pezzottify_download_user_requests_total` counts accepted HTTP
 requests by type (a discography request counts once, however many albums it queued).
+
+"In the catalog" (`in_catalog`, ALREADY_IN_CATALOG) means complete: the album with the audio of
+every track (`storage.presence`), so an album there in part can be requested again. A cancel
+commits first, then tells the processor which items it took, so one in flight is abandoned.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from api.errors import ApiError
 from api.schemas import Query, StrictBody, json_body, page_limit
 from storage.ids import InvalidId, content_id, is_image_id
 from storage.ids import image_id as image_id_of
-from storage.queue import Rejection, Status, UserLimitStatus, now
+from storage.presence import complete_album_ids
+from storage.queue import CancelRefused, Rejection, Status, UserLimitStatus, now
 from storage.users import Permission
 
 blueprint = Blueprint("download", __name__, url_prefix="/v1/download")
@@ -88,7 +94,7 @@ async def _marked(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     catalog, store = root().catalog, require_downloads().requests
     albums = [r["id"] for r in results if r.get("type") == "album"]
     artists = [r["id"] for r in results if r.get("type") == "artist"]
-    in_catalog = await catalog.db.run(catalog.existing_album_ids, albums)
+    in_catalog = await complete_album_ids(catalog, root().media, albums)
     in_catalog |= await catalog.db.run(catalog.existing_artist_ids, artists)
     in_queue = await store.db.run(store.in_queue_ids, [r["id"] for r in results])
     return [
@@ -187,7 +193,7 @@ async def search_image(image_id: str) -> Response:
 async def request_album(data: AlbumRequestBody) -> tuple[dict[str, Any], int]:
     album_id = _valid_id(data.album_id)
     catalog, store = root().catalog, require_downloads().requests
-    in_catalog = album_id in await catalog.db.run(catalog.existing_album_ids, [album_id])
+    in_catalog = album_id in await complete_album_ids(catalog, root().media, [album_id])
     result = await store.db.run(
         store.request_album,
         current_user().handle, album_id, data.album_name, data.artist_name, now(), in_catalog,
@@ -211,7 +217,7 @@ async def request_discography(data: DiscographyRequestBody) -> tuple[dict[str, A
     found = await _from_downloader(require_downloads().downloader.discography(artist_id))
     albums = [(album["id"], album["name"]) for album in found["albums"]]
     catalog, store = root().catalog, require_downloads().requests
-    in_catalog = await catalog.db.run(catalog.existing_album_ids, [a for a, _ in albums])
+    in_catalog = await complete_album_ids(catalog, root().media, [a for a, _ in albums])
     result = await store.db.run(
         store.request_discography,
         current_user().handle, albums, data.artist_name, now(), in_catalog,
@@ -252,6 +258,26 @@ async def request_detail(item_id: str) -> dict[str, Any]:
     item = await store.db.run(store.item_for_user, item_id, current_user().handle)
     if item is None:
         raise ApiError(404, "no such request of yours", "NOT_FOUND")
+    return item
+
+
+@blueprint.delete("/request/<path:item_id>")
+@requires(Permission.RequestContent)
+@downloads_route
+async def cancel_request(item_id: str) -> dict[str, Any]:
+    """Cancel one's own request: it and its unfinished children become CANCELLED, and a file
+    downloading for it is abandoned. 404 unless it is the caller's own top-level item, 409 when
+    it has already finished."""
+    downloads = require_downloads()
+    store = downloads.requests
+    try:
+        item, cancelled = await store.db.run(
+            store.cancel_request, item_id, current_user().handle, now()
+        )
+    except CancelRefused as exc:
+        code = "NOT_FOUND" if exc.status == 404 else "ALREADY_FINISHED"
+        raise ApiError(exc.status, str(exc), code) from None
+    downloads.in_flight.abandon(cancelled.ids)
     return item
 
 

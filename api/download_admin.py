@@ -5,6 +5,8 @@ come first, then the 503 for a disabled download manager, then query validation,
 caller learns nothing and a bad query on a disabled server is still a 503. Query strings are
 validated by pydantic models (unknown parameters, bad numbers and bad enum values are 400);
 `limit` defaults to 50 and is clamped to 500, `hours` defaults to 24 and is clamped to 168.
+
+Cancelling any item (EditCatalog) is the users' cancel (`storage.queue.transitions.cancel`).
 """
 
 from __future__ import annotations
@@ -16,12 +18,20 @@ from pydantic import Field
 from quart import Blueprint
 from quart_schema import validate_querystring
 
-from actors.messages import WakeProcessor, offer
+from actors.messages import Hook, HookFired, WakeProcessor, offer
 from api.auth import current_user, requires
-from api.context import downloads_route, require_downloads
+from api.context import downloads_route, require_downloads, root
 from api.errors import ApiError
 from api.schemas import Query, page_limit
-from storage.queue import AuditEvent, AuditFilter, ContentType, RetryRefused, Status, now
+from storage.queue import (
+    AuditEvent,
+    AuditFilter,
+    CancelRefused,
+    ContentType,
+    RetryRefused,
+    Status,
+    now,
+)
 from storage.users import Permission
 
 blueprint = Blueprint("download_admin", __name__, url_prefix="/v1/download/admin")
@@ -86,10 +96,30 @@ async def retry(item_id: str) -> dict[str, Any]:
     try:
         item = await store.db.run(store.admin_retry, item_id, current_user().handle, now())
     except RetryRefused as exc:
-        raise ApiError(
-            exc.status, str(exc), "NOT_FOUND" if exc.status == 404 else "NOT_FAILED"
-        ) from None
+        raise ApiError(exc.status, str(exc), exc.code) from None
     offer(require_downloads().wake, WakeProcessor())
+    return item
+
+
+@blueprint.delete("/item/<item_id>")
+@requires(Permission.EditCatalog)
+@downloads_route
+async def cancel_item(item_id: str) -> dict[str, Any]:
+    """Cancel any user's item, or a child alone, as a user cancels their own request. A child
+    that was its album's last unfinished one completes the album, which fires
+    OnDownloadComplete as a download completing it would."""
+    downloads = require_downloads()
+    store = downloads.queue_admin
+    try:
+        item, cancelled = await store.db.run(
+            store.admin_cancel, item_id, current_user().handle, now()
+        )
+    except CancelRefused as exc:
+        code = "NOT_FOUND" if exc.status == 404 else "ALREADY_FINISHED"
+        raise ApiError(exc.status, str(exc), code) from None
+    downloads.in_flight.abandon(cancelled.ids)
+    if cancelled.album_completed:
+        offer(root().scheduler.inbox, HookFired(Hook.OnDownloadComplete))
     return item
 
 

@@ -167,7 +167,7 @@ def watch(client: httpx.Client, request_id: str) -> dict[str, object]:
         item: dict[str, object] = client.get(f"/v1/download/request/{request_id}").json()
         progress = item.get("progress") or {}
         print(f"   {item['status']}: {progress}", flush=True)
-        if item["status"] in ("COMPLETED", "FAILED"):
+        if item["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
             return item
         time.sleep(1)
     raise SystemExit("the request did not finish in two minutes")

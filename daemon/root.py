@@ -21,6 +21,7 @@ from argon2 import PasswordHasher
 
 from actors.downloader import DownloaderClient
 from actors.events import EventHub
+from actors.in_flight import InFlight
 from actors.messages import SchedulerMessage, WakeProcessor
 from actors.scheduler import SchedulerView
 from daemon.config import Config
@@ -53,6 +54,9 @@ class Downloads:
     feed: QueueFeed  # the queue's committed changes, for the live events
     downloader: DownloaderClient
     wake: trio.MemorySendChannel[WakeProcessor]  # the processor's inbox: new work is queued
+    # The item the processor works on, which a cancel abandons; a restarted processor gets the
+    # same one.
+    in_flight: InFlight
 
 
 @dataclass(frozen=True)

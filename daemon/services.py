@@ -15,6 +15,7 @@ from argon2 import PasswordHasher
 
 from actors.downloader import DownloaderClient
 from actors.events import EventHub
+from actors.in_flight import InFlight
 from actors.messages import SchedulerMessage, WakeProcessor
 from actors.scheduler import SchedulerView
 from daemon.config import Config
@@ -98,6 +99,7 @@ def _open_downloads(
         feed=QueueFeed(queue_db, settings),
         downloader=DownloaderClient(url, config.downloader_timeout_sec),
         wake=wake,
+        in_flight=InFlight(),
     )
 
 

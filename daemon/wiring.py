@@ -190,6 +190,7 @@ def download_actor_specs(
             channels.scheduler_send,
             shutdown=shutdown,
             shutdown_timeout=config.shutdown_timeout_sec,
+            in_flight=downloads.in_flight,
         )
 
     def watchdog() -> IntegrityWatchdog:

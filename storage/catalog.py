@@ -232,6 +232,12 @@ class CatalogStore:
         with self.db.read() as conn:
             return read.existing_ids(conn, "albums", ids)
 
+    def albums_audio(self, album_ids: Sequence[str]) -> dict[str, dict[str, str | None]]:
+        """Per album held among `album_ids`: its tracks' audio formats (`storage.presence`
+        tells from them and the files whether an album is whole)."""
+        with self.db.read() as conn:
+            return read.albums_audio(conn, album_ids)
+
     def existing_artist_ids(self, ids: Sequence[str]) -> set[str]:
         with self.db.read() as conn:
             return read.existing_ids(conn, "artists", ids)

@@ -26,6 +26,9 @@ _EXISTING = {
 }
 _TRACK_ROWS = """SELECT id, name, album_id, number, disc_number, duration_ms, is_explicit,
     audio_format FROM tracks"""
+# Each album by its key, its tracks through `tracks_album`: a read per album asked about.
+_ALBUMS_AUDIO = """SELECT a.id, t.id, t.audio_format FROM albums a
+    LEFT JOIN tracks t ON t.album_id = a.id WHERE a.id IN (SELECT value FROM json_each(?))"""
 
 
 def _ids(conn: sqlite3.Connection, sql: str, *params: Any) -> list[str]:
@@ -185,6 +188,19 @@ def image_json(conn: sqlite3.Connection, image_id: str) -> dict[str, Any] | None
 
 def existing_ids(conn: sqlite3.Connection, table: str, ids: Sequence[str]) -> set[str]:
     return set(_ids(conn, _EXISTING[table], json.dumps(list(ids))))
+
+
+def albums_audio(
+    conn: sqlite3.Connection, album_ids: Sequence[str]
+) -> dict[str, dict[str, str | None]]:
+    """For each album among `album_ids` that the catalog holds, its tracks' audio formats
+    (None: no audio recorded), by track id."""
+    found: dict[str, dict[str, str | None]] = {}
+    for album, track, audio_format in conn.execute(_ALBUMS_AUDIO, (json.dumps(list(album_ids)),)):
+        tracks = found.setdefault(album, {})
+        if track is not None:
+            tracks[track] = audio_format
+    return found
 
 
 # Per kind: (content id, the ids of the albums it came with, joined by commas, or NULL) of each

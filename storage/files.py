@@ -84,6 +84,16 @@ class MediaLayout:
     def image_path(self, image: str) -> Path:
         return self.images_dir / f"{image_id(image)}.jpg"
 
+    def has_audio(self, track_id: str, audio_format: str | None) -> bool:
+        """Whether the track's audio is here as the catalog records it: a format, and
+        `audio/<id>.<format>` (blocking). The integrity scan's rule, for one track; a file that
+        cannot be looked at counts as absent (fetching it again is what tells more)."""
+        return audio_format is not None and os.path.isfile(self.audio_path(track_id, audio_format))
+
+    def has_image(self, image: str) -> bool:
+        """Whether `images/<id>.jpg` is here (blocking; absent if it cannot be looked at)."""
+        return os.path.isfile(self.image_path(image))
+
     def sweep_partials(self) -> int:
         """Remove `.part` files left by a crash; return how many (blocking)."""
         removed = 0

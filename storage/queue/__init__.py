@@ -6,12 +6,13 @@ Modules, by concept:
 - `schema`: the migrations; `model`: the vocabulary (enums, settings, records, the clock, the
   QueueItem JSON);
 - `rows`: the one place items are inserted, and fetched by id or parent;
-- `transitions` (claim, children, completion, release, recovery) and `retries` (failures,
+- `transitions` (claim, children, completion, cancel, release, recovery) and `retries` (failures,
   admin retry): state changes inside the caller's transaction, returning their audit events;
 - `limits` (per-user limits, global capacity), `positions`, `audit`, `activity`, `marks`
   (content the watchdog gave up on), `reads` (users' and admins' queries);
 - the stores over one `Database`: `QueueStore` (`processing`, the processor), `RequestStore`
-  (`requests`, users) and `QueueAdminStore` (`admin`, admins, monitors and the watchdog).
+  (`requests`, users) and `QueueAdminStore` (`admin`, admins, monitors and the watchdog); a
+  user's cancel and an admin's are the same transition (`transitions.cancel`).
 
 Claims and transitions are SQL written by hand, under the write connection's `BEGIN IMMEDIATE`;
 the filtered, paged lists are `sqlite_utils` table reads (`docs/decisions.md`).
@@ -36,12 +37,14 @@ from storage.queue.processing import QueueStore
 from storage.queue.reads import StaleItem
 from storage.queue.requests import Rejection, RequestStore
 from storage.queue.schema import MIGRATIONS
-from storage.queue.transitions import QueueStateError
+from storage.queue.transitions import Cancelled, CancelRefused, QueueStateError
 
 __all__ = [
     "MIGRATIONS",
     "AuditEvent",
     "AuditFilter",
+    "CancelRefused",
+    "Cancelled",
     "ChildSpec",
     "ContentType",
     "ErrorType",

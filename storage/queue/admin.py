@@ -1,4 +1,5 @@
-"""The admins' and monitors' store: inspection, admin retry, watchdog repairs, retention.
+"""The admins' and monitors' store: inspection, admin retry and cancel, watchdog repairs,
+retention.
 
 Reads come from `storage.queue.reads`, `storage.queue.activity` and `storage.queue.audit`, each
 list and its total from one snapshot; writes are one transaction each with their audit entries.
@@ -11,13 +12,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from storage.queue import activity, audit, marks, reads, retries, rows
+from storage.queue import activity, audit, marks, reads, retries, rows, transitions
 from storage.queue.audit import AuditFilter, AuditPage
 from storage.queue.base import StoreBase
 from storage.queue.limits import capacity
 from storage.queue.model import AuditEvent, ContentType, Priority, Source, Status
 from storage.queue.reads import StaleItem
 from storage.queue.rows import NewItem
+from storage.queue.transitions import Cancelled, CancelRefused
 
 REPAIR_REASONS = {
     ContentType.TRACK_AUDIO: "missing_audio",
@@ -35,11 +37,13 @@ _WATCHDOG = {
 
 
 class RetryRefused(Exception):
-    """Admin retry of an item that does not exist (`status` 404) or is not FAILED (409)."""
+    """Admin retry of an item that does not exist (`status` 404) or is not FAILED (409), or of
+    a child whose album was cancelled (409, `code` ALBUM_CANCELLED)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code or ("NOT_FOUND" if status == 404 else "NOT_FAILED")
 
 
 @dataclass(frozen=True)
@@ -148,17 +152,38 @@ class QueueAdminStore(StoreBase):
 
     def admin_retry(self, item_id: str, admin: str, now: int) -> dict[str, Any]:
         """Retry a FAILED item as SPEC §8.10 says (`retries.admin_retry`); return its QueueItem
-        JSON. Raises `RetryRefused` (404 unknown, 409 not FAILED) and changes nothing then."""
+        JSON. Raises `RetryRefused` (404 unknown, 409 not FAILED or a child of a cancelled
+        album) and changes nothing then."""
         with self.db.write() as conn:
             row = rows.fetch(conn, item_id)
             if row is None:
                 raise RetryRefused(404, f"no queue item {item_id}")
             if row["status"] != Status.FAILED.value:
                 raise RetryRefused(409, f"queue item is {row['status']}, not FAILED")
+            parent = rows.fetch(conn, row["parent_id"]) if row["parent_id"] else None
+            if parent is not None and parent["status"] == Status.CANCELLED.value:
+                # Retrying would reopen an album its requester cancelled.
+                message = "its album was cancelled; request the album again"
+                raise RetryRefused(409, message, "ALBUM_CANCELLED")
             events = retries.admin_retry(conn, row, admin, now)
             (item,) = reads.shape(conn, [rows.fetch(conn, item_id) or row])
         self.on_audit(events)
         return item
+
+    # -- admin cancel ------------------------------------------------------------------------
+
+    def admin_cancel(self, item_id: str, admin: str, now: int) -> tuple[dict[str, Any], Cancelled]:
+        """Cancel any item, a child alone included, for the admin `admin` (SPEC §8.10), as a
+        user cancels their own (`transitions.cancel`); its QueueItem JSON after, and what was
+        cancelled. Raises `CancelRefused` (404 unknown, 409 already ended)."""
+        with self.db.write() as conn:
+            row = rows.fetch(conn, item_id)
+            if row is None:
+                raise CancelRefused(404, f"no queue item {item_id}")
+            cancelled, events = transitions.cancel(conn, row, admin, now)
+            (item,) = reads.shape(conn, [rows.fetch(conn, item_id) or row])
+        self.on_audit(events)
+        return item, cancelled
 
     # -- watchdog ----------------------------------------------------------------------------
 

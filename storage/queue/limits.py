@@ -20,7 +20,8 @@ from typing import Any
 
 from storage.queue.model import DAY, HOUR, TERMINAL, DownloadManagerConfig
 
-_USER_COUNTS = """SELECT COALESCE(SUM(created_at >= ?), 0), COALESCE(SUM(status NOT IN (?, ?)), 0)
+_USER_COUNTS = """SELECT COALESCE(SUM(created_at >= ?), 0),
+    COALESCE(SUM(status NOT IN (?, ?, ?)), 0)
     FROM queue_items WHERE parent_id IS NULL AND requested_by = ?"""
 # Pinned to the partial index: without statistics SQLite prefers `queue_parent` (equality on
 # parent_id) and reads every top-level item ever queued, which every claim pays for.

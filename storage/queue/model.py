@@ -29,9 +29,11 @@ class Status(StrEnum):
     RETRY_WAITING = "RETRY_WAITING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
 
 
-TERMINAL = (Status.COMPLETED.value, Status.FAILED.value)  # the states an item ends in
+# The states an item ends in; the queries that exclude them carry one placeholder per state.
+TERMINAL = (Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value)
 
 
 class Priority(IntEnum):
@@ -77,6 +79,7 @@ class AuditEvent(StrEnum):
     WATCHDOG_SCAN_COMPLETED = "WATCHDOG_SCAN_COMPLETED"
     RECOVERED_AFTER_RESTART = "RECOVERED_AFTER_RESTART"
     WATCHDOG_GAVE_UP = "WATCHDOG_GAVE_UP"
+    REQUEST_CANCELLED = "REQUEST_CANCELLED"
 
 
 # Told of the audit entries a store's transaction appended, once it has committed (the daemon
@@ -114,12 +117,14 @@ class DownloadManagerConfig:
 
 @dataclass(frozen=True)
 class ChildSpec:
-    """One child to create under an album (SPEC §8.5)."""
+    """One child to create under an album (SPEC §8.5). A `present` child's file is already
+    here (SPEC §8.3 rev 2): it is created COMPLETED, and nothing is fetched for it."""
 
     content_type: ContentType
     content_id: str
     content_name: str | None = None
     artist_name: str | None = None
+    present: bool = False
 
 
 class Row(Protocol):
@@ -227,4 +232,5 @@ def progress_json(counts: dict[str, int]) -> dict[str, int] | None:
         "pending": counts.get("PENDING", 0),
         "in_progress": counts.get("IN_PROGRESS", 0),
         "retry_waiting": counts.get("RETRY_WAITING", 0),
+        "cancelled": counts.get("CANCELLED", 0),
     }

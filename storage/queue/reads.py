@@ -49,7 +49,7 @@ _FINISHED_SINCE = """SELECT COALESCE(SUM(status = 'COMPLETED'), 0),
     COALESCE(SUM(status = 'FAILED'), 0)
     FROM queue_items WHERE status IN ('COMPLETED', 'FAILED') AND completed_at >= ?"""
 _IN_QUEUE = """SELECT DISTINCT content_id FROM queue_items
-    WHERE content_id IN (SELECT value FROM json_each(?)) AND status NOT IN (?, ?)"""
+    WHERE content_id IN (SELECT value FROM json_each(?)) AND status NOT IN (?, ?, ?)"""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """The users' store (SPEC §8.3, §8.4): album and discography requests against the per-user
-limits, a user's own requests, their limits and the global capacity.
+limits, cancelling one's own request, a user's own requests, their limits and the global
+capacity.
 
 A request checks and inserts in one `BEGIN IMMEDIATE` transaction (`storage.queue.limits`), so
 concurrent requests never admit more than the limit. An album is refused as in the catalog,
@@ -15,12 +16,13 @@ from enum import StrEnum
 from typing import Any
 
 from storage.ids import content_id
-from storage.queue import audit, reads, rows
+from storage.queue import audit, reads, rows, transitions
 from storage.queue.base import StoreBase
 from storage.queue.limits import Budget, UserLimitStatus, capacity
 from storage.queue.model import AuditEvent, ContentType, Priority, Source, Status, item_json
 from storage.queue.positions import positions
 from storage.queue.rows import NewItem
+from storage.queue.transitions import Cancelled, CancelRefused
 
 
 class Rejection(StrEnum):
@@ -124,6 +126,20 @@ class RequestStore(StoreBase):
         details = {"content_name": album_name, "artist_name": artist_name, **details}
         audit.append(conn, AuditEvent.REQUEST_CREATED, row, details, at=now)
         return row
+
+    def cancel_request(self, item_id: str, user: str, now: int) -> tuple[dict[str, Any], Cancelled]:
+        """Cancel the user's own top-level item and its unfinished children in one transaction
+        (`transitions.cancel`); its QueueItem JSON after, and what was cancelled. Raises
+        `CancelRefused`: 404 for anything but the user's own top-level item (others' stay
+        hidden), 409 when it has already ended."""
+        with self.db.write() as conn:
+            row = rows.fetch(conn, item_id)
+            if row is None or row["parent_id"] is not None or row["requested_by"] != user:
+                raise CancelRefused(404, "no such request of yours")
+            cancelled, events = transitions.cancel(conn, row, user, now)
+            (item,) = reads.shape(conn, [rows.fetch(conn, item_id) or row])
+        self.on_audit(events)
+        return item, cancelled
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -76,8 +76,11 @@ def record_failure(
 ) -> tuple[Status, list[AuditEvent]]:
     """A failed attempt of the IN_PROGRESS item `item_id`; returns its new status. `permanent`
     fails it at once whatever its error type (a body over the size cap would come again the
-    same). `QueueStateError` if the item is not IN_PROGRESS."""
+    same). An item cancelled meanwhile stays CANCELLED (no events); `QueueStateError` if it is
+    in any other state but IN_PROGRESS."""
     row = in_progress(conn, item_id)
+    if row is None:
+        return Status.CANCELLED, []
     retries = row["retry_count"]
     if error is ErrorType.RATE_LIMITED:
         status, wait = Status.RETRY_WAITING, rate_limit_wait(retry_after, dm.max_backoff_secs)

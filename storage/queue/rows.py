@@ -22,7 +22,7 @@ _INSERT = """INSERT INTO queue_items (id, parent_id, status, priority, content_t
     last_activity_at)
     VALUES (?, ?, 'PENDING', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING *"""
 _ACTIVE = """SELECT 1 FROM queue_items
-    WHERE content_type = ? AND content_id = ? AND status NOT IN (?, ?) LIMIT 1"""
+    WHERE content_type = ? AND content_id = ? AND status NOT IN (?, ?, ?) LIMIT 1"""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import trio
 from trio.testing import wait_all_tasks_blocked
 
 from actors.downloader import DownloaderClient
+from actors.in_flight import InFlight
 from actors.messages import Hook, HookFired, WakeProcessor
 from actors.processor import Processor
 from daemon.config import DownloadManagerConfig
@@ -80,6 +81,7 @@ class Rig:
     shutdown: trio.Event
     stopped: trio.Event
     wall: FakeWall
+    in_flight: InFlight  # what the processor works on, for tests that cancel it
 
     async def request_album(self, index: int = 0) -> str:
         album_id = self.fake.album_ids[index]
@@ -157,7 +159,7 @@ async def rig(
     requests = RequestStore(queue_db, dm)
     r = Rig(
         queue, requests, catalog, media, metrics, fake, knobs, wake_send, hook_recv, shutdown,
-        stopped, wall,
+        stopped, wall, InFlight(),
     )  # fmt: skip
     if before_start is not None:
         before_start(r)
@@ -174,6 +176,7 @@ async def rig(
             processor = Processor(
                 queue, catalog, client, media, metrics, dm, wake_recv, hook_send,
                 shutdown=shutdown, shutdown_timeout=shutdown_timeout, clock=wall,
+                in_flight=r.in_flight,
             )  # fmt: skip
             await nursery.start(run_processor, processor)
             yield r

@@ -528,7 +528,7 @@ class Journey:
         on the event loop just after the failure's commit)."""
         with trio.fail_after(TIMEOUT):
             while (
-                self.rows("SELECT 1 FROM queue_items WHERE status NOT IN (?, ?)", *TERMINAL)
+                self.rows("SELECT 1 FROM queue_items WHERE status NOT IN (?, ?, ?)", *TERMINAL)
                 or self.failed_repairs() < self.failures_recorded()
             ):
                 self.wall.now += advance

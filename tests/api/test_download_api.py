@@ -20,7 +20,7 @@ import trio
 from actors.downloader import DownloaderClient
 from actors.messages import WakeProcessor
 from api.app import create_app
-from bench.seed import synthetic_bundles, synthetic_id
+from bench.seed import seed_catalog, synthetic_id
 from daemon.config import Config, DownloadManagerConfig
 from daemon.root import Root
 from daemon.services import close_root
@@ -123,8 +123,9 @@ async def root(config: Config, upstream: Upstream, wake_channel: Any) -> AsyncIt
 
 @pytest.fixture
 def wake(root: Root, wake_channel: Any) -> Any:
-    """Seed the catalog; yield the processor's receiving end of the wake-up channel."""
-    root.catalog.ingest_many(synthetic_bundles(1, 2))
+    """Seed the catalog with a whole album (its audio files too: "in the catalog" means
+    complete); yield the processor's receiving end of the wake-up channel."""
+    seed_catalog(root.config.db_dir, root.config.media_path, 1)
     return wake_channel[1]
 
 

@@ -206,6 +206,7 @@ def test_retry_failed_album_with_children_resets_only_failed_children(
         "pending": 2,
         "in_progress": 0,
         "retry_waiting": 0,
+        "cancelled": 0,
     }
     assert all(row(db, c)["status"] == "PENDING" and row(db, c)["retry_count"] == 0 for c in failed)
     assert row(db, done)["status"] == "COMPLETED" and row(db, done)["completed_at"] == BASE - 5
@@ -555,5 +556,5 @@ def test_gauges_cover_every_status_and_priority(store: QueueAdminStore) -> None:
     assert sizes[("PENDING", 1)] == 2
     assert sizes[("IN_PROGRESS", 2)] == 1
     assert sizes[("FAILED", 3)] == 0
-    assert len(sizes) == 15
+    assert len(sizes) == 18  # six statuses, three priorities
     assert capacity == {"hour": 1, "day": 1}

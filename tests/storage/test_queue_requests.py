@@ -367,7 +367,7 @@ def test_my_requests_are_own_top_level_items_newest_first_and_paged(store: Reque
     assert my_requests(store, "nobody") == []
     oldest = my_requests(store, "alice")[-1]
     assert oldest["progress"] == {"total_children": 1, "completed": 0, "failed": 0, "pending": 1,
-                                  "in_progress": 0, "retry_waiting": 0}  # fmt: skip
+                                  "in_progress": 0, "retry_waiting": 0, "cancelled": 0}  # fmt: skip
     assert my_requests(store, "alice")[0]["progress"] is None
     done = my_requests(store, "alice", status=Status.COMPLETED)[0]
     assert done["queue_position"] is None
