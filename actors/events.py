@@ -298,7 +298,10 @@ def _request_event(change: Change, request: dict[str, Any]) -> str:
     return _ENDINGS.get(change.event_type, "request.progress")
 
 
-_QUEUE_STATES = {"QUEUE_PAUSED": "queue.paused", "QUEUE_RESUMED": "queue.resumed"}
+_QUEUE_STATES = {
+    AuditEvent.QUEUE_PAUSED.value: "queue.paused",
+    AuditEvent.QUEUE_RESUMED.value: "queue.resumed",
+}
 
 
 def _queue_state(change: Change, made: list[tuple[int, NewEvent]]) -> None:

@@ -2,9 +2,10 @@
 
 At start it puts work left IN_PROGRESS by a dead process back in the queue and sweeps `.part`
 files, then reports ready. It works back to back while ready work exists, one item at a time:
-claim (due retries promoted, new albums only while the global capacity allows), fetch and
-publish (`actors.download_steps`), record the outcome in the queue. When idle it waits for a
-`WakeProcessor` or until the earliest retry is due, at most `process_interval_secs`.
+claim (due retries promoted, new albums only while the global capacity allows, nothing while
+an admin has paused the queue), fetch and publish (`actors.download_steps`), record the outcome
+in the queue. When idle it waits for a `WakeProcessor` (a resume sends one) or until the
+earliest retry is due, at most `process_interval_secs`. Each claim sets the paused gauge.
 
 One download at a time: the downloader serves one audio download at a time (429 when busy),
 and a 429 only parks the item in RETRY_WAITING without spending a retry. An album's children
@@ -136,6 +137,7 @@ class Processor:
             claimed = await self.queue.db.run(self.queue.claim, self.clock())
         self.metrics.capacity_used.labels("hour").set(claimed.capacity["albums_this_hour"])
         self.metrics.capacity_used.labels("day").set(claimed.capacity["albums_today"])
+        self.metrics.download_paused.set(int(claimed.paused))
         return claimed.item
 
     async def _wait_for_work(self) -> None:

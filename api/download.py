@@ -255,7 +255,7 @@ async def my_requests(query_args: MyRequestsQuery) -> Response:
 @downloads_route
 async def request_detail(item_id: str) -> dict[str, Any]:
     store = require_downloads().requests
-    item = await store.db.run(store.item_for_user, item_id, current_user().handle)
+    item = await store.db.run(store.item_for_user, item_id, current_user().handle, now())
     if item is None:
         raise ApiError(404, "no such request of yours", "NOT_FOUND")
     return item

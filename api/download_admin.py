@@ -1,10 +1,15 @@
-"""Download-manager admin routes (SPEC §8.10): queue stats, failures, retry, activity, audit.
+"""Download-manager admin routes (SPEC §8.10): queue stats, failures, retry, pause and resume,
+activity, audit.
 
-Reading needs ViewAnalytics; retrying needs EditCatalog. Authentication and the permission check
-come first, then the 503 for a disabled download manager, then query validation, so an anonymous
-caller learns nothing and a bad query on a disabled server is still a 503. Query strings are
-validated by pydantic models (unknown parameters, bad numbers and bad enum values are 400);
-`limit` defaults to 50 and is clamped to 500, `hours` defaults to 24 and is clamped to 168.
+Reading needs ViewAnalytics; retrying, pausing and resuming need EditCatalog. A pause's optional
+`reason` is text of 1 to 500 characters once trimmed (the request routes' text rule); pausing a
+paused queue and resuming a running one answer 200 and change nothing (`storage.queue.pause`).
+The paused gauge is set here, where the pause changes, and by every claim of the processor.
+Authentication and the permission check come first, then the 503 for a disabled download
+manager, then query validation, so an anonymous caller learns nothing and a bad query on a
+disabled server is still a 503. Query strings are validated by pydantic models (unknown
+parameters, bad numbers and bad enum values are 400); `limit` defaults to 50 and is clamped to
+500, `hours` defaults to 24 and is clamped to 168.
 
 Cancelling any item (EditCatalog) is the users' cancel (`storage.queue.transitions.cancel`).
 """
@@ -21,8 +26,9 @@ from quart_schema import validate_querystring
 from actors.messages import Hook, HookFired, WakeProcessor, offer
 from api.auth import current_user, requires
 from api.context import downloads_route, require_downloads, root
+from api.download import Text
 from api.errors import ApiError
-from api.schemas import Query, page_limit
+from api.schemas import Query, StrictBody, json_body, page_limit
 from storage.queue import (
     AuditEvent,
     AuditFilter,
@@ -45,6 +51,10 @@ MAX_HOURS = 168
 class PageQuery(Query):
     limit: int | None = Field(default=None, ge=1)
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+
+
+class PauseBody(StrictBody):
+    reason: Text | None = None
 
 
 class ActivityQuery(Query):
@@ -84,7 +94,8 @@ async def stats() -> dict[str, Any]:
 @validate_querystring(PageQuery)
 async def failed(query_args: PageQuery) -> dict[str, Any]:
     store = require_downloads().queue_admin
-    items, total = await store.db.run(store.failed, page_limit(query_args.limit), query_args.offset)
+    limit, offset = page_limit(query_args.limit), query_args.offset
+    items, total = await store.db.run(store.failed, limit, offset, now())
     return {"items": items, "total": total}
 
 
@@ -123,6 +134,30 @@ async def cancel_item(item_id: str) -> dict[str, Any]:
     return item
 
 
+@blueprint.post("/pause")
+@requires(Permission.EditCatalog)
+@downloads_route
+@json_body(PauseBody, optional=True)
+async def pause(data: PauseBody) -> dict[str, Any]:
+    """Pause the queue: nothing new starts, a file already downloading finishes."""
+    store = require_downloads().queue_admin
+    state = await store.db.run(store.pause, current_user().handle, data.reason, now())
+    root().metrics.download_paused.set(1)
+    return state
+
+
+@blueprint.post("/resume")
+@requires(Permission.EditCatalog)
+@downloads_route
+async def resume() -> dict[str, Any]:
+    """Resume the queue; the processor is woken to start work at once."""
+    store = require_downloads().queue_admin
+    await store.db.run(store.resume, current_user().handle, now())
+    root().metrics.download_paused.set(0)
+    offer(require_downloads().wake, WakeProcessor())
+    return {"paused": False}
+
+
 @blueprint.get("/activity")
 @requires(Permission.ViewAnalytics)
 @downloads_route
@@ -146,6 +181,7 @@ async def requests(query_args: RequestsQuery) -> dict[str, Any]:
             top_level_only=query_args.top_level_only,
             limit=page_limit(query_args.limit),
             offset=query_args.offset,
+            now=now(),
         )
     )
     return {"items": items, "total": total}
@@ -176,7 +212,7 @@ async def audit(query_args: AuditQuery) -> dict[str, Any]:
 @downloads_route
 async def audit_item(item_id: str) -> dict[str, Any]:
     store = require_downloads().queue_admin
-    found = await store.db.run(store.audit_for_item, item_id)
+    found = await store.db.run(store.audit_for_item, item_id, now())
     if found is None:
         raise ApiError(404, f"no queue item {item_id}", "NOT_FOUND")
     return found

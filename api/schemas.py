@@ -35,16 +35,21 @@ class Query(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def json_body(model: type[BaseModel]) -> Callable[[F], F]:
+def json_body(model: type[BaseModel], *, optional: bool = False) -> Callable[[F], F]:
     """`validate_request(model)`, reached only by a body that is JSON, decodes and holds no bad
     text. quart-schema's own decoding answers a bare 400 for a malformed body (`api.text`'s says
-    where), so the body is decoded here first; the framework decodes it again for the model."""
+    where), so the body is decoded here first; the framework decodes it again for the model.
+
+    `optional`: a request with no body at all is taken as `{}` (a model whose fields all have
+    defaults), so `curl -X POST` works without one; a body that is there is checked as usual."""
 
     def decorate(view: F) -> F:
         validated = validate_request(model)(view)
 
         @functools.wraps(validated)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if optional and not await request.get_data(cache=True, as_text=False):
+                return await view(*args, data=model(), **kwargs)
             if request.mimetype != "application/json":
                 raise ApiError(415, "request body must be application/json")
             check_json_text(decode_json(await request.get_data(cache=True, as_text=False)))

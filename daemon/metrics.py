@@ -83,6 +83,11 @@ class Metrics:
             ["period"],
             registry=r,
         )
+        self.download_paused = Gauge(
+            "pezzottify_download_paused",
+            "1 while an admin has paused the download queue",
+            registry=r,
+        )
         self.user_requests = Counter(
             "pezzottify_download_user_requests_total",
             "Download requests accepted from users",

@@ -9,7 +9,9 @@ Modules, by concept:
 - `transitions` (claim, children, completion, cancel, release, recovery) and `retries` (failures,
   admin retry): state changes inside the caller's transaction, returning their audit events;
 - `limits` (per-user limits, global capacity), `positions`, `audit`, `activity`, `marks`
-  (content the watchdog gave up on), `reads` (users' and admins' queries);
+  (content the watchdog gave up on), `pause` (an admin's pause of the queue), `reads` (users'
+  and admins' queries, and `shape`, the one QueueItem JSON, with each item's `wait` from
+  `waits` and its estimated times from `estimates`);
 - the stores over one `Database`: `QueueStore` (`processing`, the processor), `RequestStore`
   (`requests`, users) and `QueueAdminStore` (`admin`, admins, monitors and the watchdog); a
   user's cancel and an admin's are the same transition (`transitions.cancel`).

@@ -1,5 +1,5 @@
-"""The admins' and monitors' store: inspection, admin retry and cancel, watchdog repairs,
-retention.
+"""The admins' and monitors' store: inspection, admin retry and cancel, the pause,
+watchdog repairs, retention.
 
 Reads come from `storage.queue.reads`, `storage.queue.activity` and `storage.queue.audit`, each
 list and its total from one snapshot; writes are one transaction each with their audit entries.
@@ -12,11 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from storage.queue import activity, audit, marks, reads, retries, rows, transitions
+from storage.queue import activity, audit, marks, pause, reads, retries, rows, transitions
 from storage.queue.audit import AuditFilter, AuditPage
 from storage.queue.base import StoreBase
 from storage.queue.limits import capacity
-from storage.queue.model import AuditEvent, ContentType, Priority, Source, Status
+from storage.queue.model import AuditEvent, ContentType, Priority, Source, Status, at_or_now
 from storage.queue.reads import StaleItem
 from storage.queue.rows import NewItem
 from storage.queue.transitions import Cancelled, CancelRefused
@@ -75,10 +75,12 @@ class QueueAdminStore(StoreBase):
             conn.execute("BEGIN")
             return reads.stats(conn, self.dm, now)
 
-    def failed(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+    def failed(
+        self, limit: int, offset: int, now: int | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
         with self.db.read() as conn:
             conn.execute("BEGIN")  # total, page and positions from one snapshot
-            return reads.failed_items(conn, limit, offset)
+            return reads.failed_items(conn, limit, offset, dm=self.dm, now=at_or_now(now))
 
     def requests(
         self,
@@ -88,12 +90,13 @@ class QueueAdminStore(StoreBase):
         top_level_only: bool = False,
         limit: int = 50,
         offset: int = 0,
+        now: int | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
         with self.db.read() as conn:
             conn.execute("BEGIN")
             return reads.request_items(
                 conn, status=status, user=user, top_level_only=top_level_only, limit=limit,
-                offset=offset,
+                offset=offset, dm=self.dm, now=at_or_now(now),
             )  # fmt: skip
 
     def activity(self, hours: int, now: int) -> dict[str, Any]:
@@ -111,14 +114,14 @@ class QueueAdminStore(StoreBase):
     ) -> AuditPage:  # fmt: skip
         return self.audit(AuditFilter(user=handle, since=since, until=until), limit, offset)
 
-    def audit_for_item(self, item_id: str) -> dict[str, Any] | None:
+    def audit_for_item(self, item_id: str, now: int | None = None) -> dict[str, Any] | None:
         """`{"queue_item", "events"}` (events oldest first), or None for an unknown item."""
         with self.db.read() as conn:
             conn.execute("BEGIN")  # one snapshot for the item and its history
             row = rows.fetch(conn, item_id)
             if row is None:
                 return None
-            (item,) = reads.shape(conn, [row])
+            (item,) = reads.shape(conn, [row], dm=self.dm, now=at_or_now(now))
             return {"queue_item": item, "events": audit.item_history(conn, item_id)}
 
     def stale_items(self, threshold_secs: int, now: int) -> list[StaleItem]:
@@ -166,7 +169,7 @@ class QueueAdminStore(StoreBase):
                 message = "its album was cancelled; request the album again"
                 raise RetryRefused(409, message, "ALBUM_CANCELLED")
             events = retries.admin_retry(conn, row, admin, now)
-            (item,) = reads.shape(conn, [rows.fetch(conn, item_id) or row])
+            (item,) = reads.shape(conn, [rows.fetch(conn, item_id) or row], dm=self.dm, now=now)
         self.on_audit(events)
         return item
 
@@ -181,9 +184,30 @@ class QueueAdminStore(StoreBase):
             if row is None:
                 raise CancelRefused(404, f"no queue item {item_id}")
             cancelled, events = transitions.cancel(conn, row, admin, now)
-            (item,) = reads.shape(conn, [rows.fetch(conn, item_id) or row])
+            (item,) = reads.shape(conn, [rows.fetch(conn, item_id) or row], dm=self.dm, now=now)
         self.on_audit(events)
         return item, cancelled
+
+    # -- pause -------------------------------------------------------------------------------
+
+    def pause_state(self) -> dict[str, Any]:
+        """`{paused, paused_by, paused_at, reason}` (`storage.queue.pause`)."""
+        with self.db.read() as conn:
+            return pause.state(conn)
+
+    def pause(self, admin: str, reason: str | None, now: int) -> dict[str, Any]:
+        """Pause the queue (QUEUE_PAUSED), or keep the pause there is; the state after."""
+        with self.db.write() as conn:
+            paused, events = pause.pause(conn, admin, reason, now)
+        self.on_audit(events)
+        return paused
+
+    def resume(self, admin: str, now: int) -> bool:
+        """Resume the queue (QUEUE_RESUMED); False if it was not paused."""
+        with self.db.write() as conn:
+            events = pause.resume(conn, admin, now)
+        self.on_audit(events)
+        return bool(events)
 
     # -- watchdog ----------------------------------------------------------------------------
 

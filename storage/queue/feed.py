@@ -48,7 +48,9 @@ class QueueFeed(StoreBase):
             tops = rows.fetch_many(conn, top_ids - items.keys()) | {
                 i: row for i, row in items.items() if i in top_ids
             }
-            requests = dict(zip(tops, reads.shape(conn, list(tops.values())), strict=True))
+            requests = dict(
+                zip(tops, reads.shape(conn, list(tops.values()), dm=self.dm, now=now), strict=True)
+            )
             capacity = limits.capacity(conn, self.dm, now)
         changes = []
         for entry in entries:

@@ -23,6 +23,11 @@ def now() -> int:
     return int(time.time())
 
 
+def at_or_now(at: int | None) -> int:
+    """`at`, or the clock when a caller leaves the time out."""
+    return now() if at is None else at
+
+
 class Status(StrEnum):
     PENDING = "PENDING"
     IN_PROGRESS = "IN_PROGRESS"
@@ -80,6 +85,8 @@ class AuditEvent(StrEnum):
     RECOVERED_AFTER_RESTART = "RECOVERED_AFTER_RESTART"
     WATCHDOG_GAVE_UP = "WATCHDOG_GAVE_UP"
     REQUEST_CANCELLED = "REQUEST_CANCELLED"
+    QUEUE_PAUSED = "QUEUE_PAUSED"
+    QUEUE_RESUMED = "QUEUE_RESUMED"
 
 
 # Told of the audit entries a store's transaction appended, once it has committed (the daemon

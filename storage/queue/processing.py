@@ -27,8 +27,9 @@ from storage.queue.transitions import ChildrenCreated, Recovery
 
 
 class Claimed(NamedTuple):
-    item: sqlite3.Row | None  # None when nothing is ready
+    item: sqlite3.Row | None  # None when nothing is ready or the queue is paused
     capacity: dict[str, Any]  # CapacityStatus after the claim
+    paused: bool = False  # an admin has paused the queue (`storage.queue.pause`)
 
 
 class QueueStore(StoreBase):
@@ -45,16 +46,17 @@ class QueueStore(StoreBase):
 
     def claim(self, now: int) -> Claimed:
         """Promote the retries that are due and take the next item in claim order, a new album
-        only while the global capacity allows (`transitions.claim`), in one transaction.
+        only while the global capacity allows and nothing while the queue is paused
+        (`transitions.claim`), in one transaction.
 
         The claim does not wait for the disk (`Database.write(durable=False)`): a claim rolled
         back by a power cut leaves its item as the startup recovery would have made it, and
         the retries it promoted due again; the completion's commit makes it durable anyway.
         """
         with self.db.write(durable=False) as conn:
-            row, room, events = transitions.claim(conn, self.dm, now)
-        self.on_audit(events)
-        return Claimed(row, room)
+            taken = transitions.claim(conn, self.dm, now)
+        self.on_audit(taken.events)
+        return Claimed(taken.item, taken.capacity, taken.paused)
 
     def create_children(
         self, parent_id: str, children: Sequence[ChildSpec], now: int

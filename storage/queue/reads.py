@@ -5,7 +5,8 @@ itself, so no counter can drift from the rows. The filtered, paged lists (a user
 the admin's requests and failures) are `sqlite_utils` table reads: filters become one WHERE
 clause of constant fragments before paging, and `total` counts the filtered rows. The reads that
 pin an index or aggregate stay SQL. Top-level items are shaped with their `progress` and, while
-PENDING, their `queue_position` (`storage.queue.positions`), the same for users and admins.
+PENDING, their `queue_position` (`storage.queue.positions`), and every item with its `wait` and
+estimates (`storage.queue.waits`, `storage.queue.estimates`), the same for users and admins.
 
 Windows are UTC: the day starts at `now - now % 86400`.
 """
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage.db import table
-from storage.queue import limits
+from storage.queue import limits, pause
+from storage.queue.estimates import Estimates
 from storage.queue.model import (
     DAY,
     TERMINAL,
@@ -31,6 +33,7 @@ from storage.queue.model import (
     progress_json,
 )
 from storage.queue.positions import positions
+from storage.queue.waits import Snapshot, wait_json
 
 NEWEST_FIRST = "created_at DESC, seq DESC"
 # The latest sign of life of an item, and for a parent the latest of its children.
@@ -61,19 +64,30 @@ class StaleItem:
     since: int
 
 
-def shape(conn: sqlite3.Connection, rows: Sequence[Row]) -> list[dict[str, Any]]:
-    """QueueItem JSON; top-level items add `progress` and `queue_position` (null unless PENDING).
+def shape(
+    conn: sqlite3.Connection, rows: Sequence[Row], *, dm: DownloadManagerConfig, now: int
+) -> list[dict[str, Any]]:
+    """QueueItem JSON as of `now`, the one shaping every list and event uses: top-level items
+    add `progress` and `queue_position` (null unless PENDING); every item adds `wait`
+    (`storage.queue.waits`) and `estimated_start_at` / `estimated_completion_at`
+    (`storage.queue.estimates`; null where they do not apply, always for a child).
 
-    Call inside one read transaction so positions and progress describe the same queue.
+    Call inside one read transaction so positions, progress and waits describe the same queue.
     """
     ranks = positions(conn, rows)
     done = progress_many(conn, [row["id"] for row in rows if row["parent_id"] is None])
+    snap = Snapshot(conn, dm, now)
+    estimates = Estimates(snap)
     items = []
     for row in rows:
         item = item_json(row)
+        progress, position = done.get(row["id"]), ranks.get(row["id"])
         if row["parent_id"] is None:
-            item["progress"] = done[row["id"]]
-            item["queue_position"] = ranks.get(row["id"])
+            item["progress"] = progress
+            item["queue_position"] = position
+        item["wait"] = wait_json(snap, row, progress, position)
+        item["estimated_start_at"] = estimates.start_at(row, position)
+        item["estimated_completion_at"] = estimates.completion_at(row)
         items.append(item)
     return items
 
@@ -103,14 +117,14 @@ def _where(clauses: Sequence[tuple[str, Any]]) -> tuple[str | None, list[Any]]:
 
 def _page(
     conn: sqlite3.Connection, clauses: Sequence[tuple[str, Any]], order_by: str, limit: int,
-    offset: int,
+    offset: int, *, dm: DownloadManagerConfig, now: int,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """One page of the items matching every clause, in `order_by`, shaped."""
+    """One page of the items matching every clause, in `order_by`, shaped as of `now`."""
     where, params = _where(clauses)
     rows = table(conn, "queue_items").rows_where(
         where, params, order_by=order_by, limit=limit, offset=offset
     )
-    return shape(conn, list(rows))
+    return shape(conn, list(rows), dm=dm, now=now)
 
 
 def _count(conn: sqlite3.Connection, clauses: Sequence[tuple[str, Any]]) -> int:
@@ -119,13 +133,14 @@ def _count(conn: sqlite3.Connection, clauses: Sequence[tuple[str, Any]]) -> int:
 
 
 def requests_of(
-    conn: sqlite3.Connection, user: str, status: Status | None, limit: int, offset: int
-) -> list[dict[str, Any]]:
+    conn: sqlite3.Connection, user: str, status: Status | None, limit: int, offset: int, *,
+    dm: DownloadManagerConfig, now: int,
+) -> list[dict[str, Any]]:  # fmt: skip
     """A user's top-level items, newest first, each with `progress` and `queue_position`."""
     clauses: list[tuple[str, Any]] = [("parent_id IS NULL", None), ("requested_by = ?", user)]
     if status is not None:
         clauses.append(("status = ?", status.value))
-    return _page(conn, clauses, NEWEST_FIRST, limit, offset)
+    return _page(conn, clauses, NEWEST_FIRST, limit, offset, dm=dm, now=now)
 
 
 def request_items(
@@ -136,6 +151,8 @@ def request_items(
     top_level_only: bool,
     limit: int,
     offset: int,
+    dm: DownloadManagerConfig,
+    now: int,
 ) -> tuple[list[dict[str, Any]], int]:
     """Items matching every given filter, newest first, and how many match before paging."""
     clauses: list[tuple[str, Any]] = []
@@ -145,20 +162,23 @@ def request_items(
         clauses.append(("requested_by = ?", user))
     if top_level_only:
         clauses.append(("parent_id IS NULL", None))
-    return _page(conn, clauses, NEWEST_FIRST, limit, offset), _count(conn, clauses)
+    page = _page(conn, clauses, NEWEST_FIRST, limit, offset, dm=dm, now=now)
+    return page, _count(conn, clauses)
 
 
 def failed_items(
-    conn: sqlite3.Connection, limit: int, offset: int
+    conn: sqlite3.Connection, limit: int, offset: int, *, dm: DownloadManagerConfig, now: int
 ) -> tuple[list[dict[str, Any]], int]:
     """FAILED items (children included), newest failure first, and how many there are."""
     failed = [("status = 'FAILED'", None)]
     newest_failure = "COALESCE(completed_at, last_attempt_at, created_at) DESC, seq DESC"
-    return _page(conn, failed, newest_failure, limit, offset), _count(conn, failed)
+    page = _page(conn, failed, newest_failure, limit, offset, dm=dm, now=now)
+    return page, _count(conn, failed)
 
 
 def stats(conn: sqlite3.Connection, dm: DownloadManagerConfig, now: int) -> dict[str, Any]:
-    """The admin dashboard: queue counts, capacity, and processing over the last 24 hours.
+    """The admin dashboard: queue counts, capacity, processing over the last 24 hours, and the
+    pause (`storage.queue.pause`).
 
     Counts cover every item (children and repairs included). `average_duration_ms` and
     `success_rate_percent` are null when nothing finished in the last 24 hours.
@@ -190,6 +210,7 @@ def stats(conn: sqlite3.Connection, dm: DownloadManagerConfig, now: int) -> dict
             "average_duration_ms": None if average is None else round(average),
             "success_rate_percent": round(100 * completed / finished, 1) if finished else None,
         },
+        "paused": pause.state(conn),
     }
 
 

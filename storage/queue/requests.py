@@ -19,7 +19,7 @@ from storage.ids import content_id
 from storage.queue import audit, reads, rows, transitions
 from storage.queue.base import StoreBase
 from storage.queue.limits import Budget, UserLimitStatus, capacity
-from storage.queue.model import AuditEvent, ContentType, Priority, Source, Status, item_json
+from storage.queue.model import AuditEvent, ContentType, Priority, Source, Status, at_or_now
 from storage.queue.positions import positions
 from storage.queue.rows import NewItem
 from storage.queue.transitions import Cancelled, CancelRefused
@@ -137,7 +137,7 @@ class RequestStore(StoreBase):
             if row is None or row["parent_id"] is not None or row["requested_by"] != user:
                 raise CancelRefused(404, "no such request of yours")
             cancelled, events = transitions.cancel(conn, row, user, now)
-            (item,) = reads.shape(conn, [rows.fetch(conn, item_id) or row])
+            (item,) = reads.shape(conn, [rows.fetch(conn, item_id) or row], dm=self.dm, now=now)
         self.on_audit(events)
         return item, cancelled
 
@@ -150,19 +150,23 @@ class RequestStore(StoreBase):
         (null unless PENDING), and the user's limits, from one snapshot."""
         with self.db.read() as conn:
             conn.execute("BEGIN")
-            mine = reads.requests_of(conn, user, status, limit, offset)
+            mine = reads.requests_of(conn, user, status, limit, offset, dm=self.dm, now=now)
             return mine, Budget(conn, self.dm, user, now).status()
 
-    def item_for_user(self, item_id: str, user: str) -> dict[str, Any] | None:
+    def item_for_user(
+        self, item_id: str, user: str, now: int | None = None
+    ) -> dict[str, Any] | None:
         """The user's own top-level item with `progress`, `queue_position` and `children`
-        (QueueItems in creation order); None for anything else, so others' items stay hidden."""
+        (QueueItems in creation order), each with its `wait`; None for anything else, so
+        others' items stay hidden."""
         with self.db.read() as conn:
             conn.execute("BEGIN")  # the item, its position and its children from one snapshot
             row = rows.fetch(conn, item_id)
             if row is None or row["parent_id"] is not None or row["requested_by"] != user:
                 return None
-            (item,) = reads.shape(conn, [row])
-            item["children"] = [item_json(child) for child in rows.children(conn, item_id)]
+            family = [row, *rows.children(conn, item_id)]
+            item, *children = reads.shape(conn, family, dm=self.dm, now=at_or_now(now))
+            item["children"] = children
             return item
 
     def limits_and_capacity(self, user: str, now: int) -> tuple[UserLimitStatus, dict[str, Any]]:

@@ -3,7 +3,8 @@
 The queue is one table of items (albums and their children, watchdog repairs), an append-only
 audit log written in the same transaction as each transition (`storage.queue.audit`), per-hour
 activity counters (`storage.queue.activity`), maintained ranks for queue positions
-(`storage.queue.positions`), and the content the watchdog gave up on (`storage.queue.marks`).
+(`storage.queue.positions`), the content the watchdog gave up on (`storage.queue.marks`), and
+whether an admin has paused the queue (`storage.queue.pause`).
 Only PENDING rows are in the claim index, so items waiting in RETRY_WAITING (however many) never
 slow a claim; they are promoted by `next_retry_at` through their own index. A migration, once
 released, is never edited: a change is a new one at the end.
@@ -180,5 +181,19 @@ MIGRATIONS = [
         "DROP TRIGGER unavailable_update",
         "DROP TRIGGER unavailable_delete",
         "DROP TABLE unavailable_version",
+    ],
+    [
+        # The queue's pause (`storage.queue.pause`): one row while an admin has the queue
+        # paused, none otherwise, so a pause outlives a restart.
+        """CREATE TABLE queue_pause (
+            one INTEGER PRIMARY KEY CHECK (one = 1),
+            paused_by TEXT NOT NULL,
+            paused_at INTEGER NOT NULL,
+            reason TEXT)""",
+        # The latest completions of one kind, newest first, for the estimates
+        # (`storage.queue.estimates`): the last few of a kind are read at the same cost however
+        # many items have completed, and whichever kinds they are.
+        """CREATE INDEX queue_done_kind ON queue_items(content_type, completed_at)
+            WHERE status = 'COMPLETED'""",
     ],
 ]

@@ -25,7 +25,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from storage.queue import activity, audit, limits, marks, rows
+from storage.queue import activity, audit, limits, marks, pause, rows
 from storage.queue.model import (
     TERMINAL,
     AuditEvent,
@@ -112,29 +112,37 @@ def _not_in_progress(item_id: str, row: sqlite3.Row | None) -> QueueStateError:
     return QueueStateError(f"queue item {item_id} is {state}, not IN_PROGRESS")
 
 
-def claim(
-    conn: sqlite3.Connection, dm: DownloadManagerConfig, now: int
-) -> tuple[sqlite3.Row | None, dict[str, Any], list[AuditEvent]]:
-    """The processor's claim: promote the retries that are due, then take the next PENDING item
-    in SPEC §8.5 order (DOWNLOAD_STARTED), a new album only while the global capacity allows
-    (children and watchdog repairs always). Returns the item (None when nothing is ready), the
-    CapacityStatus after the claim (an album started now counts) and the events.
+class Claim(NamedTuple):
+    item: sqlite3.Row | None  # None when nothing is ready, or the queue is paused
+    capacity: dict[str, Any]  # CapacityStatus after the claim (an album started now counts)
+    paused: bool  # an admin has paused the queue: nothing was taken
+    events: list[AuditEvent]
+
+
+def claim(conn: sqlite3.Connection, dm: DownloadManagerConfig, now: int) -> Claim:
+    """The processor's claim: promote the retries that are due, then, unless an admin paused
+    the queue, take the next PENDING item in SPEC §8.5 order (DOWNLOAD_STARTED), a new album
+    only while the global capacity allows (children and watchdog repairs always).
 
     `started_at` is set on the first claim only, so an album counts against the capacity once.
+    Due retries are promoted even while paused, so the processor's next wake-up is never a
+    retry already due (it would wake at once, again and again, until the resume).
     """
     conn.execute(_PROMOTE, (now,))
     room = limits.capacity(conn, dm, now)
+    if pause.is_paused(conn):
+        return Claim(None, room, True, [])
     statement = _CLAIM_NO_NEW_ALBUM if room["at_capacity"] else _CLAIM_ANY
     row: sqlite3.Row | None = conn.execute(statement, (now, now, now)).fetchone()
     if row is None:
-        return None, room, []
+        return Claim(None, room, False, [])
     attempt = {"attempt": row["retry_count"] + 1}
     events = [audit.append(conn, AuditEvent.DOWNLOAD_STARTED, row, attempt, at=now)]
     if row["parent_id"] is not None:
         touch_parent(conn, row["parent_id"], now)
     elif row["content_type"] == ContentType.ALBUM.value:
         room = limits.capacity(conn, dm, now)
-    return row, room, events
+    return Claim(row, room, False, events)
 
 
 class ChildrenCreated(NamedTuple):

@@ -141,6 +141,7 @@ async def rig(
     shutdown_timeout: float = 30,
     before_start: Any = None,
     spec: CatalogSpec = SPEC,
+    wall: FakeWall | None = None,
 ) -> AsyncIterator[Rig]:
     knobs = knobs if knobs is not None else Knobs()
     fake = build_catalog(spec)
@@ -155,7 +156,7 @@ async def rig(
     wake_send, wake_recv = trio.open_memory_channel[WakeProcessor](1)
     hook_send, hook_recv = trio.open_memory_channel[Any](64)
     shutdown, stopped = trio.Event(), trio.Event()
-    wall = FakeWall()
+    wall = wall if wall is not None else FakeWall()
     requests = RequestStore(queue_db, dm)
     r = Rig(
         queue, requests, catalog, media, metrics, fake, knobs, wake_send, hook_recv, shutdown,

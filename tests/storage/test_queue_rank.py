@@ -279,10 +279,11 @@ def test_the_migration_backfills_a_filled_queue(ops: list[tuple[Any, ...]]) -> N
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "download_queue.db"
         old = Queue(path, MIGRATIONS[:2])
-        # Today's stores also keep the watchdog's marks (migration 4): the old database holds
-        # those tables while it is filled, and loses them before the migrations apply.
+        # Today's stores also keep the watchdog's marks (migration 4) and read the pause
+        # (migration 6): the old database holds those tables while it is filled, and loses them
+        # before the migrations apply.
         with old.db.write() as conn:
-            for statement in MIGRATIONS[3]:
+            for statement in [*MIGRATIONS[3], MIGRATIONS[5][0]]:
                 conn.execute(statement)
         for op in ops:
             if op[0] not in READS_POSITIONS:
@@ -290,6 +291,7 @@ def test_the_migration_backfills_a_filled_queue(ops: list[tuple[Any, ...]]) -> N
         with old.db.write() as conn:
             conn.execute("DROP TABLE unavailable_content")
             conn.execute("DROP TABLE unavailable_version")
+            conn.execute("DROP TABLE queue_pause")
         old.db.close()
         new = Queue(path)
         try:
