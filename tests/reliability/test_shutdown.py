@@ -11,6 +11,7 @@ keep-alive connection does not hold the shutdown up.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sqlite3
 import time
@@ -27,7 +28,15 @@ from storage.catalog import CatalogStore
 from storage.db import Database
 from storage.queue import MIGRATIONS as QUEUE_MIGRATIONS
 from storage.users import UserStore
-from tests.reliability.harness import FakeDownloaderProcess, Rig, rig, running_fake
+from tests.reliability.harness import (
+    ADMIN,
+    ADMIN_PASSWORD,
+    FakeDownloaderProcess,
+    Rig,
+    create_admin,
+    rig,
+    running_fake,
+)
 from tests.reliability.invariants import (
     audit_entries,
     check_integrity,
@@ -179,6 +188,29 @@ def test_an_idle_keep_alive_connection_does_not_hold_up_the_shutdown(tmp_path: P
             started = time.monotonic()
             assert daemon.wait(35) == 0
             assert time.monotonic() - started < 5, "shutdown waited for an idle connection"
+    finally:
+        daemon.kill()
+
+
+def test_fifty_open_event_streams_do_not_hold_up_the_shutdown(tmp_path: Path) -> None:
+    create_admin(tmp_path)
+    daemon = DaemonProcess(tmp_path, "--shutdown-timeout-sec", "30", "--logging-level", "none")
+    try:
+        login = {"user_handle": ADMIN, "password": ADMIN_PASSWORD}
+        token = httpx.post(daemon.url + "/v1/auth/login", json=login).json()["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        with contextlib.ExitStack() as open_streams:
+            for _ in range(50):
+                client = open_streams.enter_context(httpx.Client(base_url=daemon.url, timeout=10))
+                response = open_streams.enter_context(
+                    client.stream("GET", "/v1/events", headers=headers)
+                )
+                assert response.status_code == 200
+                assert next(response.iter_lines()).startswith("event: hello")
+            daemon.signal(signal.SIGTERM)
+            started = time.monotonic()
+            assert daemon.wait(35) == 0
+            assert time.monotonic() - started < 5, "shutdown waited for the event streams"
     finally:
         daemon.kill()
 
