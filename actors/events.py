@@ -239,21 +239,23 @@ def events_of(changes: Changes) -> list[NewEvent]:
     catalog (`catalog.updated`, once per batch); a pause or a resume is `queue.paused` /
     `queue.resumed`.
     """
-    made: list[tuple[int, NewEvent]] = []  # (position, event); progress may move later
-    progress_at: dict[str, int] = {}
+    made: list[NewEvent] = []
+    progress_at: dict[str, int] = {}  # the last request.progress of each request in `made`
+    capacity_at = catalog_at = None  # where the batch's one `capacity` / `catalog.updated` go
     albums: list[str] = []
-    capacity_moved = False
     for change in changes.changes:
         if change.item is None:
-            _queue_state(change, made)
+            made += _queue_state(change)
             continue
-        made.append((len(made), NewEvent("queue.item", Audience.ADMIN, None, _item(change))))
-        request = change.request
-        kind = change.event_type
-        if change.item["parent_id"] is None and change.item["content_type"] == "ALBUM":
-            capacity_moved |= kind == AuditEvent.DOWNLOAD_STARTED.value
+        made.append(NewEvent("queue.item", Audience.ADMIN, None, _item(change)))
+        kind, item = change.event_type, change.item
+        if item["parent_id"] is None and item["content_type"] == "ALBUM":
+            if kind == AuditEvent.DOWNLOAD_STARTED.value and capacity_at is None:
+                capacity_at = len(made)
             if kind == AuditEvent.CHILDREN_CREATED.value:
-                albums.append(change.item["content_id"])
+                catalog_at = len(made) if catalog_at is None else catalog_at
+                albums.append(item["content_id"])
+        request = change.request
         if request is None or request["requested_by"] is None:
             continue
         if request["request_source"] != "USER":
@@ -263,20 +265,23 @@ def events_of(changes: Changes) -> list[NewEvent]:
         if name == "request.progress":
             data = {field: request.get(field) for field in _PROGRESS_FIELDS}
             progress_at[request["id"]] = len(made)
-            made.append((len(made), NewEvent(name, Audience.OWNER, owner, data)))
+            made.append(NewEvent(name, Audience.OWNER, owner, data))
         else:
-            made.append((len(made), NewEvent(name, Audience.OWNER, owner, request)))
-    events = [
-        event
-        for position, event in made
-        if event.name != "request.progress" or progress_at[event.data["id"]] == position
-    ]
-    if capacity_moved:
-        events.append(NewEvent("capacity", Audience.ADMIN, None, changes.capacity))
-    if albums:
-        events.append(
-            NewEvent("catalog.updated", Audience.CATALOG, None, {"album_ids": sorted(set(albums))})
-        )
+            made.append(NewEvent(name, Audience.OWNER, owner, request))
+    extra = {}
+    if capacity_at is not None:
+        extra[capacity_at] = NewEvent("capacity", Audience.ADMIN, None, changes.capacity)
+    if catalog_at is not None:
+        updated = {"album_ids": sorted(set(albums))}
+        extra[catalog_at] = NewEvent("catalog.updated", Audience.CATALOG, None, updated)
+    events = []
+    for position, event in enumerate(made):
+        if position in extra:
+            events.append(extra[position])
+        if event.name != "request.progress" or progress_at[event.data["id"]] == position:
+            events.append(event)
+    if len(made) in extra:
+        events.append(extra[len(made)])
     return events
 
 
@@ -304,12 +309,17 @@ _QUEUE_STATES = {
 }
 
 
-def _queue_state(change: Change, made: list[tuple[int, NewEvent]]) -> None:
+def _queue_state(change: Change) -> list[NewEvent]:
     name = _QUEUE_STATES.get(change.event_type)
     if name is None:
-        return  # watchdog scans: their jobs' own events tell of them
-    data = {"by": change.user, "at": change.at, **(change.details or {})}
-    made.append((len(made), NewEvent(name, Audience.ADMIN, None, data)))
+        return []  # watchdog scans: their jobs' own events tell of them
+    details = change.details or {}
+    if name == "queue.paused":  # the shape `POST /v1/download/admin/pause` answers
+        data = {"paused": True, "paused_by": change.user, "paused_at": change.at,
+                "reason": details.get("reason")}  # fmt: skip
+    else:
+        data = {"paused": False, "resumed_by": change.user, "resumed_at": change.at}
+    return [NewEvent(name, Audience.ADMIN, None, data)]
 
 
 def job_event(name: str, job_id: str, run_id: int, status: str, triggered_by: str) -> NewEvent:

@@ -33,6 +33,7 @@ def core_jobs(root: Root) -> list[JobSpec]:
                 root.jobs,
                 retention_days=config.event_retention_days,
                 interval_hours=prune.interval_hours or config.prune_interval_hours,
+                events=root.events,
             )
         )
     return jobs
