@@ -44,6 +44,9 @@ class NotificationSettings:
     user_hosts_allowed: tuple[str, ...] = ()
     max_attempts: int = 5  # deliveries tried before a notification is recorded as failed
     timeout_sec: float = 10.0  # one delivery's connect and read timeouts
+    # SPEC §16's schedule: the first retry after this many seconds, each next one 4 times later.
+    # Not a configuration key: tests shorten it.
+    first_retry_sec: float = 5.0
 
 
 class BadTarget(ValueError):
@@ -54,7 +57,7 @@ def masked(url: str) -> str:
     """The URL with its secrets elided (Apprise's privacy form), for every response and log."""
     plugin = _plugin(url)
     if plugin is not None:
-        shown: str = plugin.url(privacy=True)
+        shown: str = plugin.url(privacy=True)  # type: ignore[no-untyped-call]
         return shown.split("?", 1)[0]  # Apprise's default options say nothing to a reader
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname or ''}/…" if parts.scheme else "…"

@@ -36,6 +36,9 @@ _OUTBOX = """INSERT INTO outbox (created_at, event, user, title, body, request_i
     VALUES (?, ?, ?, ?, ?, ?, ?)"""
 _INBOX = """INSERT INTO inbox (user, created_at, event, title, body, request_id)
     VALUES (?, ?, ?, ?, ?, ?)"""
+_INBOX_PAGE = "SELECT * FROM inbox WHERE user = ? ORDER BY id DESC LIMIT ? OFFSET ?"
+_INBOX_UNREAD_PAGE = """SELECT * FROM inbox INDEXED BY inbox_unread WHERE user = ? AND read = 0
+    ORDER BY id DESC LIMIT ? OFFSET ?"""
 _RECENT = "SELECT 1 FROM outbox WHERE event = ? AND created_at > ? LIMIT 1"
 
 
@@ -169,14 +172,17 @@ class NoticeStore(StoreBase):
                 (now, limit),
             ).fetchall()
 
-    def next_due(self) -> int | None:
-        """When the earliest pending notification is due, if any."""
+    def next_due(self, busy: Sequence[int] = ()) -> int | None:
+        """When the earliest pending notification is due, leaving out `busy` ones (being
+        delivered), if any."""
         with self.db.read() as conn:
-            due: int | None = conn.execute(
-                "SELECT MIN(next_attempt_at) FROM outbox INDEXED BY outbox_due"
-                " WHERE state = 'pending'"
-            ).fetchone()[0]
-            return due
+            row = conn.execute(
+                """SELECT next_attempt_at FROM outbox INDEXED BY outbox_due
+                    WHERE state = 'pending' AND id NOT IN (SELECT value FROM json_each(?))
+                    ORDER BY next_attempt_at, id LIMIT 1""",
+                (json.dumps(list(busy)),),
+            ).fetchone()
+            return None if row is None else int(row[0])
 
     def record(self, notice_id: int, outcome: Outcome, now: int) -> None:
         """Record one delivery attempt's outcome."""
@@ -212,12 +218,10 @@ class NoticeStore(StoreBase):
 
     def inbox(self, user: str, unread_only: bool, limit: int, offset: int) -> dict[str, Any]:
         """A page of the user's inbox, newest first, and how many are unread."""
-        where = "user = ? AND read = 0" if unread_only else "user = ?"
         with self.db.read() as conn:
             conn.execute("BEGIN")
             rows = conn.execute(
-                f"SELECT * FROM inbox WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?",
-                (user, limit, offset),
+                _INBOX_UNREAD_PAGE if unread_only else _INBOX_PAGE, (user, limit, offset)
             ).fetchall()
             unread = conn.execute(
                 "SELECT COUNT(*) FROM inbox INDEXED BY inbox_unread WHERE user = ? AND read = 0",

@@ -80,7 +80,7 @@ class Live:
         return sum(registry.get_sample_value(metric, {"actor": a}) or 0.0 for a in ACTORS)
 
 
-ACTORS = ("processor", "scheduler", "watchdog", "stale_detector", "http", "metrics")
+ACTORS = ("processor", "scheduler", "watchdog", "stale_detector", "notifier", "http", "metrics")
 
 
 @asynccontextmanager
