@@ -121,6 +121,9 @@ class Notifier:
         self.sender = sender
         self._limiter = trio.CapacityLimiter(DELIVERIES_AT_ONCE)
         self._in_flight: set[int] = set()
+        # Delivered since the due notifications were last read: that read may be older than
+        # their record, so they are not taken from it again.
+        self._finished: set[int] = set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.bell.attach()
@@ -141,11 +144,12 @@ class Notifier:
                 await self.store.db.run(
                     self.store.alarm, alarm.event, alarm.title, alarm.body, alarm.at
                 )
+            self._finished.clear()
             due = await self.store.db.run(
                 self.store.due, int(self.clock()), BATCH + len(self._in_flight)
             )
             for row in due:
-                if row["id"] not in self._in_flight:
+                if row["id"] not in self._in_flight and row["id"] not in self._finished:
                     self._in_flight.add(row["id"])
                     deliveries.start_soon(self._deliver, row)
             next_at = await self.store.db.run(self.store.next_due, sorted(self._in_flight))
@@ -161,6 +165,7 @@ class Notifier:
             self.metrics.notifications.labels(result).inc()
         finally:
             self._in_flight.discard(row["id"])
+            self._finished.add(row["id"])
             self.bell._set()
 
     async def _targets(self, row: sqlite3.Row) -> list[str]:

@@ -32,7 +32,7 @@ MAX_URL_LENGTH = 2048
 
 for _name in ("apprise", "urllib3"):
     # Their debug and warning lines carry request URLs, where webhook tokens live.
-    logging.getLogger(_name).setLevel(logging.ERROR)
+    logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True)

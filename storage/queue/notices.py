@@ -67,6 +67,8 @@ def after_entry(
     if (details or {}).get("error_type") == ErrorType.STORAGE.value:
         message = (details or {}).get("error_message") or "the disk refused a write"
         alarm(conn, "disk_trouble", "Disk trouble", f"A download could not be saved: {message}", at)
+    if event not in (AuditEvent.DOWNLOAD_COMPLETED, AuditEvent.DOWNLOAD_FAILED):
+        return
     if item["parent_id"] is not None or item["request_source"] != "USER":
         return
     user = item["requested_by"]
@@ -191,7 +193,7 @@ class NoticeStore(StoreBase):
             conn.execute(
                 """UPDATE outbox SET state = ?, attempts = attempts + 1, delivered = ?,
                     last_error = ?, next_attempt_at = COALESCE(?, next_attempt_at),
-                    finished_at = ? WHERE id = ?""",
+                    finished_at = ? WHERE id = ? AND state = 'pending'""",
                 (outcome.state, json.dumps(list(outcome.delivered)), outcome.error,
                  outcome.next_attempt_at, finished, notice_id),
             )  # fmt: skip
