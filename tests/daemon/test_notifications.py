@@ -80,7 +80,7 @@ async def ended(client: httpx.AsyncClient, request_id: str, within: float = 30) 
     """Wait until the request has ended; when it was seen ended (trio time)."""
     with trio.fail_after(within):
         while await status_of(client, request_id) not in ("COMPLETED", "FAILED"):
-            await trio.sleep(0.05)
+            await trio.sleep(0.05)  # noqa: ASYNC110 (polling the API over HTTP)
     return trio.current_time()
 
 
@@ -148,7 +148,7 @@ async def test_a_dead_target_is_recorded_failed_and_slows_nobody(tmp_path: Path)
                 while not (
                     failed := (await live.http.get("/v1/admin/notifications/failed")).json()
                 )["items"]:
-                    await trio.sleep(0.1)
+                    await trio.sleep(0.1)  # noqa: ASYNC110 (polling the API)
             [record] = failed["items"]
             assert (record["user"], record["event"], record["attempts"]) == (
                 "alice", "request.completed", 2,
