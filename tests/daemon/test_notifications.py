@@ -79,8 +79,8 @@ async def status_of(client: httpx.AsyncClient, request_id: str) -> str:
 async def ended(client: httpx.AsyncClient, request_id: str, within: float = 30) -> float:
     """Wait until the request has ended; when it was seen ended (trio time)."""
     with trio.fail_after(within):
-        while await status_of(client, request_id) not in ("COMPLETED", "FAILED"):
-            await trio.sleep(0.05)  # noqa: ASYNC110 (polling the API over HTTP)
+        while await status_of(client, request_id) not in ("COMPLETED", "FAILED"):  # noqa: ASYNC110
+            await trio.sleep(0.05)
     return trio.current_time()
 
 
@@ -145,10 +145,10 @@ async def test_a_dead_target_is_recorded_failed_and_slows_nobody(tmp_path: Path)
                 await ended(bob, request_id)
             await until(lambda: len(alive.received) == 3, within=10)
             with trio.fail_after(15):
-                while not (
+                while not (  # noqa: ASYNC110
                     failed := (await live.http.get("/v1/admin/notifications/failed")).json()
                 )["items"]:
-                    await trio.sleep(0.1)  # noqa: ASYNC110 (polling the API)
+                    await trio.sleep(0.1)
             [record] = failed["items"]
             assert (record["user"], record["event"], record["attempts"]) == (
                 "alice", "request.completed", 2,
@@ -218,7 +218,7 @@ async def test_secrets_are_never_shown(tmp_path: Path, caplog: pytest.LogCapture
         test = await alice.post("/v1/user/notifications/test")
         await ended(alice, await request(alice, 0))
         with trio.fail_after(15):
-            while not (await live.http.get("/v1/admin/notifications/failed")).json()["items"]:
+            while not (await live.http.get("/v1/admin/notifications/failed")).json()["items"]:  # noqa: ASYNC110
                 await trio.sleep(0.1)
         failed = await live.http.get("/v1/admin/notifications/failed")
         for response in (put, got, test, failed):
