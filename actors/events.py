@@ -223,6 +223,8 @@ _ENDINGS = {
     AuditEvent.REQUEST_CREATED.value: "request.created",
     AuditEvent.REQUEST_CANCELLED.value: "request.cancelled",
 }
+# A request's ending that lands in its requester's inbox: an `inbox` event follows it.
+_INBOXED = ("request.completed", "request.failed")
 _PROGRESS_FIELDS = (
     "id", "status", "progress", "bytes_downloaded", "wait", "estimated_completion_at",
 )  # fmt: skip
@@ -235,7 +237,8 @@ def events_of(changes: Changes) -> list[NewEvent]:
     request itself or one of its children) is, for its requester, `request.created`,
     `request.completed`, `request.failed` or `request.cancelled` when it is that, else
     `request.progress`, at most once per request per batch (the last, with the request as it is
-    now). An album starting moves the capacity (`capacity`); an album ingested changes the
+    now); its completion or failure is followed by `inbox` (a new item in the requester's inbox).
+    An album starting moves the capacity (`capacity`); an album ingested changes the
     catalog (`catalog.updated`, once per batch); a pause or a resume is `queue.paused` /
     `queue.resumed`.
     """
@@ -268,6 +271,9 @@ def events_of(changes: Changes) -> list[NewEvent]:
             made.append(NewEvent(name, Audience.OWNER, owner, data))
         else:
             made.append(NewEvent(name, Audience.OWNER, owner, request))
+            if name in _INBOXED:  # its inbox row committed with it (`storage.queue.notices`)
+                data = {"event": name, "request_id": request["id"]}
+                made.append(NewEvent("inbox", Audience.OWNER, owner, data))
     extra = {}
     if capacity_at is not None:
         extra[capacity_at] = NewEvent("capacity", Audience.ADMIN, None, changes.capacity)

@@ -5,8 +5,9 @@ It looks at start and then every min(60 s, threshold / 2) on an absolute-deadlin
 no sign of life for longer than `stale_in_progress_threshold_secs` (an album waiting on its
 children counts from its children's latest activity; see `storage.queue.reads`). It sets
 `pezzottify_download_stale_in_progress` and logs one warning per item that became stale since
-the previous look; an item that recovers and later goes stale again is warned about again. It
-only reads: stale work needs a human, and changing its state here would hide the cause.
+the previous look (and hands the admins' `stale_work` notification to the notifier); an item
+that recovers and later goes stale again is warned about again. It only reads: stale work needs
+a human, and changing its state here would hide the cause.
 
 Each tick also refreshes `pezzottify_download_queue_size{status,priority}` and
 `pezzottify_download_capacity_used{period}`, so those gauges are at most one period old. A
@@ -38,11 +39,13 @@ class StaleDetector:
         threshold_secs: int,
         *,
         clock: Callable[[], int] = wall_now,
+        alarm: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.threshold_secs = threshold_secs
         self.clock = clock
+        self.alarm = alarm  # the admins' `stale_work` notification (`actors.notifier`)
         self.period = min(MAX_PERIOD_S, threshold_secs / 2)
         self._known: set[str] = set()
 
@@ -73,6 +76,15 @@ class StaleDetector:
                     f" {item.content_name!r}" if item.content_name else "",
                     now - item.since,
                 )
+        newly = [item for item in stale if item.id not in self._known]
+        if newly and self.alarm is not None:  # the stale gauge rose
+            names = ", ".join(item.content_name or item.content_id for item in newly[:5])
+            self.alarm(
+                "stale_work",
+                "Downloads stuck",
+                f"{len(stale)} download(s) in progress without activity for over "
+                f"{self.threshold_secs} s, newly: {names}.",
+            )
         # Forget items that recovered, so a later relapse is reported again.
         self._known = {item.id for item in stale}
         sizes, capacity = await self.store.db.run(self.store.gauges, now)

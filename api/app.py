@@ -28,6 +28,7 @@ from api import (
     events,
     jobs,
     listening,
+    notifications,
 )
 from api.auth import PERMISSION_ATTR, public
 from api.client import current_client
@@ -48,6 +49,7 @@ BLUEPRINT_MODULES: list[Any] = [
     download,
     download_admin,
     events,
+    notifications,
 ]
 REDACTED = {"authorization", "cookie", "set-cookie"}
 # The methods a metric label may name; any other (a client may send any token) counts as OTHER,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from actors.notify_urls import NotificationSettings
 from daemon.config_keys import (
     DM_KEYS,
     ENV_PREFIX,
@@ -30,6 +31,7 @@ from daemon.config_keys import (
     KNOWN_JOBS,
     LOG_LEVELS,
     LOGGING_LEVELS,
+    NOTIFICATION_KEYS,
     TOP_KEYS,
     Key,
     all_keys,
@@ -48,6 +50,7 @@ __all__ = [
     "KNOWN_JOBS",
     "LOGGING_LEVELS",
     "LOG_LEVELS",
+    "NOTIFICATION_KEYS",
     "TOP_KEYS",
     "Config",
     "ConfigError",
@@ -92,6 +95,7 @@ class Config:
     shutdown_timeout_sec: float = 30.0
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     download_manager: DownloadManagerConfig = field(default_factory=DownloadManagerConfig)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
     background_jobs: Mapping[str, JobSettings] = field(default_factory=dict)
     # "port", "download_manager.max_retries", "background_jobs.<id>.enabled" -> FILE, ENVIRONMENT…
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -230,6 +234,7 @@ def _build(resolved: Mapping[Key, tuple[Any, str]]) -> Config:
         frontend_dir_path=dirs.get("frontend_dir_path"),
         host=host,
         download_manager=DownloadManagerConfig(**_section(resolved, "download_manager")),
+        notifications=NotificationSettings(**_section(resolved, "notifications")),
         background_jobs=_jobs(resolved),
         sources=_sources(resolved),
         **top,

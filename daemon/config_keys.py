@@ -9,7 +9,17 @@ its table here and a field with its default in `daemon.config`.
 
 from __future__ import annotations
 
-from daemon.config_values import Rule, boolean, choice, integer, networks, number, text, url
+from daemon.config_values import (
+    Rule,
+    boolean,
+    choice,
+    integer,
+    networks,
+    number,
+    strings,
+    text,
+    url,
+)
 
 LOGGING_LEVELS = ("none", "path", "headers", "body")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -49,8 +59,20 @@ DM_KEYS: dict[str, Rule] = {
     "unavailable_recheck_days": integer(0),
 }
 
+# `[notifications]` (SPEC §16 rev 2): read into `actors.notifier.NotificationSettings`.
+NOTIFICATION_KEYS: dict[str, Rule] = {
+    "admin_urls": strings(secret=True),
+    "user_schemes": strings(),
+    "user_hosts_allowed": strings(),
+    "max_attempts": integer(1, 100),
+    "timeout_sec": number(0, strict=True),
+}
+
 # `[<section>]` tables of plain keys, each read into its own dataclass.
-SECTIONS: dict[str, dict[str, Rule]] = {"download_manager": DM_KEYS}
+SECTIONS: dict[str, dict[str, Rule]] = {
+    "download_manager": DM_KEYS,
+    "notifications": NOTIFICATION_KEYS,
+}
 
 KNOWN_JOBS = ("popular_content", "prune_events", "integrity_watchdog", "audit_log_cleanup")
 JOB_KEYS: dict[str, Rule] = {

@@ -44,6 +44,8 @@ class Rule:
 
     def show(self, value: Any) -> str:
         """The value as the startup log and error messages write it."""
+        if self.secret and isinstance(value, tuple | list):
+            return "[" + ", ".join(self.show(item) for item in value) + "]"
         if self.secret and value is not None:
             parsed = urlparse(str(value))
             kept = f"{parsed.scheme}://{parsed.hostname}" if parsed.hostname else ""
@@ -156,6 +158,18 @@ def boolean() -> Rule:
 
 def _list_text(raw: str) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def strings(*, secret: bool = False) -> Rule:
+    """A list of non-empty strings (comma-separated as text), stored as a tuple; a `secret` list
+    (notification URLs with their tokens) is never shown whole."""
+
+    def accept(v: Any) -> tuple[str, ...]:
+        if not isinstance(v, list | tuple) or not all(isinstance(i, str) and i for i in v):
+            raise Refused
+        return tuple(v)
+
+    return Rule("a list of non-empty strings", accept, _list_text, secret=secret)
 
 
 def networks() -> Rule:

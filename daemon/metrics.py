@@ -105,6 +105,12 @@ class Metrics:
             "Items in progress for longer than the stale threshold",
             registry=r,
         )
+        self.notifications = Counter(
+            "pezzottify_notifications_total",
+            "Notification delivery attempts by result (sent, retried, failed, skipped)",
+            ["result"],
+            registry=r,
+        )
         self.actor_restarts = Counter(
             "pezzottify_actor_restarts_total",
             "Actors restarted after an unexpected failure",

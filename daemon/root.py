@@ -23,6 +23,7 @@ from actors.downloader import DownloaderClient
 from actors.events import EventHub
 from actors.in_flight import InFlight
 from actors.messages import SchedulerMessage, WakeProcessor
+from actors.notifier import NoticeBell
 from actors.scheduler import SchedulerView
 from daemon.config import Config
 from daemon.metrics import Metrics
@@ -33,6 +34,7 @@ from storage.jobs import JobStore
 from storage.offload import Offload
 from storage.queue import QueueAdminStore, QueueStore, RequestStore
 from storage.queue.feed import QueueFeed
+from storage.queue.notices import NoticeStore
 from storage.users import UserStore
 
 
@@ -52,6 +54,7 @@ class Downloads:
     requests: RequestStore
     queue_admin: QueueAdminStore
     feed: QueueFeed  # the queue's committed changes, for the live events
+    notices: NoticeStore  # the notifications' outbox and the users' inboxes
     downloader: DownloaderClient
     wake: trio.MemorySendChannel[WakeProcessor]  # the processor's inbox: new work is queued
     # The item the processor works on, which a cancel abandons; a restarted processor gets the
@@ -69,6 +72,8 @@ class Root:
     events: EventStore  # the live events kept for replay, in server.db beside the jobs
     # The open event streams; every queue commit pokes it (`actors.events`).
     hub: EventHub
+    # Wakes the notifier: every queue commit rings it; operator events are handed to it.
+    bell: NoticeBell
     media: MediaLayout
     hasher: PasswordHasher
     # Argon2 hashing, off the event loop: ~64 MiB and tens of ms per hash, so at most two at once.

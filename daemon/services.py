@@ -17,6 +17,7 @@ from actors.downloader import DownloaderClient
 from actors.events import EventHub
 from actors.in_flight import InFlight
 from actors.messages import SchedulerMessage, WakeProcessor
+from actors.notifier import NoticeBell
 from actors.scheduler import SchedulerView
 from daemon.config import Config
 from daemon.metrics import Metrics
@@ -29,6 +30,7 @@ from storage.jobs import JobStore
 from storage.offload import Offload
 from storage.queue import MIGRATIONS, AuditEvent, QueueAdminStore, QueueStore, RequestStore
 from storage.queue.feed import QueueFeed
+from storage.queue.notices import NoticeStore
 from storage.users import UserStore
 
 HASHES_AT_ONCE = 2
@@ -48,6 +50,7 @@ def open_root(
     which a daemon nobody tests does without."""
     metrics = Metrics() if metrics is None else metrics
     hub = EventHub()
+    bell = NoticeBell()
     with contextlib.ExitStack() as opened:
         users = UserStore.open(config.db_dir / "user.db")
         opened.callback(users.db.close)
@@ -57,7 +60,7 @@ def open_root(
         opened.callback(jobs.db.close)
         downloads = None
         if config.download_enabled:
-            downloads = _open_downloads(config, metrics, hub, wake, faults)
+            downloads = _open_downloads(config, metrics, hub, bell, wake, faults)
         opened.pop_all()
     return Root(
         config=config,
@@ -67,6 +70,7 @@ def open_root(
         jobs=jobs,
         events=EventStore(jobs.db),
         hub=hub,
+        bell=bell,
         media=MediaLayout(config.media_path, faults=faults),
         hasher=PasswordHasher() if hasher is None else hasher,
         hashing=Offload(HASHES_AT_ONCE),
@@ -79,6 +83,7 @@ def _open_downloads(
     config: Config,
     metrics: Metrics,
     hub: EventHub,
+    bell: NoticeBell,
     wake: trio.MemorySendChannel[WakeProcessor],
     faults: Faults,
 ) -> Downloads:
@@ -91,12 +96,14 @@ def _open_downloads(
         metrics.count_audit_events(events)
         if events:
             hub.poke()
+            bell.ring()  # the transaction may have written notifications
 
     return Downloads(
         queue=QueueStore(queue_db, settings, on_audit=committed, faults=faults),
         requests=RequestStore(queue_db, settings, on_audit=committed),
         queue_admin=QueueAdminStore(queue_db, settings, on_audit=committed),
         feed=QueueFeed(queue_db, settings),
+        notices=NoticeStore(queue_db, settings),
         downloader=DownloaderClient(url, config.downloader_timeout_sec),
         wake=wake,
         in_flight=InFlight(),

@@ -21,6 +21,7 @@ from actors.jobs.base import JobSpec
 from actors.jobs.download_jobs import download_jobs
 from actors.jobs.registry import core_jobs
 from actors.messages import ScanRequest, SchedulerMessage, WakeProcessor
+from actors.notifier import Notifier
 from actors.processor import Processor
 from actors.scheduler import Scheduler
 from actors.stale_detector import StaleDetector
@@ -31,6 +32,7 @@ from daemon.metrics import Metrics, metrics_app
 from daemon.root import Downloads, Root
 from daemon.services import close_root, open_root
 from daemon.supervisor import ActorSpec, Shutdown, Supervisor
+from storage.events import NewEvent
 from storage.files import Faults, no_faults
 
 log = logging.getLogger("pezzottify.daemon")
@@ -166,8 +168,20 @@ def scheduler(
         shutdown=shutdown,
         shutdown_timeout=root.config.shutdown_timeout_sec,
         view=root.scheduler.view,
-        publish=root.hub.publish,
+        publish=functools.partial(publish_job_event, root),
     )
+
+
+def publish_job_event(root: Root, event: NewEvent) -> None:
+    """A job's live event, and for a failed run the admins' `job.failed` notification."""
+    root.hub.publish(event)
+    data = event.data
+    if event.name == "job.finished" and data.get("status") == "failed":
+        root.bell.alarm(
+            "job.failed",
+            "Background job failed",
+            f"Job {data['job_id']} (run {data['run_id']}) failed; its run history says why.",
+        )
 
 
 def download_actor_specs(
@@ -204,11 +218,26 @@ def download_actor_specs(
 
     def stale() -> StaleDetector:
         return StaleDetector(
-            downloads.queue_admin, root.metrics, dm.stale_in_progress_threshold_secs
+            downloads.queue_admin,
+            root.metrics,
+            dm.stale_in_progress_threshold_secs,
+            alarm=root.bell.alarm,
+        )
+
+    def notifier() -> Notifier:
+        return Notifier(
+            downloads.notices,
+            root.users,
+            root.bell,
+            config.notifications,
+            root.metrics,
+            shutdown=shutdown,
         )
 
     return [
         ActorSpec("processor", processor, Shutdown.GRACEFUL),
         ActorSpec("watchdog", watchdog, Shutdown.CANCELLABLE),
         ActorSpec("stale_detector", stale, Shutdown.CANCELLABLE),
+        # Graceful: a delivery in flight finishes; what is left is delivered after the next start.
+        ActorSpec("notifier", notifier, Shutdown.GRACEFUL),
     ]

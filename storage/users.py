@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -106,7 +107,18 @@ MIGRATIONS = [
             played_at INTEGER NOT NULL)""",
         "CREATE INDEX listening_played_at ON listening_events(played_at)",
     ],
+    [
+        # Each user's notification targets (SPEC §16 rev 2): Apprise URLs and the events they
+        # want, as JSON lists; read when a notification is delivered.
+        """CREATE TABLE notification_settings (
+            user_id INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+            urls TEXT NOT NULL,
+            events TEXT NOT NULL)""",
+    ],
 ]
+
+# The events a user may choose (SPEC §16), and what one who never chose receives.
+USER_EVENTS = ("request.completed", "request.failed")
 
 
 def hash_token(token: str) -> str:
@@ -326,6 +338,27 @@ class UserStore:
             conn.execute("DELETE FROM sessions WHERE token_hash = ?", (hash_token(token),))
 
     # Listening ----------------------------------------------------------------------------
+
+    def notification_settings(self, handle: str) -> tuple[list[str], list[str]]:
+        """A user's notification URLs and events (none and every event until they set them);
+        `UnknownUser` if there is no such user."""
+        with self.db.read() as conn:
+            user_id = self._user_id(conn, handle)
+            row = conn.execute(
+                "SELECT urls, events FROM notification_settings WHERE user_id = ?", (user_id,)
+            ).fetchone()
+        if row is None:
+            return [], list(USER_EVENTS)
+        return json.loads(row[0]), json.loads(row[1])
+
+    def set_notification_settings(self, handle: str, urls: list[str], events: list[str]) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                """INSERT INTO notification_settings (user_id, urls, events) VALUES (?, ?, ?)
+                    ON CONFLICT (user_id) DO UPDATE SET urls = excluded.urls,
+                    events = excluded.events""",
+                (self._user_id(conn, handle), json.dumps(urls), json.dumps(events)),
+            )
 
     def record_listening(
         self, user_id: int, track_id: str, duration_ms: int | None, played_at: int

@@ -2,7 +2,8 @@
 entry, reading pages of entries, and retention.
 
 `append` is the one writer: the queue's transitions call it in the transaction of the change
-they record and hand the event back, so the store reports it once that transaction commits.
+they record and hand the event back, so the store reports it once that transaction commits. The
+notifications an entry causes (a request ended, the queue paused) are written with it.
 Reads are plain `sqlite_utils` table reads: the filters become one WHERE clause of constant
 fragments before paging, so `total_count` and `has_more` describe the filtered set. Lists are
 newest first (by timestamp, then by id for entries of the same second); one item's history is
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage.db import table
+from storage.queue import notices
 from storage.queue.model import AuditEvent, ContentType, Row
 
 _APPEND = """INSERT INTO audit_log (timestamp, event_type, queue_item_id, content_type, content_id,
@@ -35,7 +37,8 @@ def append(
 ) -> AuditEvent:
     """Append one entry about `item` (None: about no item) inside the caller's transaction;
     return the event. `user` defaults to the item's requester (an admin's handle is passed for
-    ADMIN_RETRY)."""
+    ADMIN_RETRY). The notifications the entry causes are written with it
+    (`storage.queue.notices.after_entry`)."""
     conn.execute(
         _APPEND,
         (
@@ -49,6 +52,7 @@ def append(
             json.dumps(details) if details is not None else None,
         ),
     )
+    notices.after_entry(conn, event, item, details, at)
     return event
 
 

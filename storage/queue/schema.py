@@ -196,4 +196,40 @@ MIGRATIONS = [
         """CREATE INDEX queue_done_kind ON queue_items(content_type, completed_at)
             WHERE status = 'COMPLETED'""",
     ],
+    [
+        # Notifications (`storage.queue.notices`, SPEC §16 rev 2). The outbox: one row per
+        # notification to deliver, written in the transaction of the change that causes it; `user`
+        # is the requester it is for (NULL: the admins' URLs), whose URLs are read when it is
+        # delivered. `delivered` lists the ids of the URLs already sent to, so a retry sends only
+        # to those that failed. Only pending rows are in the due index.
+        """CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            created_at INTEGER NOT NULL,
+            event TEXT NOT NULL,
+            user TEXT,
+            title TEXT NOT NULL,
+            body TEXT NOT NULL,
+            request_id TEXT,
+            state TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at INTEGER NOT NULL,
+            delivered TEXT NOT NULL DEFAULT '[]',
+            last_error TEXT,
+            finished_at INTEGER)""",
+        "CREATE INDEX outbox_due ON outbox(next_attempt_at, id) WHERE state = 'pending'",
+        "CREATE INDEX outbox_failed ON outbox(finished_at, id) WHERE state = 'failed'",
+        "CREATE INDEX outbox_event ON outbox(event, created_at)",
+        # Each user's inbox: request completions and failures, written with the outbox row.
+        """CREATE TABLE inbox (
+            id INTEGER PRIMARY KEY,
+            user TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            event TEXT NOT NULL,
+            title TEXT NOT NULL,
+            body TEXT NOT NULL,
+            request_id TEXT,
+            read INTEGER NOT NULL DEFAULT 0)""",
+        "CREATE INDEX inbox_user ON inbox(user, id)",
+        "CREATE INDEX inbox_unread ON inbox(user, id) WHERE read = 0",
+    ],
 ]

@@ -25,7 +25,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from storage.queue import activity, audit, limits, marks, pause, rows
+from storage.queue import activity, audit, limits, marks, notices, pause, rows
 from storage.queue.model import (
     TERMINAL,
     AuditEvent,
@@ -142,6 +142,8 @@ def claim(conn: sqlite3.Connection, dm: DownloadManagerConfig, now: int) -> Clai
         touch_parent(conn, row["parent_id"], now)
     elif row["content_type"] == ContentType.ALBUM.value:
         room = limits.capacity(conn, dm, now)
+        if room["at_capacity"]:  # this album used up the last slot
+            notices.reached_capacity(conn, room, now)
     return Claim(row, room, False, events)
 
 

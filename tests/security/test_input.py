@@ -176,7 +176,8 @@ async def test_bodies_over_one_mib_are_413(
 
 
 def seed_pages(root: Root, handle: str) -> None:
-    """More queue items, audit entries and job runs than any page holds (blocking)."""
+    """More queue items, audit entries, inbox rows, failed notifications and job runs than any
+    page holds (blocking)."""
     with root.downloads.requests.db.write() as conn:
         for n in range(SEEDED_ITEMS):
             row = {**DEFAULTS, "id": str(uuid.uuid4()), "content_id": random_content_id(),
@@ -187,6 +188,8 @@ def seed_pages(root: Root, handle: str) -> None:
                 list(row.values()),
             )
             append_audit(conn, AuditEvent.DOWNLOAD_FAILED, row, at=row["created_at"])
+        # Each failure wrote its notifications (and inbox rows): recorded as failed deliveries.
+        conn.execute("UPDATE outbox SET state = 'failed', attempts = 5, finished_at = created_at")
     job_id = samples_for(root).named["job_id"]
     with root.jobs.db.write() as conn:
         conn.executemany(

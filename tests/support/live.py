@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import trio
 
+from actors.notify_urls import NotificationSettings
 from daemon.config import Config, DownloadManagerConfig
 from daemon.root import Root
 from daemon.wiring import run_daemon
@@ -80,12 +81,18 @@ class Live:
         return sum(registry.get_sample_value(metric, {"actor": a}) or 0.0 for a in ACTORS)
 
 
-ACTORS = ("processor", "scheduler", "watchdog", "stale_detector", "http", "metrics")
+ACTORS = ("processor", "scheduler", "watchdog", "stale_detector", "notifier", "http", "metrics")
 
 
 @asynccontextmanager
 async def daemon(
-    tmp_path: Path, downloader_url: str, spec: CatalogSpec, *, read_timeout: float = 10, **dm: Any
+    tmp_path: Path,
+    downloader_url: str,
+    spec: CatalogSpec,
+    *,
+    read_timeout: float = 10,
+    notifications: NotificationSettings | None = None,
+    **dm: Any,
 ) -> AsyncIterator[Live]:
     """The whole daemon in-process (every actor, the HTTP listener on loopback) with an admin
     signed in, on `downloader_url`, serving a catalog of `spec`."""
@@ -94,6 +101,7 @@ async def daemon(
         metrics_port=free_port(), logging_level="none", downloader_url=downloader_url,
         downloader_timeout_sec=read_timeout, shutdown_timeout_sec=2,
         download_manager=DownloadManagerConfig(**{**DM_DEFAULTS, **dm}),
+        notifications=notifications or NotificationSettings(),
     )  # fmt: skip
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:

@@ -1,0 +1,206 @@
+"""The notifier actor (SPEC §16 rev 2): delivers the outbox of download_queue.db through Apprise.
+
+Notifications are written to the outbox in the transaction of the change that causes them
+(`storage.queue.notices`); the queue's stores ring the `NoticeBell` after each commit, from
+whatever thread ran it, and the notifier reads what is due. Each notification is delivered in
+a worker thread (Apprise blocks) with `timeout_sec` connect and read timeouts, several at once,
+so a slow or dead target delays only its own notifications, and never the queue, which only
+wrote a row. A notification for a user goes to the URLs the user has when it is delivered, if
+they chose its event; an operator event goes to `admin_urls`. A URL already sent to is not sent
+to again when another of the same notification failed: the retry goes to the failed ones only,
+after `first_retry_sec` (5 s), then 4 times later each time, until `max_attempts` attempts; then the
+notification is recorded as failed (`GET /v1/admin/notifications/failed`).
+
+Delivery is at least once: a crash (or a shutdown that cuts a send short) between a send and its
+record sends it again after the next start, which finds the row still pending.
+
+Operator events seen outside a queue transaction (stale work, a failed job) are handed to the
+bell (`NoticeBell.alarm`), and the notifier writes them to the outbox before delivering.
+
+Shutdown: the notifier takes no new notification, and the deliveries in flight finish (each is
+bounded by its timeouts; the supervisor bounds the whole by `shutdown_timeout_sec`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+from collections.abc import Callable
+from typing import NamedTuple
+
+import trio
+
+from actors.notify_urls import NotificationSettings, masked, send, url_id
+from daemon.metrics import Metrics
+from storage.queue import now
+from storage.queue.notices import NoticeStore, Outcome
+from storage.users import UnknownUser, UserStore
+
+log = logging.getLogger("pezzottify.notifier")
+
+DELIVERIES_AT_ONCE = 4  # worker threads sending at once; the rest wait their turn
+BATCH = 32  # due notifications read at once
+IDLE_S = 60.0  # look again this often even when nothing rings
+RETRY_FACTOR = 4
+MAX_ALARMS = 100  # operator events held for the notifier at most
+
+Sender = Callable[[str, str, str, float], "str | None"]
+
+
+class Alarm(NamedTuple):
+    event: str
+    title: str
+    body: str
+    at: int
+
+
+class NoticeBell:
+    """Wakes the notifier: after a queue commit (from any thread), or with an operator event."""
+
+    def __init__(self) -> None:
+        self._wake = trio.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._alarms: list[Alarm] = []
+
+    def attach(self) -> None:
+        """Called by the notifier, on the event loop, before it waits."""
+        self._token = trio.lowlevel.current_trio_token()
+
+    def ring(self, _events: object = None) -> None:
+        """Something committed: wake the notifier (from any thread)."""
+        token = self._token
+        if token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(self._set)
+
+    def _set(self) -> None:
+        self._wake.set()
+
+    def alarm(self, event: str, title: str, body: str, at: int | None = None) -> None:
+        """An operator event (stale work, a failed job), from the event loop."""
+        if len(self._alarms) < MAX_ALARMS:  # none is taken while the notifier is not running
+            self._alarms.append(Alarm(event, title, body, now() if at is None else at))
+        self._set()
+
+    def take_alarms(self) -> list[Alarm]:
+        alarms, self._alarms = self._alarms, []
+        return alarms
+
+    async def wait(self) -> None:
+        await self._wake.wait()
+        self._wake = trio.Event()
+
+
+def retry_delay(settings: NotificationSettings, attempts: int) -> float:
+    """Seconds before the next attempt after `attempts` failed ones: 5, 20, 80, 320…"""
+    return float(settings.first_retry_sec * RETRY_FACTOR ** (attempts - 1))
+
+
+class Notifier:
+    def __init__(
+        self,
+        store: NoticeStore,
+        users: UserStore,
+        bell: NoticeBell,
+        settings: NotificationSettings,
+        metrics: Metrics,
+        *,
+        shutdown: trio.Event,
+        clock: Callable[[], float] = now,
+        sender: Sender = send,
+    ) -> None:
+        self.store = store
+        self.users = users
+        self.bell = bell
+        self.settings = settings
+        self.metrics = metrics
+        self.shutdown = shutdown
+        self.clock = clock
+        self.sender = sender
+        self._limiter = trio.CapacityLimiter(DELIVERIES_AT_ONCE)
+        self._in_flight: set[int] = set()
+        # Delivered since the due notifications were last read: that read may be older than
+        # their record, so they are not taken from it again.
+        self._finished: set[int] = set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.bell.attach()
+        task_status.started()
+        async with trio.open_nursery() as deliveries:
+            with trio.CancelScope() as looking:
+                deliveries.start_soon(self._stop_looking, looking)
+                await self._look(deliveries)
+            # Shutdown: the nursery waits for the deliveries in flight.
+
+    async def _stop_looking(self, looking: trio.CancelScope) -> None:
+        await self.shutdown.wait()
+        looking.cancel()
+
+    async def _look(self, deliveries: trio.Nursery) -> None:
+        while True:
+            for alarm in self.bell.take_alarms():
+                await self.store.db.run(
+                    self.store.alarm, alarm.event, alarm.title, alarm.body, alarm.at
+                )
+            self._finished.clear()
+            due = await self.store.db.run(
+                self.store.due, int(self.clock()), BATCH + len(self._in_flight)
+            )
+            for row in due:
+                if row["id"] not in self._in_flight and row["id"] not in self._finished:
+                    self._in_flight.add(row["id"])
+                    deliveries.start_soon(self._deliver, row)
+            next_at = await self.store.db.run(self.store.next_due, sorted(self._in_flight))
+            wait = IDLE_S if next_at is None else min(IDLE_S, max(0.0, next_at - self.clock()))
+            with trio.move_on_after(wait):
+                await self.bell.wait()
+
+    async def _deliver(self, row: sqlite3.Row) -> None:
+        try:
+            outcome = await self._attempt(row)
+            await self.store.db.run(self.store.record, row["id"], outcome, int(self.clock()))
+            result = "retried" if outcome.state == "pending" else outcome.state
+            self.metrics.notifications.labels(result).inc()
+        finally:
+            self._in_flight.discard(row["id"])
+            self._finished.add(row["id"])
+            self.bell._set()
+
+    async def _targets(self, row: sqlite3.Row) -> list[str]:
+        if row["user"] is None:
+            return list(self.settings.admin_urls)
+        try:
+            urls, events = await self.users.db.run(self.users.notification_settings, row["user"])
+        except UnknownUser:
+            return []
+        return urls if row["event"] in events else []
+
+    async def _attempt(self, row: sqlite3.Row) -> Outcome:
+        delivered = list(json.loads(row["delivered"]))
+        urls = [url for url in await self._targets(row) if url_id(url) not in delivered]
+        if not urls:
+            return Outcome("sent" if delivered else "skipped", delivered)
+        errors = []
+        for url in urls:
+            error = await trio.to_thread.run_sync(
+                self.sender, url, row["title"], row["body"], self.settings.timeout_sec,
+                limiter=self._limiter, abandon_on_cancel=True,
+            )  # fmt: skip
+            if error is None:
+                delivered.append(url_id(url))
+            else:
+                errors.append(f"{masked(url)}: {error}")
+        if not errors:
+            return Outcome("sent", delivered)
+        attempts = row["attempts"] + 1
+        error = "; ".join(errors)
+        if attempts >= self.settings.max_attempts:
+            log.warning("notification %d (%s) failed for good: %s", row["id"], row["event"], error)
+            return Outcome("failed", delivered, error)
+        delay = retry_delay(self.settings, attempts)
+        log.info("notification %d (%s) failed, retrying in %g s: %s",
+                 row["id"], row["event"], delay, error)  # fmt: skip
+        next_at = int(self.clock() + delay + 0.999)
+        return Outcome("pending", delivered, error, next_at)
