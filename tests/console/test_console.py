@@ -98,6 +98,46 @@ def test_a_request_is_followed_to_completion_without_reloading(
     assert served.api("GET", f"/v1/content/album/{album_id}")["name"] == album
 
 
+def press(browser: Browser, *keys: str) -> None:
+    browser.driver.switch_to.active_element.send_keys(*keys)
+
+
+def tab_to(browser: Browser, label: str, limit: int = 40) -> None:
+    """Press Tab until the focused element is the button labelled `label`."""
+    for _ in range(limit):
+        focused = browser.driver.switch_to.active_element
+        if label in (focused.text, focused.get_attribute("aria-label")):
+            return
+        press(browser, Keys.TAB)
+    raise AssertionError(f"{label!r} is not reachable with Tab")
+
+
+@in_browser
+def test_sign_in_search_and_request_by_keyboard_alone_with_errors_in_words(
+    browser: Browser, served: Served
+) -> None:
+    browser.open(served.url)
+    browser.find("#user-handle")
+    press(browser, REQUESTER, Keys.TAB, REQUESTER_PASSWORD, Keys.ENTER)
+    browser.find("#sign-out")
+    _, album, _ = served.album(5)
+    taken_id, taken, artist = served.album(6)
+    for name, outcome in ((album, "Requested: position"), (taken, "Failed: the album is already")):
+        browser.go("#/requests")
+        browser.find("#my-requests li")
+        browser.go("#/search")
+        browser.wait_for(lambda: browser.driver.switch_to.active_element.get_attribute("id")
+                         == "search-q", "the search field to take the focus")  # fmt: skip
+        press(browser, name, Keys.ENTER)
+        wait_card(browser, "#results li", name, "")
+        if name == taken:  # someone asks for it first: the click answers 409, said in words
+            body = {"album_id": taken_id, "album_name": taken, "artist_name": artist}
+            served.api("POST", "/v1/download/request/album", json=body)
+        tab_to(browser, f"Request {name}")
+        press(browser, Keys.ENTER)
+        wait_card(browser, "#results li", name, outcome)
+
+
 @in_browser
 def test_a_request_is_cancelled_mid_album(browser: Browser, served: Served) -> None:
     served.knobs.audio_bytes_per_sec = 2048  # two seconds a file: the album is still running

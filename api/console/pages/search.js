@@ -30,6 +30,7 @@ export async function render(main, { arg }) {
   }
   form.addEventListener("submit", (event) => { event.preventDefault(); run(); });
   replace(main, h("h1", {}, "Search and request"), limits, form, line, results);
+  query.focus();
   await limitsPanel(limits);
   if (query.value) await run();
   return { refresh: () => limitsPanel(limits), onEvent: (name) => name.startsWith("request.") || name === "capacity" };
