@@ -3,6 +3,8 @@ an admin's pause, resume and retry, and every page at 360 px wide without sidewa
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -213,8 +215,12 @@ def test_every_page_fits_a_360_px_phone(browser: Browser, served: Served) -> Non
         f"#/album/{album_id}": ".tracks li",
     }
     served.call(served.live.wait_idle)
+    shots = os.environ.get("CONSOLE_SCREENSHOTS")  # a folder: docs/screenshots/ is made so
     for route, ready in pages.items():
         browser.go(route)
         browser.find(ready)
         assert browser.overflow() == 0, f"{route} scrolls sideways at 360 px"
+        if shots:
+            name = route.strip("#/").split("?")[0].split("/")[-2 if "album/" in route else -1]
+            browser.driver.save_screenshot(str(Path(shots) / f"{name}-360.png"))
     assert not browser.console_errors()

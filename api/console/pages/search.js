@@ -36,8 +36,13 @@ export async function render(main, { arg }) {
   return { refresh: () => limitsPanel(limits), onEvent: (name) => name.startsWith("request.") || name === "capacity" };
 }
 
+// A cover that cannot be shown leaves a plain square rather than a broken image.
 function cover(url, name) {
-  return url ? h("img", { src: url, alt: `Cover of ${name}`, loading: "lazy" }) : h("img", { alt: "", src: "data:," });
+  const blank = () => h("span", { class: "no-cover", "aria-hidden": "true" });
+  if (!url) return blank();
+  const img = h("img", { src: url, alt: `Cover of ${name}`, loading: "lazy" });
+  img.addEventListener("error", () => img.replaceWith(blank()));
+  return img;
 }
 
 function marks(r) {
