@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import pytest
 import trio
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
@@ -124,9 +124,12 @@ class Browser:
 
     def wait_for(self, condition: Callable[[], T], what: str, timeout: float = WAIT_S) -> T:
         try:
-            result: T = WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(
-                lambda _: condition()
-            )
+            # Live updates redraw the page: an element found a moment ago may be gone; look again.
+            waiting = WebDriverWait(
+                self.driver, timeout, poll_frequency=0.05,
+                ignored_exceptions=[StaleElementReferenceException],
+            )  # fmt: skip
+            result: T = waiting.until(lambda _: condition())
             return result
         except TimeoutException:
             raise AssertionError(
@@ -143,8 +146,9 @@ class Browser:
         return None
 
     def text(self, css: str) -> str:
-        elements = self.driver.find_elements(By.CSS_SELECTOR, css)
-        return "\n".join(e.text for e in elements)
+        script = "return [...document.querySelectorAll(arguments[0])].map((e) => e.innerText)"
+        texts: list[str] = self.driver.execute_script(script, css)
+        return "\n".join(texts)
 
     def wait_text(self, css: str, words: str, timeout: float = WAIT_S) -> None:
         self.wait_for(lambda: words in self.text(css), f"{words!r} in {css}", timeout)
@@ -162,10 +166,19 @@ class Browser:
 
         return self.wait_for(found, f"button {label!r} in {within}")
 
+    def click(self, label: str, within: str = "main") -> None:
+        """Click the button (found again if a live redraw replaced it before the click)."""
+
+        def clicked() -> bool:
+            self.button(label, within).click()
+            return True
+
+        self.wait_for(clicked, f"a click on {label!r}")
+
     def sign_in(self, handle: str, password: str) -> None:
         self.find("#user-handle").send_keys(handle)
         self.find("#password").send_keys(password)
-        self.button("Sign in").click()
+        self.click("Sign in")
         self.find("#sign-out")
 
     def go(self, hash_route: str) -> None:

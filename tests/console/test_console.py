@@ -36,11 +36,15 @@ def card(browser: Browser, css: str, name: str) -> str:
 
 
 def wait_card(browser: Browser, css: str, name: str, words: str, timeout: float = 20) -> None:
-    browser.wait_for(lambda: words in card(browser, css, name), f"{words!r} on {name}", timeout)
+    def shown() -> bool:
+        text = card(browser, css, name)
+        return bool(text) and words in text
+
+    browser.wait_for(shown, f"{words!r} on {name}", timeout)
 
 
 def card_button(browser: Browser, css: str, name: str, label: str) -> None:
-    browser.button(f"{label} {name}", within=css).click()
+    browser.click(f"{label} {name}", within=css)
 
 
 def only_own_origin(browser: Browser, served: Served) -> None:
@@ -63,7 +67,7 @@ def test_sign_in_with_a_wrong_then_the_right_password_and_sign_out(
     browser.find("#sign-out")
     assert "My requests" in browser.text("nav")
     assert "Queue" not in browser.text("nav")  # a requester sees no admin page
-    browser.button("Sign out", within="header").click()
+    browser.click("Sign out", within="header")
     browser.find("#user-handle")
     browser.driver.refresh()  # the session really ended: a reload asks to sign in again
     browser.find("#user-handle")
@@ -166,14 +170,14 @@ def test_an_admin_pauses_resumes_and_retries_a_failed_item(
     browser.sign_in(ADMIN, ADMIN_PASSWORD)
     browser.go("#/admin/queue")
     browser.find("#pause-reason").send_keys("disk swap")
-    browser.button("Pause the queue").click()
+    browser.click("Pause the queue")
     browser.wait_text("#paused-banner", "Paused by admin")
     browser.wait_text("#queue-stats", "nothing new starts")
     album_id, album, artist = served.album(3)
     body = {"album_id": album_id, "album_name": album, "artist_name": artist}
     served.api("POST", "/v1/download/request/album", json=body)
     wait_card(browser, "#queue-items li", album, "an admin paused the queue")
-    browser.button("Resume the queue").click()
+    browser.click("Resume the queue")
     browser.wait_text("#queue-stats", "running again")
     wait_card(browser, "#queue-items li", album, "COMPLETED")
     assert not browser.visible("#paused-banner")
@@ -187,7 +191,7 @@ def test_an_admin_pauses_resumes_and_retries_a_failed_item(
     wait_card(browser, "#failed-items li", name, "The downloader does not have this album")
     served.knobs.not_found_ids = set()
     card_button(browser, "#failed-items", name, "Retry")
-    browser.wait_text("#failed-items, main", "Retried: now")
+    browser.wait_text("#failed-outcome", f"Retried {name}: now")
     browser.go("#/admin/queue")
     wait_card(browser, "#queue-items li", name, "COMPLETED")
 

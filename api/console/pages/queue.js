@@ -117,7 +117,7 @@ function card(item, edit, optional) {
 export function retryButton(item, line) {
   const retry = h("button", { type: "button", class: "primary", "data-key": `retry-${item.id}`, "aria-label": `Retry ${item.content_name || item.content_id}` }, "Retry");
   retry.addEventListener("click", () => act(retry, line, () => api.post(`/v1/download/admin/retry/${api.enc(item.id)}`),
-    (res) => `Retried: now ${res.status.replace("_", " ").toLowerCase()}.`));
+    (res) => `Retried ${item.content_name || item.content_id}: now ${res.status.replace("_", " ").toLowerCase()}.`));
   return retry;
 }
 
