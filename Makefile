@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test check lint unit demo bench bench-nginx chaos clean
+.PHONY: test check lint unit browser demo bench bench-nginx chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: lint unit
+test: lint browser unit
 
 # The fast loop: lint, types, and the tests that start no process or server (under a minute).
 check: lint $(STAMP)
@@ -27,6 +27,13 @@ lint: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest -q
+
+# The web console's tests drive a headless Chromium: Debian's `chromium` and its matching
+# `chromium-driver`, installed from the OS packages when missing (never downloaded otherwise).
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends chromium chromium-driver)
 
 demo: $(STAMP)
 	$(PY) -m daemon.demo

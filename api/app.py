@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from quart import Response, g, request, send_from_directory
-from quart_schema import QuartSchema
+from quart_schema import QuartSchema, hide
 from quart_trio import QuartTrio
 
 from api import (
@@ -57,6 +58,16 @@ REDACTED = {"authorization", "cookie", "set-cookie"}
 METHOD_LABELS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 SECRET_BODIES = ("/v1/auth", "/v1/admin/users")
 LOGGED_BODY = 2048
+# The web console (SPEC §17): static files shipped in the package, served at `/` unless
+# `frontend_dir_path` names another folder. It loads nothing from elsewhere; the policy says so
+# to the browser too, so an injected script or a foreign asset is refused.
+CONSOLE_DIR = Path(__file__).parent / "console"
+# The endpoints of those files: public, not the API (no OpenAPI entry, no JSON bodies).
+STATIC_ENDPOINTS = frozenset({"frontend_index", "frontend_file"})
+CONSOLE_POLICY = (
+    "default-src 'self'; img-src 'self' data: https: http:; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
 
 
 def create_app(root: Root, *, throttle: LoginThrottle | None = None) -> QuartTrio:
@@ -77,8 +88,7 @@ def create_app(root: Root, *, throttle: LoginThrottle | None = None) -> QuartTri
     register_error_handlers(app)
     for module in BLUEPRINT_MODULES:
         app.register_blueprint(module.blueprint)
-    if root.config.frontend_dir_path is not None:
-        _serve_frontend(app, root)
+    _serve_frontend(app, root.config.frontend_dir_path or CONSOLE_DIR)
     _observe_requests(app, root)
     _check_public_urls(app)
     # quart-schema's view is a bound method; wrap it to carry the declaration.
@@ -112,21 +122,29 @@ def _check_public_urls(app: QuartTrio) -> None:
             check_url()
 
 
-def _serve_frontend(app: QuartTrio, root: Root) -> None:
-    folder = root.config.frontend_dir_path
-    assert folder is not None
+def _serve_frontend(app: QuartTrio, folder: Path) -> None:
+    """Static files at `/` (the console, or the configured folder). They are not the API: not
+    in the OpenAPI document, and `/v1/...` never falls through to them (a JSON 404)."""
+
+    def console(response: Response) -> Response:
+        if folder == CONSOLE_DIR:
+            response.headers["Content-Security-Policy"] = CONSOLE_POLICY
+            response.headers["Cache-Control"] = "no-cache"  # an upgrade shows at once
+        return response
 
     @app.get("/")
     @public
+    @hide
     async def frontend_index() -> Response:
-        return await send_from_directory(folder, "index.html")
+        return console(await send_from_directory(folder, "index.html"))
 
     @app.get("/<path:path>")
     @public
+    @hide
     async def frontend_file(path: str) -> Response:
         if path.startswith("v1/"):
             raise ApiError(404, "no such route", "NOT_FOUND")
-        return await send_from_directory(folder, path)
+        return console(await send_from_directory(folder, path))
 
 
 def _observe_requests(app: QuartTrio, root: Root) -> None:

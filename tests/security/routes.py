@@ -35,6 +35,7 @@ from quart_schema.validation import (
 from actors.jobs.registry import core_jobs
 from actors.messages import SchedulerMessage
 from actors.scheduler import Scheduler
+from api.app import STATIC_ENDPOINTS
 from api.auth import PERMISSION_ATTR
 from daemon.config import Config
 from daemon.root import Root, SchedulerHandle
@@ -107,9 +108,12 @@ class Route:
 
 
 def routes(app: Any) -> list[Route]:
-    """Every (rule, method) of the app except HEAD and OPTIONS, which the framework answers."""
+    """Every (rule, method) of the API except HEAD and OPTIONS, which the framework answers.
+    The console's static files are not the API (tests/api/test_console_files.py covers them)."""
     found = []
     for rule in app.url_map.iter_rules():
+        if rule.endpoint in STATIC_ENDPOINTS:
+            continue
         view = app.view_functions[rule.endpoint]
         declared = getattr(view, PERMISSION_ATTR)
         arguments = tuple(re.findall(r"<(?:[^:<>]+:)?([^<>]+)>", rule.rule))
