@@ -25,6 +25,7 @@ from api import (
     content,
     download,
     download_admin,
+    download_controls,
     events,
     jobs,
     listening,
@@ -47,6 +48,7 @@ BLUEPRINT_MODULES: list[Any] = [
     listening,
     download,
     download_admin,
+    download_controls,
     events,
 ]
 REDACTED = {"authorization", "cookie", "set-cookie"}
