@@ -27,6 +27,7 @@ from api import (
     download_admin,
     download_controls,
     events,
+    health,
     jobs,
     listening,
 )
@@ -50,6 +51,7 @@ BLUEPRINT_MODULES: list[Any] = [
     download_admin,
     download_controls,
     events,
+    health,
 ]
 REDACTED = {"authorization", "cookie", "set-cookie"}
 # The methods a metric label may name; any other (a client may send any token) counts as OTHER,
