@@ -180,11 +180,12 @@ def bulk(
     if action is BulkAction.SET_PRIORITY and priority is None:
         raise ValueError("set_priority needs a priority")
     selected = select(conn, action, where)
+    states = {s.value for s in _ACTS_ON[action]}
     changed, cancelled, album_completed = 0, [], False
     events: list[AuditEvent] = []
     for item_id in selected:
         row = rows.fetch(conn, item_id)  # again: an earlier step may have changed it
-        if row is None or row["status"] not in {s.value for s in _ACTS_ON[action]}:
+        if row is None or row["status"] not in states:
             continue
         if action is BulkAction.RETRY:
             if retries.refusal(conn, row) is not None:
