@@ -165,6 +165,18 @@ class DownloaderClient:
     def _too_long(self, path: str) -> DownloaderTimeout:
         return DownloaderTimeout(f"downloader took longer than {self.timeout:g} s on {path}")
 
+    async def reachable(self) -> bool:
+        """Whether the downloader answers at all, for health checks: a GET of its root, whose
+        body is not read. Any status below 500 says it is there; a connection refused or failed
+        or a 5xx (a proxy in front of a downloader that is down) says it is not. The caller
+        bounds the wait (`trio.move_on_after`). The downloader API has no health route, and
+        each of its other routes costs it a question to its own upstream."""
+        try:
+            async with self._client.stream("GET", "/") as response:
+                return response.status_code < 500
+        except httpx.HTTPError:
+            return False
+
     async def search(self, q: str, type: str, limit: int = 20) -> list[dict[str, Any]]:
         """`[{id, type, name, artist_name, image_url, year}]` (absent optionals are null)."""
         if type not in parse.SEARCH_TYPES:

@@ -26,7 +26,9 @@ from api import (
     content,
     download,
     download_admin,
+    download_controls,
     events,
+    health,
     jobs,
     listening,
     notifications,
@@ -49,8 +51,10 @@ BLUEPRINT_MODULES: list[Any] = [
     listening,
     download,
     download_admin,
+    download_controls,
     events,
     notifications,
+    health,
 ]
 REDACTED = {"authorization", "cookie", "set-cookie"}
 # The methods a metric label may name; any other (a client may send any token) counts as OTHER,

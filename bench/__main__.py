@@ -22,8 +22,8 @@ from pathlib import Path
 from bench.common import HEADER, Row, format_table
 
 BENCHMARKS = (
-    "queue_drain", "api", "queue_scaling", "watchdog", "startup", "tick", "million", "streaming",
-    "busy_downloader", "realistic_day",
+    "queue_drain", "api", "queue_scaling", "bulk_retry", "watchdog", "startup", "tick", "million",
+    "streaming", "busy_downloader", "realistic_day",
 )  # fmt: skip
 # A benchmark lives in bench/<name>.py unless named here.
 MODULES = {"million": "library"}
@@ -39,7 +39,8 @@ the last column for scale). `bench/README.md` says what each benchmark compares;
 What a user feels: `busy_downloader`, `realistic_day`, `streaming`, `million`, `watchdog` and
 `startup`. Cost-per-operation guards, which measure the code's cost per operation on loopback and
 may lose up to a quarter when the code is made simpler, never the rows above: `queue_drain`,
-`api`, `queue_scaling` and `tick` (their before and after are under "One clear download path")."""
+`api`, `queue_scaling` and `tick` (their before and after are under "One clear download path").
+`bulk_retry` weighs one bulk action of an admin against the single calls it replaces."""
 
 
 def machine() -> str:

@@ -14,7 +14,7 @@ fills it again (`actors.scheduler.SchedulerView`), so the API always reads the l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 from argon2 import PasswordHasher
@@ -26,6 +26,7 @@ from actors.messages import SchedulerMessage, WakeProcessor
 from actors.notifier import NoticeBell
 from actors.scheduler import SchedulerView
 from daemon.config import Config
+from daemon.health import HealthProbe
 from daemon.metrics import Metrics
 from storage.catalog import CatalogStore
 from storage.events import EventStore
@@ -80,3 +81,5 @@ class Root:
     hashing: Offload
     scheduler: SchedulerHandle
     downloads: Downloads | None
+    # When the daemon started and its last health checks (`GET /health`).
+    health: HealthProbe = field(default_factory=HealthProbe)

@@ -39,6 +39,9 @@ JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 DISK_TROUBLE = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
 
 
+# The first bytes of every SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
+
 log = logging.getLogger("pezzottify.storage")
 # WAL needs shared memory between connections on one host; these filesystems do not give it.
 NETWORK_FILESYSTEMS = frozenset(
@@ -218,6 +221,25 @@ class Database:
         call still runs to its end (its transaction commits or rolls back whole) and the
         cancellation is delivered afterwards."""
         return await self.offload.run(fn, *args, **kwargs)
+
+    def probe(self) -> None:
+        """Check that the database answers now (blocking; for health checks): the file on disk
+        still begins as an SQLite database, and a connection of the pool reads its schema.
+        Raises `StorageError` naming the file and what is wrong. The header is read from the
+        file itself because the connections would not notice: their caches and the pages still
+        in the WAL answer for a file replaced or overwritten under them, until it is too late."""
+        try:
+            with open(self.path, "rb") as file:
+                header = file.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise StorageError(f"{self.path.name}: {exc.strerror or exc}") from exc
+        if header != SQLITE_HEADER:
+            raise StorageError(f"{self.path.name}: not an SQLite database file")
+        try:
+            with self.read() as conn:
+                conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path.name}: {exc}") from exc
 
     def close(self) -> None:
         with self._write_lock:

@@ -51,12 +51,32 @@ READ_PIECE_BYTES = 1024 * 1024
 
 # Called with the name of each step of publishing a file and of recording a completion
 # ("after_write", "after_fsync", "after_rename", "after_dirfsync", "before_commit",
-# "after_commit"); the crash tests pass one that kills the process at the step they name.
+# "after_commit"), and of a health check's disk probe ("disk_probe"); the crash tests pass one
+# that kills the process at the step they name, the health tests one that fills the disk.
 Faults = Callable[[str], None]
 
 
 def no_faults(step: str) -> None:
     """The hook of a daemon that nobody is testing: nothing happens at any step."""
+
+
+PROBE_BYTES = b"pezzottify disk probe\n"
+
+
+def probe_write(folder: Path, faults: Faults = no_faults) -> None:
+    """Check that `folder`'s disk takes writes now (blocking; for health checks): a small file
+    is written, fsynced and removed; raises `OSError` if any of it fails. The fault hook is
+    called at the step "disk_probe", before the write, so a test can fill the disk. A probe cut
+    short by a crash leaves one small `.health-probe-*` file behind."""
+    path = folder / f".health-probe-{secrets.token_hex(4)}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        faults("disk_probe")
+        os.write(fd, PROBE_BYTES)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.unlink(path)
 
 
 class MediaLayout:

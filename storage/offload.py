@@ -44,3 +44,14 @@ class Offload:
             await trio.lowlevel.checkpoint()
             return call()
         return await trio.to_thread.run_sync(call, limiter=self.limiter)
+
+    async def probe(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`fn(*args, **kwargs)` in a worker thread, for a call whose answer is worth nothing
+        once late (a health probe): a cancelled caller stops waiting at once, and the call runs
+        to its end in its thread all the same, keeping its place in the limiter until then, its
+        result dropped. Never for a call whose effect someone waits on."""
+        call = functools.partial(fn, *args, **kwargs)
+        if self._inline:
+            await trio.lowlevel.checkpoint()
+            return call()
+        return await trio.to_thread.run_sync(call, limiter=self.limiter, abandon_on_cancel=True)

@@ -6,8 +6,9 @@ Modules, by concept:
 - `schema`: the migrations; `model`: the vocabulary (enums, settings, records, the clock, the
   QueueItem JSON);
 - `rows`: the one place items are inserted, and fetched by id or parent;
-- `transitions` (claim, children, completion, cancel, release, recovery) and `retries` (failures,
-  admin retry): state changes inside the caller's transaction, returning their audit events;
+- `transitions` (claim, children, completion, cancel, release, recovery), `retries` (failures,
+  admin retry) and `controls` (priorities, bulk actions): state changes inside the caller's
+  transaction, returning their audit events;
 - `limits` (per-user limits, global capacity), `positions`, `audit`, `activity`, `marks`
   (content the watchdog gave up on), `pause` (an admin's pause of the queue), `reads` (users'
   and admins' queries, and `shape`, the one QueueItem JSON, with each item's `wait` from
@@ -22,10 +23,12 @@ the filtered, paged lists are `sqlite_utils` table reads (`docs/decisions.md`).
 
 from __future__ import annotations
 
-from storage.queue.admin import QueueAdminStore, Repair, RetryRefused
+from storage.queue.admin import QueueAdminStore, Repair
 from storage.queue.audit import AuditFilter
+from storage.queue.controls import BulkAction, BulkFilter, BulkOutcome, PriorityRefused
 from storage.queue.limits import UserLimitStatus
 from storage.queue.model import (
+    PRIORITIES,
     AuditEvent,
     ChildSpec,
     ContentType,
@@ -38,19 +41,25 @@ from storage.queue.model import (
 from storage.queue.processing import QueueStore
 from storage.queue.reads import StaleItem
 from storage.queue.requests import Rejection, RequestStore
+from storage.queue.retries import RetryRefused
 from storage.queue.schema import MIGRATIONS
 from storage.queue.transitions import Cancelled, CancelRefused, QueueStateError
 
 __all__ = [
     "MIGRATIONS",
+    "PRIORITIES",
     "AuditEvent",
     "AuditFilter",
+    "BulkAction",
+    "BulkFilter",
+    "BulkOutcome",
     "CancelRefused",
     "Cancelled",
     "ChildSpec",
     "ContentType",
     "ErrorType",
     "Priority",
+    "PriorityRefused",
     "QueueAdminStore",
     "QueueStateError",
     "QueueStore",

@@ -1,5 +1,5 @@
-"""The admins' and monitors' store: inspection, admin retry and cancel, the pause,
-watchdog repairs, retention.
+"""The admins' and monitors' store: inspection, admin retry and cancel, the pause, priorities
+and bulk actions (`storage.queue.controls`), watchdog repairs, retention.
 
 Reads come from `storage.queue.reads`, `storage.queue.activity` and `storage.queue.audit`, each
 list and its total from one snapshot; writes are one transaction each with their audit entries.
@@ -12,12 +12,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from storage.queue import activity, audit, marks, pause, reads, retries, rows, transitions
+from storage.queue import activity, audit, controls, marks, pause, reads, retries, rows, transitions
 from storage.queue.audit import AuditFilter, AuditPage
 from storage.queue.base import StoreBase
+from storage.queue.controls import BulkAction, BulkFilter, BulkOutcome, PriorityRefused
 from storage.queue.limits import capacity
 from storage.queue.model import AuditEvent, ContentType, Priority, Source, Status, at_or_now
 from storage.queue.reads import StaleItem
+from storage.queue.retries import RetryRefused
 from storage.queue.rows import NewItem
 from storage.queue.transitions import Cancelled, CancelRefused
 
@@ -34,16 +36,6 @@ _WATCHDOG = {
     "requested_by": None,
     "request_source": Source.WATCHDOG.value,
 }
-
-
-class RetryRefused(Exception):
-    """Admin retry of an item that does not exist (`status` 404) or is not FAILED (409), or of
-    a child whose album was cancelled (409, `code` ALBUM_CANCELLED)."""
-
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code or ("NOT_FOUND" if status == 404 else "NOT_FAILED")
 
 
 @dataclass(frozen=True)
@@ -161,13 +153,9 @@ class QueueAdminStore(StoreBase):
             row = rows.fetch(conn, item_id)
             if row is None:
                 raise RetryRefused(404, f"no queue item {item_id}")
-            if row["status"] != Status.FAILED.value:
-                raise RetryRefused(409, f"queue item is {row['status']}, not FAILED")
-            parent = rows.fetch(conn, row["parent_id"]) if row["parent_id"] else None
-            if parent is not None and parent["status"] == Status.CANCELLED.value:
-                # Retrying would reopen an album its requester cancelled.
-                message = "its album was cancelled; request the album again"
-                raise RetryRefused(409, message, "ALBUM_CANCELLED")
+            refused = retries.refusal(conn, row)
+            if refused is not None:
+                raise refused
             events = retries.admin_retry(conn, row, admin, now)
             (item,) = reads.shape(conn, [rows.fetch(conn, item_id) or row], dm=self.dm, now=now)
         self.on_audit(events)
@@ -208,6 +196,38 @@ class QueueAdminStore(StoreBase):
             events = pause.resume(conn, admin, now)
         self.on_audit(events)
         return bool(events)
+
+    # -- priorities and bulk actions --------------------------------------------------------
+
+    def set_priority(self, item_id: str, priority: int, admin: str, now: int) -> dict[str, Any]:
+        """Move a top-level item and its unfinished children to `priority` for the admin `admin`
+        (`controls.set_priority`); its QueueItem JSON after. Raises `PriorityRefused` (404
+        unknown, 409 ended or a child) and changes nothing then."""
+        with self.db.write() as conn:
+            row = rows.fetch(conn, item_id)
+            if row is None:
+                raise PriorityRefused(404, f"no queue item {item_id}", "NOT_FOUND")
+            events = controls.set_priority(conn, row, priority, admin, now)
+            (item,) = reads.shape(conn, [rows.fetch(conn, item_id) or row], dm=self.dm, now=now)
+        self.on_audit(events)
+        return item
+
+    def bulk(
+        self, action: BulkAction, where: BulkFilter, admin: str, now: int, *,
+        priority: int | None = None, dry_run: bool = False,
+    ) -> BulkOutcome:  # fmt: skip
+        """Apply `action` to every item `where` selects, in one transaction (`controls.bulk`).
+        `dry_run` rehearses it: the same transaction, rolled back, so the outcome says what the
+        action would match and change now, and nothing changes (no audit entry either)."""
+        try:
+            with self.db.write() as conn:
+                outcome = controls.bulk(conn, action, where, admin, now, priority)
+                if dry_run:
+                    raise _Rehearsal(outcome)  # rolls the transaction back
+        except _Rehearsal as rehearsal:
+            return rehearsal.outcome._replace(cancelled=[], album_completed=False, events=[])
+        self.on_audit(outcome.events)
+        return outcome
 
     # -- watchdog ----------------------------------------------------------------------------
 
@@ -256,6 +276,14 @@ class QueueAdminStore(StoreBase):
         Retention calls it until it returns 0, so the write lock is never held for long."""
         with self.db.write() as conn:
             return audit.delete_chunk(conn, before, limit)
+
+
+class _Rehearsal(Exception):
+    """Leaves a dry run's transaction, which rolls it back, carrying what it would have done."""
+
+    def __init__(self, outcome: BulkOutcome) -> None:
+        super().__init__("dry run")
+        self.outcome = outcome
 
 
 def _blocked(conn: sqlite3.Connection, repair: Repair) -> bool:

@@ -47,6 +47,11 @@ class Priority(IntEnum):
     EXPANSION = 3
 
 
+# Every priority an item may have: the defaults above, and any an admin sets (SPEC §8.10 rev 2),
+# 1 claimed first.
+PRIORITIES = range(1, 10)
+
+
 class ContentType(StrEnum):
     ALBUM = "ALBUM"
     TRACK_AUDIO = "TRACK_AUDIO"
@@ -87,6 +92,7 @@ class AuditEvent(StrEnum):
     REQUEST_CANCELLED = "REQUEST_CANCELLED"
     QUEUE_PAUSED = "QUEUE_PAUSED"
     QUEUE_RESUMED = "QUEUE_RESUMED"
+    PRIORITY_CHANGED = "PRIORITY_CHANGED"
 
 
 # Told of the audit entries a store's transaction appended, once it has committed (the daemon

@@ -24,9 +24,9 @@ from storage.queue import limits, pause
 from storage.queue.estimates import Estimates
 from storage.queue.model import (
     DAY,
+    PRIORITIES,
     TERMINAL,
     DownloadManagerConfig,
-    Priority,
     Row,
     Status,
     item_json,
@@ -220,8 +220,9 @@ def _finished_since(conn: sqlite3.Connection, since: int) -> tuple[int, int]:
 
 
 def status_counts(conn: sqlite3.Connection) -> dict[tuple[str, int], int]:
-    """Items per (status, priority), zeros included, for the queue-size gauge."""
-    sizes = {(s.value, int(p)): 0 for s in Status for p in Priority}
+    """Items per (status, priority), zeros included for every priority an item may have, so a
+    gauge of a priority nobody uses any more goes back to 0."""
+    sizes = {(s.value, p): 0 for s in Status for p in PRIORITIES}
     for status, priority, count in conn.execute(
         "SELECT status, priority, COUNT(*) FROM queue_items GROUP BY status, priority"
     ):

@@ -37,6 +37,17 @@ DEFAULT_RETRY_AFTER_S = 5.0
 MIN_RETRY_AFTER_S = 1
 PERMANENT_ERRORS = frozenset({ErrorType.NOT_FOUND, ErrorType.BAD_REQUEST})
 
+
+class RetryRefused(Exception):
+    """Admin retry of an item that does not exist (`status` 404) or is not FAILED (409), or of
+    a child whose album was cancelled (409, `code` ALBUM_CANCELLED)."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code or ("NOT_FOUND" if status == 404 else "NOT_FAILED")
+
+
 _FAIL = """UPDATE queue_items SET status = ?, error_type = ?, error_message = ?, retry_count = ?,
     next_retry_at = ?, completed_at = ?, last_activity_at = ? WHERE id = ? RETURNING *"""
 _RESET = """UPDATE queue_items SET status = ?, retry_count = 0, next_retry_at = NULL,
@@ -110,10 +121,24 @@ def record_failure(
     return status, events
 
 
+def refusal(conn: sqlite3.Connection, row: sqlite3.Row) -> RetryRefused | None:
+    """Why an admin may not retry the item `row` now (409), or None: it must be FAILED, and a
+    child's album must not have been cancelled (retrying would reopen an album its requester
+    gave up; requesting it again fetches what it lacks)."""
+    if row["status"] != Status.FAILED.value:
+        return RetryRefused(409, f"queue item is {row['status']}, not FAILED")
+    parent = rows.fetch(conn, row["parent_id"]) if row["parent_id"] else None
+    if parent is not None and parent["status"] == Status.CANCELLED.value:
+        message = "its album was cancelled; request the album again"
+        return RetryRefused(409, message, "ALBUM_CANCELLED")
+    return None
+
+
 def admin_retry(
     conn: sqlite3.Connection, row: sqlite3.Row, admin: str, now: int
 ) -> list[AuditEvent]:
-    """Retry the FAILED item `row` for the admin `admin` (see the module's docstring)."""
+    """Retry the FAILED item `row` for the admin `admin` (see the module's docstring); check
+    `refusal` first."""
     if row["parent_id"] is not None:
         events = [_reset(conn, row, Status.PENDING, admin, now, {})]
         parent = rows.fetch(conn, row["parent_id"])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench import __main__ as bench_main
-from bench import queue_scaling, tick
+from bench import bulk_retry, queue_scaling, tick
 from bench.common import Row, Stats, Target, alternate, format_table
 
 pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
@@ -55,6 +55,13 @@ def test_tick_at_toy_scale_puts_the_fixed_tick_far_behind_the_continuous_process
     rows = tick.run(tick.SMOKE)
     assert [r.benchmark for r in rows] == ["tick", "tick"]
     assert rows[0].ratio.median > 1  # a tick per item is slower than working back to back
+
+
+def test_bulk_retry_at_toy_scale_reports_both_rows() -> None:
+    rows = bulk_retry.run(bulk_retry.SMOKE)
+    assert [r.benchmark for r in rows] == ["bulk_retry", "bulk_retry"]
+    assert all(r.ratio.n == bulk_retry.SMOKE.rounds for r in rows)
+    assert rows[1].ratio.median < 1  # per item, a bulk retry costs less than a single one
 
 
 def test_a_partial_run_keeps_the_other_rows_and_the_notes(

@@ -138,6 +138,10 @@ async def test_an_id_older_than_what_is_kept_gets_resync(tmp_path: Path) -> None
             await future.wait_for("resync")
         bad = await live.http.get("/v1/events", headers={"Last-Event-ID": "x1"})
         assert bad.status_code == 400 and bad.json()["code"] == "INVALID_LAST_EVENT_ID"
+        for query in ("-1", "abc", str(2**63), "1.5"):
+            bad = await live.http.get("/v1/events", params={"last_event_id": query})
+            assert bad.status_code == 400, (query, bad.text)
+            assert set(bad.json()) >= {"error", "code"}
 
 
 async def test_a_client_that_stops_reading_is_dropped_and_the_queue_goes_on(

@@ -145,7 +145,7 @@ async def test_every_route_answers_as_its_declaration_says(ready: Root, app: Any
 
 async def test_public_routes_are_only_the_documented_ones(app: Any) -> None:
     public_routes = {str(route) for route in routes(app) if route.permissions is None}
-    assert public_routes == {"GET /openapi.json", "POST /v1/auth/login"}
+    assert public_routes == {"GET /health", "GET /openapi.json", "POST /v1/auth/login"}
 
 
 def download_detail_route(app: Any) -> Route:

@@ -556,5 +556,5 @@ def test_gauges_cover_every_status_and_priority(store: QueueAdminStore) -> None:
     assert sizes[("PENDING", 1)] == 2
     assert sizes[("IN_PROGRESS", 2)] == 1
     assert sizes[("FAILED", 3)] == 0
-    assert len(sizes) == 18  # six statuses, three priorities
+    assert len(sizes) == 54  # six statuses, nine priorities
     assert capacity == {"hour": 1, "day": 1}

@@ -20,6 +20,8 @@ from daemon.config import DownloadManagerConfig
 from storage.db import Database, Migration
 from storage.queue import (
     MIGRATIONS,
+    BulkAction,
+    BulkFilter,
     ChildSpec,
     ContentType,
     ErrorType,
@@ -27,6 +29,7 @@ from storage.queue import (
     QueueAdminStore,
     QueueStore,
     RequestStore,
+    Status,
 )
 from storage.queue.positions import AHEAD, Key, ahead_args, level_ranges, positions
 from storage.queue.schema import RANK_SHIFTS
@@ -71,13 +74,18 @@ change = st.one_of(
     st.tuples(st.just("edit"), pick, st.sampled_from(["priority", "created_at", "parent_id"]),
               st.integers(0, 4), times),
     st.tuples(st.just("delete"), pick),
+    st.tuples(st.just("set_priority"), pick, st.integers(1, 9), times),
+    st.tuples(st.just("bulk"), st.sampled_from(list(BulkAction)), st.integers(1, 9),
+              st.sampled_from([BulkFilter(user="user0"), BulkFilter(content_type=ContentType.ALBUM),
+                               BulkFilter(status=Status.FAILED), BulkFilter(created_after=BASE)]),
+              times),
 )  # fmt: skip
 # Weighted (one_of alone would draw each of its flattened branches alike) so that queues grow to
 # a few dozen items while every kind of change happens.
 _KINDS = {"grow": grow, "claim": claim, "change": change}
 operations = st.sampled_from(["grow"] * 6 + ["claim"] + ["change"] * 3).flatmap(_KINDS.__getitem__)
 # Operations that read positions, which a database without queue_rank cannot answer.
-READS_POSITIONS = frozenset({"request", "admin_retry"})
+READS_POSITIONS = frozenset({"request", "admin_retry", "set_priority"})
 
 
 def content(serial: int) -> str:
@@ -199,6 +207,14 @@ class Queue:
                 self.raw(
                     "UPDATE queue_items SET parent_id = ? WHERE id = ?", parent["id"], item["id"]
                 )
+
+    def op_set_priority(self, n: int, priority: int, at: int) -> None:
+        item = self.pick("parent_id IS NULL AND status IN ('PENDING', 'IN_PROGRESS')", n)
+        if item is not None:
+            self.admin.set_priority(item["id"], priority, "admin", at)
+
+    def op_bulk(self, action: BulkAction, priority: int, where: BulkFilter, at: int) -> None:
+        self.admin.bulk(action, where, "admin", at, priority=priority)
 
     def op_delete(self, n: int) -> None:
         item = self.pick("NOT EXISTS (SELECT 1 FROM queue_items c WHERE c.parent_id = q.id)", n)

@@ -95,7 +95,8 @@ async def daemon(
     **dm: Any,
 ) -> AsyncIterator[Live]:
     """The whole daemon in-process (every actor, the HTTP listener on loopback) with an admin
-    signed in, on `downloader_url`, serving a catalog of `spec`."""
+    signed in, on `downloader_url`, serving a catalog of `spec`. Entered again on the same
+    `tmp_path`, it is the same daemon restarted."""
     config = Config(
         db_dir=tmp_path, media_path=tmp_path, host="127.0.0.1", port=free_port(),
         metrics_port=free_port(), logging_level="none", downloader_url=downloader_url,
@@ -108,9 +109,10 @@ async def daemon(
         root = await nursery.start(
             partial(run_daemon, config, shutdown=shutdown, hasher=FAST_HASHER)
         )
-        await trio.to_thread.run_sync(
-            partial(make_user, root, ADMIN, (Role.Admin,), password=ADMIN_PASSWORD)
-        )
+        if await root.users.db.run(root.users.get, ADMIN) is None:  # not on a restart
+            await trio.to_thread.run_sync(
+                partial(make_user, root, ADMIN, (Role.Admin,), password=ADMIN_PASSWORD)
+            )
         base = f"http://127.0.0.1:{config.port}"
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
             login = {"user_handle": ADMIN, "password": ADMIN_PASSWORD}

@@ -75,6 +75,18 @@ def insert(db: Database, **fields: Any) -> str:
     return str(row["id"])
 
 
+def insert_many(db: Database, count: int, **fields: Any) -> list[str]:
+    """Insert `count` queue items alike but for their ids and content ids (`cid(k)`), in one
+    transaction; unspecified columns take `DEFAULTS`. Returns their ids in insertion order."""
+    unknown = set(fields) - set(COLUMNS)
+    assert not unknown, f"not a queue_items column: {unknown}"
+    made = [{**DEFAULTS, "id": str(uuid.uuid4()), "content_id": cid(k), **fields}
+            for k in range(count)]  # fmt: skip
+    with db.write() as conn:
+        conn.executemany(INSERT, [[r[c] for c in COLUMNS] for r in made])
+    return [str(r["id"]) for r in made]
+
+
 def enqueue(
     store: StoreBase,
     content_type: ContentType,
