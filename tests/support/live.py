@@ -85,10 +85,17 @@ ACTORS = ("processor", "scheduler", "watchdog", "stale_detector", "http", "metri
 
 @asynccontextmanager
 async def daemon(
-    tmp_path: Path, downloader_url: str, spec: CatalogSpec, *, read_timeout: float = 10, **dm: Any
+    tmp_path: Path,
+    downloader_url: str,
+    spec: CatalogSpec,
+    *,
+    read_timeout: float = 10,
+    admin_exists: bool = False,
+    **dm: Any,
 ) -> AsyncIterator[Live]:
     """The whole daemon in-process (every actor, the HTTP listener on loopback) with an admin
-    signed in, on `downloader_url`, serving a catalog of `spec`."""
+    signed in, on `downloader_url`, serving a catalog of `spec`. `admin_exists`: the databases
+    already hold the admin (a restart, a restore), who only signs in."""
     config = Config(
         db_dir=tmp_path, media_path=tmp_path, host="127.0.0.1", port=free_port(),
         metrics_port=free_port(), logging_level="none", downloader_url=downloader_url,
@@ -100,9 +107,10 @@ async def daemon(
         root = await nursery.start(
             partial(run_daemon, config, shutdown=shutdown, hasher=FAST_HASHER)
         )
-        await trio.to_thread.run_sync(
-            partial(make_user, root, ADMIN, (Role.Admin,), password=ADMIN_PASSWORD)
-        )
+        if not admin_exists:
+            await trio.to_thread.run_sync(
+                partial(make_user, root, ADMIN, (Role.Admin,), password=ADMIN_PASSWORD)
+            )
         base = f"http://127.0.0.1:{config.port}"
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
             login = {"user_handle": ADMIN, "password": ADMIN_PASSWORD}
