@@ -6,13 +6,17 @@ the server. Eight writers request albums while the queue drains and the backup i
 backup verifies; a restore onto the running server's files is refused; the server stops; the
 backup is restored into a fresh db_dir (the media folder kept, as a media volume would be); a
 server started on it has every request acknowledged before the backup began, finishes what was
-in flight, and its databases pass `PRAGMA integrity_check`.
+in flight, and its databases pass `PRAGMA integrity_check`. A backup killed midway leaves no
+folder that passes for a backup.
 """
 
 from __future__ import annotations
 
 import itertools
 import shutil
+import signal
+import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,7 +26,7 @@ from fake_downloader import CatalogSpec, Knobs, build_catalog
 from storage.backup import list_backups
 from tests.reliability.invariants import check_integrity, check_safe, queue_items
 from tests.support.live import daemon, fake, until
-from tests.support.process import run_cli
+from tests.support.process import run_cli, script, wait_until
 
 pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
 
@@ -102,3 +106,28 @@ async def test_backup_while_busy_then_restore_into_a_fresh_db_dir(tmp_path: Path
             assert {i["status"] for i in items} == {"COMPLETED"}
 
     check_integrity(fresh)
+
+
+def test_a_backup_killed_midway_leaves_no_backup_that_looks_whole(tmp_path: Path) -> None:
+    db_dir, dest = tmp_path / "data", tmp_path / "backups"
+    db_dir.mkdir()
+    with sqlite3.connect(db_dir / "catalog.db") as conn:  # 60 MB: the copy takes a while
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE blobs (b BLOB)")
+        conn.executemany("INSERT INTO blobs VALUES (zeroblob(4000))", [()] * 15_000)
+    backup = subprocess.Popen(
+        [*script("pezzottify-admin"), "--db-dir", str(db_dir), "backup", str(dest)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: dest.exists() and any(dest.iterdir()), timeout=20, interval=0.001)
+        backup.send_signal(signal.SIGKILL)
+    finally:
+        backup.wait(10)
+    assert backup.returncode == -signal.SIGKILL
+    assert list_backups(dest) == []  # only a hidden partial folder, which no listing takes
+    assert [p.name.startswith(".partial-") for p in dest.iterdir()] == [True]
+    done = run_cli("pezzottify-admin", ["--db-dir", str(db_dir), "backup", str(dest)])
+    assert done.returncode == 0, done.stderr
+    (folder,) = list_backups(dest)
+    assert run_cli("pezzottify-admin", ["verify", str(folder)]).returncode == 0
