@@ -128,9 +128,7 @@ class Rig:
 
     def failures(self, content_type: str, error_type: str) -> float:
         labels = {"content_type": content_type, "error_type": error_type}
-        value = self.metrics.registry.get_sample_value(
-            "pezzottify_download_failures_total", labels
-        )
+        value = self.metrics.registry.get_sample_value("pezzottify_download_failures_total", labels)
         return value or 0.0
 
     def media_files(self) -> list[str]:
