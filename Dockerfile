@@ -10,8 +10,11 @@ COPY api api
 COPY storage storage
 COPY fake_downloader fake_downloader
 RUN pip install --no-cache-dir .
+# The data dir, and the media and backup folders deploy/compose.yaml mounts volumes on (a volume
+# takes the owner of the folder it is mounted on).
 RUN useradd --system --home /var/lib/pezzottify pezzottify \
-    && mkdir -p /var/lib/pezzottify && chown pezzottify /var/lib/pezzottify
+    && mkdir -p /var/lib/pezzottify /srv/pezzottify/media /var/backups/pezzottify \
+    && chown pezzottify /var/lib/pezzottify /srv/pezzottify/media /var/backups/pezzottify
 USER pezzottify
 VOLUME /var/lib/pezzottify
 EXPOSE 3001 9091

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test check lint unit browser demo bench bench-nginx chaos clean
+.PHONY: test check lint unit browser promtool demo bench bench-nginx chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: lint browser unit
+test: lint browser promtool unit
 
 # The fast loop: lint, types, and the tests that start no process or server (under a minute).
 check: lint $(STAMP)
@@ -34,6 +34,14 @@ browser:
 	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
 		(apt-get update && DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y --no-install-recommends chromium chromium-driver)
+
+# The deploy/ alert rules are checked with `promtool check rules` by the suite; promtool comes
+# from the OS packages (Debian's `prometheus`), installed here when missing. Installing it in a
+# container starts no Prometheus server (no init system runs the package's service).
+promtool:
+	@command -v promtool >/dev/null 2>&1 || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends prometheus)
 
 demo: $(STAMP)
 	$(PY) -m daemon.demo

@@ -225,6 +225,7 @@ class Processor:
             "%s %s failed (%s): %s -> %s", item["content_type"], item["content_id"],
             failure.error_type.value, failure.message, status.value,
         )  # fmt: skip
+        self.metrics.download_failures.labels(item["content_type"], failure.error_type.value).inc()
         return OUTCOMES.get(status, "failed")
 
     async def _release(self, item: sqlite3.Row) -> None:

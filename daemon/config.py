@@ -18,7 +18,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,13 @@ from daemon.config_keys import (
     DM_KEYS,
     ENV_PREFIX,
     JOB_KEYS,
+    JOB_OWN_KEYS,
     JOBS,
     KNOWN_JOBS,
     LOG_LEVELS,
     LOGGING_LEVELS,
     NOTIFICATION_KEYS,
+    OFF_BY_DEFAULT,
     TOP_KEYS,
     Key,
     all_keys,
@@ -47,6 +49,7 @@ from storage.queue.model import DownloadManagerConfig  # the section's dataclass
 __all__ = [
     "DM_KEYS",
     "JOB_KEYS",
+    "JOB_OWN_KEYS",
     "KNOWN_JOBS",
     "LOGGING_LEVELS",
     "LOG_LEVELS",
@@ -71,10 +74,17 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class JobSettings:
-    """`[background_jobs.<id>]`: every job takes `enabled` and `interval_hours`."""
+    """`[background_jobs.<id>]`: every job takes `enabled` and `interval_hours`; `dir` and
+    `keep` are the backup job's."""
 
     enabled: bool = True
     interval_hours: float | None = None
+    dir: Path | None = None
+    keep: int | None = None
+
+    @classmethod
+    def defaults(cls, job_id: str) -> JobSettings:
+        return cls(enabled=job_id not in OFF_BY_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -101,7 +111,7 @@ class Config:
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def job(self, job_id: str) -> JobSettings:
-        return self.background_jobs.get(job_id, JobSettings())
+        return self.background_jobs.get(job_id, JobSettings.defaults(job_id))
 
     @property
     def download_enabled(self) -> bool:
@@ -250,7 +260,18 @@ def _jobs(resolved: Mapping[Key, tuple[Any, str]]) -> dict[str, JobSettings]:
     for key, (value, _) in resolved.items():
         if key[0] == JOBS:
             settings.setdefault(key[1], {})[key[2]] = value
-    return {job_id: JobSettings(**values) for job_id, values in settings.items()}
+    jobs = {}
+    for job_id, values in settings.items():
+        if "dir" in values:  # relative to the working directory, as db_dir is
+            values["dir"] = Path(values["dir"]).expanduser().resolve()
+        jobs[job_id] = replace(JobSettings.defaults(job_id), **values)
+    backup = jobs.get("backup")
+    if backup is not None and backup.enabled and backup.dir is None:
+        raise ConfigError(
+            "background_jobs.backup.dir (PEZZOTTIFY_BACKGROUND_JOBS__BACKUP__DIR) must be set "
+            "when the backup job is enabled"
+        )
+    return jobs
 
 
 def _sources(resolved: Mapping[Key, tuple[Any, str]]) -> dict[str, str]:

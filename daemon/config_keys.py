@@ -74,11 +74,20 @@ SECTIONS: dict[str, dict[str, Rule]] = {
     "notifications": NOTIFICATION_KEYS,
 }
 
-KNOWN_JOBS = ("popular_content", "prune_events", "integrity_watchdog", "audit_log_cleanup")
+KNOWN_JOBS = (
+    "popular_content", "prune_events", "integrity_watchdog", "audit_log_cleanup", "backup",
+)  # fmt: skip
+# Every job takes these.
 JOB_KEYS: dict[str, Rule] = {
     "enabled": boolean(),
     "interval_hours": number(0, strict=True),
 }
+# Keys of one job only.
+JOB_OWN_KEYS: dict[str, dict[str, Rule]] = {
+    "backup": {"dir": text(), "keep": integer(1)},
+}
+# Jobs that run only when `enabled = true` is given (a backup needs its `dir`).
+OFF_BY_DEFAULT = frozenset({"backup"})
 JOBS = "background_jobs"
 
 Key = tuple[str, ...]
@@ -92,7 +101,7 @@ def rule_for(key: Key) -> Rule | None:
         case (section, name) if section in SECTIONS:
             return SECTIONS[section].get(name)
         case (jobs, job_id, name) if jobs == JOBS and job_id in KNOWN_JOBS:
-            return JOB_KEYS.get(name)
+            return JOB_KEYS.get(name) or JOB_OWN_KEYS.get(job_id, {}).get(name)
     return None
 
 

@@ -70,6 +70,12 @@ class Metrics:
             ["content_type", "result"],
             registry=r,
         )
+        self.download_failures = Counter(
+            "pezzottify_download_failures_total",
+            "Failed download attempts by content type and error type (retried or not)",
+            ["content_type", "error_type"],
+            registry=r,
+        )
         self.download_seconds = Histogram(
             "pezzottify_download_processing_seconds",
             "Time to process one queue item",
@@ -80,6 +86,12 @@ class Metrics:
         self.capacity_used = Gauge(
             "pezzottify_download_capacity_used",
             "Albums started in the current hour/day",
+            ["period"],
+            registry=r,
+        )
+        self.capacity_limit = Gauge(
+            "pezzottify_download_capacity_limit",
+            "The configured album budget per hour/day (max_albums_per_hour, max_albums_per_day)",
             ["period"],
             registry=r,
         )

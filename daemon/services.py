@@ -92,6 +92,10 @@ def _open_downloads(
     settings = config.download_manager
     url = config.downloader_url or ""  # set: the download manager is enabled
 
+    # Beside the used capacity, so that a dashboard or an alert can compare the two.
+    metrics.capacity_limit.labels("hour").set(settings.max_albums_per_hour)
+    metrics.capacity_limit.labels("day").set(settings.max_albums_per_day)
+
     def committed(events: Sequence[AuditEvent]) -> None:
         metrics.count_audit_events(events)
         if events:

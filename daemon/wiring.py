@@ -34,6 +34,7 @@ from daemon.services import close_root, open_root
 from daemon.supervisor import ActorSpec, Shutdown, Supervisor
 from storage.events import NewEvent
 from storage.files import Faults, no_faults
+from storage.lock import DirLock
 
 log = logging.getLogger("pezzottify.daemon")
 
@@ -76,10 +77,29 @@ async def run_daemon(
 ) -> None:
     """Run the daemon until shutdown; report the root when every actor is ready.
 
-    The channels are made first, then the root that carries their send ends. On return (or
-    cancellation) the channels, the downloader client and the databases are closed.
+    The data directory's lock is taken before any database is opened and released after the
+    last is closed (`storage.lock`: a restore refuses while it is held, and a second daemon on
+    the same files refuses to start). The channels are made next, then the root that carries
+    their send ends. On return (or cancellation) the channels, the downloader client and the
+    databases are closed.
     """
     shutdown = shutdown if shutdown is not None else trio.Event()
+    lock = await trio.to_thread.run_sync(DirLock.acquire, config.db_dir, "pezzottify-server")
+    try:
+        await _run_locked(config, shutdown, metrics, hasher, faults, task_status)
+    finally:
+        lock.release()
+    log.info("stopped")
+
+
+async def _run_locked(
+    config: Config,
+    shutdown: trio.Event,
+    metrics: Metrics | None,
+    hasher: PasswordHasher | None,
+    faults: Faults,
+    task_status: trio.TaskStatus[Root],
+) -> None:
     channels = Channels.open()
     root: Root | None = None
     try:
@@ -110,7 +130,6 @@ async def run_daemon(
                 if root.downloads is not None:
                     await root.downloads.downloader.aclose()
                 await trio.to_thread.run_sync(close_root, root)
-    log.info("stopped")
 
 
 def actor_specs(root: Root, shutdown: trio.Event, channels: Channels) -> list[ActorSpec]:

@@ -5,7 +5,9 @@ threads under its limiter, so a burst of them never takes more threads than the 
 use. The one cancellation rule: a call that has begun runs to its end (a transaction commits or
 rolls back whole, a write or an fsync completes), and the cancellation is delivered after it.
 Calls are therefore short (one transaction, one batch of bytes, one folder listing); longer work
-is cut into such calls by its caller, which checks for cancellation between them.
+is cut into such calls by its caller, which checks for cancellation between them. The one long
+call, a backup's copy (`actors.jobs.backup`, on an Offload of its own), instead takes a stop event
+that its caller sets when cancelled, and stops at its next step.
 
 `Offload.inline()` runs the calls on the event loop instead, for tests under trio's autojump
 clock: that clock jumps whenever every task waits, and a task waiting for a worker thread

@@ -126,6 +126,11 @@ class Rig:
         )
         return value or 0.0
 
+    def failures(self, content_type: str, error_type: str) -> float:
+        labels = {"content_type": content_type, "error_type": error_type}
+        value = self.metrics.registry.get_sample_value("pezzottify_download_failures_total", labels)
+        return value or 0.0
+
     def media_files(self) -> list[str]:
         return sorted(
             p.name for d in (self.media.audio_dir, self.media.images_dir) for p in d.iterdir()
@@ -304,6 +309,7 @@ async def test_server_errors_are_retried_after_their_backoff_until_success(
         ]
         assert events.count("RETRY_SCHEDULED") == 2
         assert r.processed("ALBUM", "retry") == 2
+        assert r.failures("ALBUM", "connection") == 2
 
 
 async def test_a_missing_track_fails_at_once_and_fails_its_album(
@@ -324,6 +330,7 @@ async def test_a_missing_track_fails_at_once_and_fails_its_album(
         )  # fmt: skip
         assert knobs.count("audio") == SPEC.tracks_per_album  # one attempt each
         assert r.processed("TRACK_AUDIO", "failed") == 1
+        assert r.failures("TRACK_AUDIO", "not_found") == 1
         assert r.catalog.track_audio_format(missing) is None
         assert r.hooks.statistics().current_buffer_used == 1  # no OnDownloadComplete
         assert (await r.hooks.receive()) == HookFired(Hook.OnCatalogChange)

@@ -430,3 +430,8 @@ def test_core_jobs_follow_the_background_jobs_settings(config: Config) -> None:
     )
     assert explicit["prune_events"].schedule.interval_secs == 2 * 3600
     assert explicit["popular_content"].schedule.interval_secs == 1.5 * 3600
+    backups = config.db_dir / "backups"
+    saving = built(background_jobs={"backup": JobSettings(enabled=True, dir=backups)})
+    assert saving["backup"].schedule.interval_secs == 24 * 3600
+    assert saving["backup"].shutdown is ShutdownBehavior.WAIT_FOR_COMPLETION
+    assert str(backups) in saving["backup"].description

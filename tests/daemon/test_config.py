@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import KNOWN_JOBS, Config, ConfigError, DownloadManagerConfig, load_config
+from daemon.config import (
+    KNOWN_JOBS,
+    Config,
+    ConfigError,
+    DownloadManagerConfig,
+    JobSettings,
+    load_config,
+)
 from daemon.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,10 +150,11 @@ def test_port_in_use_is_refused_before_anything_is_created(
 
 
 def test_example_config_documents_every_key() -> None:
-    from daemon.config import DM_KEYS, JOB_KEYS, KNOWN_JOBS, TOP_KEYS
+    from daemon.config import DM_KEYS, JOB_KEYS, JOB_OWN_KEYS, KNOWN_JOBS, TOP_KEYS
 
     text = (ROOT / "config.example.toml").read_text()
-    for key in [*TOP_KEYS, *DM_KEYS, *JOB_KEYS, *KNOWN_JOBS]:
+    own = [key for keys in JOB_OWN_KEYS.values() for key in keys]
+    for key in [*TOP_KEYS, *DM_KEYS, *JOB_KEYS, *KNOWN_JOBS, *own]:
         assert key in text, key
 
 
@@ -159,5 +167,57 @@ def test_example_config_states_the_defaults(tmp_path: Path) -> None:
     assert replace(config, background_jobs={}) == Config(
         db_dir=config.db_dir, media_path=config.db_dir
     )
-    assert all(config.job(job).enabled for job in KNOWN_JOBS)
+    assert all(config.job(job).enabled == JobSettings.defaults(job).enabled for job in KNOWN_JOBS)
+    assert not config.job("backup").enabled
     assert config.sources["download_manager.max_file_bytes"] == "config file"
+
+
+def test_the_backup_job_is_off_unless_enabled_and_then_needs_its_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not load_config(["--db-dir", str(tmp_path)], {}).job("backup").enabled
+    with pytest.raises(ConfigError) as refused:
+        load_config(
+            ["--db-dir", str(tmp_path)], {"PEZZOTTIFY_BACKGROUND_JOBS__BACKUP__ENABLED": "true"}
+        )
+    assert str(refused.value) == (
+        "background_jobs.backup.dir (PEZZOTTIFY_BACKGROUND_JOBS__BACKUP__DIR) must be set when "
+        "the backup job is enabled"
+    )
+    monkeypatch.chdir(tmp_path)  # a relative dir is taken from the working directory
+    config = load_config(
+        ["--db-dir", str(tmp_path)],
+        {
+            "PEZZOTTIFY_BACKGROUND_JOBS__BACKUP__ENABLED": "TRUE",
+            "PEZZOTTIFY_BACKGROUND_JOBS__BACKUP__DIR": "backups",
+            "PEZZOTTIFY_BACKGROUND_JOBS__BACKUP__KEEP": "3",
+        },
+    )
+    assert config.job("backup") == JobSettings(enabled=True, dir=tmp_path / "backups", keep=3)
+    assert config.sources["background_jobs.backup.dir"] == "environment"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            '[background_jobs.backup]\nenabled = true\ndir = "/b"\nkeep = 0',
+            "config key background_jobs.backup.keep must be an integer >= 1, got 0",
+        ),
+        (
+            '[background_jobs.backup]\ndir = ""',
+            "config key background_jobs.backup.dir must be a non-empty string, got ''",
+        ),
+        (
+            "[background_jobs.prune_events]\nkeep = 3",
+            "unknown config key 'background_jobs.prune_events.keep'",
+        ),
+    ],
+)
+def test_backup_keys_are_checked_and_belong_to_the_backup_job(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    path = write(tmp_path, f'db_dir = "{tmp_path}"\n{body}\n')
+    with pytest.raises(ConfigError) as refused:
+        load_config(["--config", path], {})
+    assert str(refused.value) == message

@@ -27,6 +27,7 @@ def script(name: str) -> list[str]:
     module = {
         "pezzottify-server": "daemon",
         "pezzottify-auth": "daemon.auth_cli",
+        "pezzottify-admin": "daemon.admin_cli",
         "pezzottify-fake-downloader": "fake_downloader",
     }[name]
     return [sys.executable, "-m", module]
