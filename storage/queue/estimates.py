@@ -33,8 +33,14 @@ from storage.queue.waits import Snapshot, waits_on_children
 RECENT = 50  # completions per kind the medians are taken over
 EXACT_STEPS = 64  # capacity windows laid out one by one before the long-run rate takes over
 _FILES = (ContentType.TRACK_AUDIO, ContentType.ALBUM_IMAGE, ContentType.ARTIST_IMAGE)
-RECENT_DURATIONS = """SELECT processing_duration_ms FROM queue_items INDEXED BY queue_done_kind
-    WHERE status = 'COMPLETED' AND content_type = ? ORDER BY completed_at DESC LIMIT ?"""
+_KINDS = (ContentType.ALBUM, *_FILES)
+# The newest completions of each kind, one bounded index read per kind, in one statement (one
+# call into SQLite for the page that shows them, not one per kind).
+_RECENT_OF_KIND = """SELECT * FROM (SELECT content_type, processing_duration_ms
+    FROM queue_items INDEXED BY queue_done_kind
+    WHERE status = 'COMPLETED' AND content_type = ? ORDER BY completed_at DESC LIMIT ?)"""
+RECENT_DURATIONS = " UNION ALL ".join([_RECENT_OF_KIND] * len(_KINDS))
+RECENT_ARGS = tuple(arg for kind in _KINDS for arg in (kind.value, RECENT))
 # The top-level work in progress: albums (with their children or not yet) and repairs. Few rows.
 _WORKING = """SELECT * FROM queue_items INDEXED BY queue_status
     WHERE status = 'IN_PROGRESS' AND parent_id IS NULL"""
@@ -125,10 +131,10 @@ class Estimates:
 
     @cached_property
     def _samples(self) -> dict[str, list[float]]:
-        samples: dict[str, list[float]] = {}
-        for kind in (ContentType.ALBUM, *_FILES):
-            found = self.snap.conn.execute(RECENT_DURATIONS, (kind.value, RECENT))
-            samples[kind.value] = [ms / 1000 for (ms,) in found if ms is not None]
+        samples: dict[str, list[float]] = {kind.value: [] for kind in _KINDS}
+        for kind, ms in self.snap.conn.execute(RECENT_DURATIONS, RECENT_ARGS):
+            if ms is not None:
+                samples[kind].append(ms / 1000)
         return samples
 
     @cached_property

@@ -18,76 +18,69 @@ the next). For an item at (priority p, created_at T, seq S), the items ahead are
 - in band p, those created in the same second with a smaller seq: walked in `queue_claim`, so
   only same-second ties cost a step each.
 
-Each part is a primary-key (or index) range search, all in one statement per item: its cost
-grows with the number of levels and same-second ties, not with the queue's depth.
+Each part is a primary-key (or index) range search. A page's positions are one statement (the
+items' own columns in place of parameters): its cost grows with the number of items, levels and
+same-second ties, not with the queue's depth, and it is one call into SQLite however long the
+page, since every statement a request's worker thread runs hands the interpreter lock back and
+forth with the event loop.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from storage.queue.model import Row, Status
 from storage.queue.schema import RANK_FANOUT_BITS, RANK_SHIFTS
 
 _TOP = RANK_SHIFTS[-1]
-# No bucket is below this: the top level is counted from the start of time.
-_NO_LOWER_BOUND = -(2**63)
-# The parameters are (_TOP, p), then (shift, p, first bucket, end bucket) per level, then
-# (p, T, S). The text only repeats a fixed fragment once per level; every value is bound.
-_AHEAD_BANDS = "(SELECT COALESCE(SUM(n), 0) FROM queue_rank WHERE shift = ? AND priority < ?)"
-_AHEAD_LEVEL = """(SELECT COALESCE(SUM(n), 0) FROM queue_rank
-    WHERE shift = ? AND priority = ? AND bucket >= ? AND bucket < ?)"""
-_AHEAD_TIES = """(SELECT COUNT(*) FROM queue_items INDEXED BY queue_claim
-    WHERE status = 'PENDING' AND priority = ? AND (parent_id IS NULL) = 1
-    AND created_at = ? AND seq < ?)"""
-AHEAD = "SELECT " + " + ".join([_AHEAD_BANDS, *[_AHEAD_LEVEL] * len(RANK_SHIFTS), _AHEAD_TIES])
 
 
-class Key(NamedTuple):
-    """A top-level item's place in claim order."""
-
-    priority: int
-    created_at: int
-    seq: int
-
-
-def level_ranges(created_at: int) -> list[tuple[int, int, int]]:
-    """`(shift, first bucket, end bucket)` per level: the buckets that together hold every
-    second before `created_at` once (half-open; the top level has no lower bound)."""
-    ranges = []
-    for shift in RANK_SHIFTS:
-        end = created_at >> shift
-        if shift == _TOP:
-            first = _NO_LOWER_BOUND
-        else:
-            first = (created_at >> (shift + RANK_FANOUT_BITS)) << RANK_FANOUT_BITS
-        ranges.append((shift, first, end))
-    return ranges
+def level_bounds(shift: int) -> tuple[str | None, str]:
+    """SQL for the buckets of level `shift` counted for an item `q`: `(first, end)`, half-open
+    (the top level has no lower bound, None). Together the levels hold every second before
+    `q.created_at` once: at each level below the top, the buckets between where the next
+    level's bucket holding it starts and its own (fewer than 64)."""
+    end = f"(q.created_at >> {shift})"
+    if shift == _TOP:
+        return None, end
+    first = f"((q.created_at >> {shift + RANK_FANOUT_BITS}) << {RANK_FANOUT_BITS})"
+    return first, end
 
 
-def ahead_args(key: Key) -> tuple[int, ...]:
-    """The parameters of AHEAD for `key`."""
-    args: list[int] = [_TOP, key.priority]
-    for shift, first, end in level_ranges(key.created_at):
-        args += [shift, key.priority, first, end]
-    args += [key.priority, key.created_at, key.seq]
-    return tuple(args)
+def _level(shift: int) -> str:
+    first, end = level_bounds(shift)
+    lower = "" if first is None else f" AND bucket >= {first}"
+    return f"""(SELECT COALESCE(SUM(n), 0) FROM queue_rank
+        WHERE shift = {shift} AND priority = q.priority{lower} AND bucket < {end})"""  # noqa: S608
 
 
-def count_ahead(conn: sqlite3.Connection, key: Key) -> int:
-    """Top-level PENDING items claimed before the item at `key`."""
-    return int(conn.execute(AHEAD, ahead_args(key)).fetchone()[0])
+# The text is built from the module's constants only; the ids are the one bound parameter.
+_BANDS = f"""(SELECT COALESCE(SUM(n), 0) FROM queue_rank
+    WHERE shift = {_TOP} AND priority < q.priority)"""  # noqa: S608
+_TIES = """(SELECT COUNT(*) FROM queue_items INDEXED BY queue_claim
+    WHERE status = 'PENDING' AND priority = q.priority AND (parent_id IS NULL) = 1
+    AND created_at = q.created_at AND seq < q.seq)"""
+_AHEAD = " + ".join([_BANDS, *map(_level, RANK_SHIFTS), _TIES])
+# CROSS JOIN keeps the ids as the outer loop (a search by key each): SQLite would otherwise read
+# every PENDING top-level item through `queue_parent`.
+PLACES = f"""SELECT q.id, 1 + {_AHEAD}
+    FROM json_each(?) AS page CROSS JOIN queue_items q ON q.id = page.value
+    WHERE q.status = 'PENDING' AND q.parent_id IS NULL"""  # noqa: S608
 
 
 def positions(conn: sqlite3.Connection, rows: Sequence[Row]) -> dict[str, int]:
-    """`{id: position}` (1 = next) for the rows that are PENDING top-level items.
+    """`{id: position}` (1 = next) for the rows that are PENDING top-level items, in one
+    statement.
 
     Call inside one read transaction so every count sees the same queue.
     """
-    return {
-        row["id"]: 1 + count_ahead(conn, Key(row["priority"], row["created_at"], row["seq"]))
+    waiting = [
+        row["id"]
         for row in rows
         if row["status"] == Status.PENDING.value and row["parent_id"] is None
-    }
+    ]
+    if not waiting:
+        return {}
+    return dict(conn.execute(PLACES, (json.dumps(waiting),)).fetchall())

@@ -31,7 +31,7 @@ from storage.queue import (
     RequestStore,
     Status,
 )
-from storage.queue.positions import AHEAD, Key, ahead_args, level_ranges, positions
+from storage.queue.positions import PLACES, level_bounds, positions
 from storage.queue.schema import RANK_SHIFTS
 from tests.support.queue_rows import enqueue
 
@@ -332,28 +332,42 @@ def test_a_drained_queue_leaves_no_counters() -> None:
 # -- the decomposition and the plan ------------------------------------------------------------
 
 
+def level_ranges(conn: sqlite3.Connection, created_at: int) -> list[tuple[int, int, int]]:
+    """`(shift, first, end)` per level as SQLite computes them for an item created then."""
+    ranges = []
+    for shift in RANK_SHIFTS:
+        first, end = level_bounds(shift)
+        lower = str(-(2**63)) if first is None else first
+        sql = f"SELECT {lower}, {end} FROM (SELECT ? AS created_at) AS q"  # noqa: S608
+        low, high = conn.execute(sql, (created_at,)).fetchone()
+        ranges.append((shift, low, high))
+    return ranges
+
+
 @settings(max_examples=300)
 @given(created_at=st.integers(-(2**40), 2**40), other=st.integers(-(2**40), 2**40))
 def test_level_ranges_hold_every_earlier_second_exactly_once(created_at: int, other: int) -> None:
-    holding = [
-        shift for shift, first, end in level_ranges(created_at) if first <= other >> shift < end
-    ]
+    conn = sqlite3.connect(":memory:")
+    try:
+        ranges = level_ranges(conn, created_at)
+    finally:
+        conn.close()
+    holding = [shift for shift, first, end in ranges if first <= other >> shift < end]
     assert len(holding) == (1 if other < created_at else 0)
-    for shift, first, end in level_ranges(created_at)[:-1]:
+    for shift, first, end in ranges[:-1]:
         assert end - first < 64, shift  # never more than one fan-out of buckets per level
 
 
 def test_a_position_is_range_searches_only() -> None:
     with queue() as q, q.db.read() as conn:
-        plan = [
-            row["detail"]
-            for row in conn.execute("EXPLAIN QUERY PLAN " + AHEAD, ahead_args(Key(2, BASE, 7)))
-        ]
+        plan = [row["detail"] for row in conn.execute("EXPLAIN QUERY PLAN " + PLACES, ("[]",))]
     searches = [detail for detail in plan if detail.startswith("SEARCH")]
-    assert len(searches) == len(RANK_SHIFTS) + 2, plan
+    assert len(searches) == len(RANK_SHIFTS) + 3, plan  # the items themselves, by id
     assert all(
         detail.startswith("SEARCH queue_rank USING PRIMARY KEY (shift=? AND priority")
         or detail.startswith("SEARCH queue_items USING INDEX queue_claim (priority=? AND <expr>=?")
+        or detail == "SEARCH q USING INDEX sqlite_autoindex_queue_items_1 (id=?)"
         for detail in searches
     ), plan
-    assert [d for d in plan if d.startswith("SCAN") and d != "SCAN CONSTANT ROW"] == [], plan
+    scans = [d for d in plan if d.startswith("SCAN")]
+    assert scans == ["SCAN page VIRTUAL TABLE INDEX 1:"], plan  # the ids given, nothing else

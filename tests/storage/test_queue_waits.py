@@ -25,7 +25,7 @@ from storage.queue import (
     QueueStore,
     RequestStore,
 )
-from storage.queue.estimates import RECENT_DURATIONS, album_start
+from storage.queue.estimates import RECENT_ARGS, RECENT_DURATIONS, album_start
 from tests.support.queue_rows import cid, enqueue, insert
 
 T0 = 1_700_000_000 - 1_700_000_000 % 86400  # midnight UTC
@@ -296,6 +296,6 @@ def test_the_history_read_costs_the_same_however_much_has_completed(queue: Queue
     """The medians read the newest completions of a kind through an index, never a sort or a
     scan of everything that completed."""
     with queue.db.read() as conn:
-        steps = conn.execute(f"EXPLAIN QUERY PLAN {RECENT_DURATIONS}", ("ALBUM", 50)).fetchall()
+        steps = conn.execute(f"EXPLAIN QUERY PLAN {RECENT_DURATIONS}", RECENT_ARGS).fetchall()
     plan = " ".join(step[3] for step in steps)
     assert "queue_done_kind" in plan and "TEMP B-TREE" not in plan, plan
