@@ -42,6 +42,7 @@ export const get = (path, query) => call("GET", path + queryString(query));
 export const post = (path, body) => call("POST", path, body === undefined ? {} : body);
 export const del = (path) => call("DELETE", path);
 export const patch = (path, body) => call("PATCH", path, body);
+export const put = (path, body) => call("PUT", path, body);
 
 export function queryString(query) {
   if (!query) return "";
@@ -62,7 +63,7 @@ function signedOut() { onSignedOut(); }
 const EVENT_NAMES = [
   "hello", "resync", "request.created", "request.progress", "request.completed",
   "request.failed", "request.cancelled", "queue.item", "queue.paused", "queue.resumed",
-  "capacity", "job.started", "job.finished", "catalog.updated",
+  "capacity", "job.started", "job.finished", "catalog.updated", "inbox",
 ];
 let source = null;
 const listeners = new Set();

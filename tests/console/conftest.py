@@ -29,6 +29,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
+from actors.notify_urls import DEFAULT_USER_SCHEMES, NotificationSettings
 from fake_downloader import Catalog, CatalogSpec, Knobs, build_catalog
 from storage.users import Permission, Role
 from tests.conftest import make_user
@@ -40,6 +41,13 @@ REQUESTER, REQUESTER_PASSWORD = "rita", "rita-password-1"
 CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 CHROMEDRIVER = ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
 WAIT_S = 15
+# Plain JSON webhooks allowed to "localhost" alone, so a test can aim at a receiver on loopback
+# while "127.0.0.1" stays refused like any private address; one attempt, so a dead target is
+# recorded failed at once.
+NOTIFICATIONS = NotificationSettings(
+    user_schemes=(*DEFAULT_USER_SCHEMES, "json"), user_hosts_allowed=("localhost",),
+    max_attempts=1, timeout_sec=2.0,
+)  # fmt: skip
 
 
 def _first(paths: tuple[str, ...], name: str) -> str:
@@ -83,10 +91,16 @@ class Served:
 
 
 @pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[Served]:
+async def served(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    """The daemon; parametrized indirectly with `{"downloads": False}`, it runs without the
+    download manager."""
+    downloads = getattr(request, "param", {}).get("downloads", True)
     spec = CatalogSpec(artists=3, albums_per_artist=3, tracks_per_album=4, audio_bytes=4096)
     knobs = Knobs()
-    async with fake(knobs, spec) as (url, _), daemon(tmp_path, url, spec) as live:
+    async with (
+        fake(knobs, spec) as (url, _),
+        daemon(tmp_path, url if downloads else None, spec, notifications=NOTIFICATIONS) as live,
+    ):
         await trio.to_thread.run_sync(
             partial(
                 make_user, live.root, REQUESTER, (Role.Regular,), REQUESTER_PASSWORD,
@@ -183,6 +197,23 @@ class Browser:
 
     def go(self, hash_route: str) -> None:
         self.driver.execute_script("location.hash = arguments[0]", hash_route)
+
+    def fetch(self, method: str, path: str, body: Any = None) -> Any:
+        """An API call made by the page, as the user signed in there (its session cookie)."""
+        script = """
+            const [method, path, body, done] = arguments;
+            const options = { method, credentials: "same-origin", headers: {} };
+            if (body !== null) {
+                options.headers["Content-Type"] = "application/json";
+                options.body = JSON.stringify(body);
+            }
+            fetch(path, options)
+                .then(async (r) => done({ status: r.status, body: await r.json() }))
+                .catch((e) => done({ status: 0, body: String(e) }));
+        """
+        answer: dict[str, Any] = self.driver.execute_async_script(script, method, path, body)
+        assert 0 < answer["status"] < 400, answer
+        return answer["body"]
 
     def requests(self) -> list[str]:
         """URLs the browser requested since the last call (from Chrome's performance log)."""

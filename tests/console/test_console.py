@@ -1,5 +1,6 @@
 """The web console in a real browser: sign-in, a request followed live to completion, a cancel,
-an admin's pause, resume and retry, and every page at 360 px wide without sideways scrolling."""
+an admin's pause, resume and retry, and every page at 360 px wide without sideways scrolling
+(the inbox and notifications have their own file, test_inbox.py)."""
 
 from __future__ import annotations
 
@@ -199,6 +200,8 @@ def test_an_admin_pauses_resumes_and_retries_a_failed_item(
 @in_browser
 def test_every_page_fits_a_360_px_phone(browser: Browser, served: Served) -> None:
     album_id, album, artist = served.album(0)
+    # A target nothing listens on: the completion lands in the inbox and its delivery fails.
+    served.api("PUT", "/v1/user/notifications", json={"urls": ["json://localhost:9/dead"]})
     served.api(
         "POST", "/v1/download/request/album",
         json={"album_id": album_id, "album_name": album, "artist_name": artist},
@@ -215,10 +218,16 @@ def test_every_page_fits_a_360_px_phone(browser: Browser, served: Served) -> Non
         "#/admin/audit": "#audit table",
         "#/admin/jobs": "#jobs li",
         "#/admin/users": "#users li",
+        "#/inbox": "#inbox-items li.inbox-item",
+        "#/admin/notifications": "#notify-failures li.failed-notice",
         "#/home": "#popular",
         f"#/album/{album_id}": ".tracks li",
     }
     served.call(served.live.wait_idle)
+    browser.wait_for(
+        lambda: served.api("GET", "/v1/admin/notifications/failed")["items"],
+        "the notification to be recorded failed",
+    )
     shots = os.environ.get("CONSOLE_SCREENSHOTS")  # a folder: docs/screenshots/ is made so
     for route, ready in pages.items():
         browser.go(route)

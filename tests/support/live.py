@@ -87,7 +87,7 @@ ACTORS = ("processor", "scheduler", "watchdog", "stale_detector", "notifier", "h
 @asynccontextmanager
 async def daemon(
     tmp_path: Path,
-    downloader_url: str,
+    downloader_url: str | None,
     spec: CatalogSpec,
     *,
     read_timeout: float = 10,
@@ -95,8 +95,8 @@ async def daemon(
     **dm: Any,
 ) -> AsyncIterator[Live]:
     """The whole daemon in-process (every actor, the HTTP listener on loopback) with an admin
-    signed in, on `downloader_url`, serving a catalog of `spec`. Entered again on the same
-    `tmp_path`, it is the same daemon restarted."""
+    signed in, on `downloader_url` (None: without the download manager), serving a catalog of
+    `spec`. Entered again on the same `tmp_path`, it is the same daemon restarted."""
     config = Config(
         db_dir=tmp_path, media_path=tmp_path, host="127.0.0.1", port=free_port(),
         metrics_port=free_port(), logging_level="none", downloader_url=downloader_url,

@@ -1,5 +1,7 @@
 // My requests: the caller's requests with live progress, why each one waits and when it should
 // start or finish, why one failed, and a cancel. Also the limits panel the search page shows.
+// `#/requests/<id>` (the inbox's links) marks that request and takes the focus to it; one older
+// than the list shows is fetched on its own and shown first.
 
 import * as api from "../api.js";
 import { h, replace, keptLine, redraw, act, badge, errorBox } from "../ui.js";
@@ -55,7 +57,8 @@ export function itemFacts(item) {
   ];
 }
 
-export async function render(main) {
+export async function render(main, { arg } = {}) {
+  const chosen = arg && arg.startsWith("/") ? arg.slice(1) : null;
   const limits = h("section", { id: "limits", "aria-label": "Your limits" });
   const list = h("ul", { class: "cards", id: "my-requests" });
   replace(main, h("h1", {}, "My requests"), limits, list);
@@ -63,10 +66,12 @@ export async function render(main) {
   const refresh = () => redraw(list, async () => {
     try {
       const data = await api.get("/v1/download/my-requests", { limit: 100 });
-      if (!data.requests.length) {
+      const items = data.requests;
+      if (chosen && !items.some((item) => item.id === chosen)) items.unshift(await alone(chosen));
+      if (!items.length) {
         replace(list, h("li", { class: "card" }, "No requests yet. ", h("a", { href: "#/search" }, "Search for an album"), "."));
       } else {
-        replace(list, data.requests.map(card));
+        replace(list, items.map((item) => item.unshown ? h("li", {}, errorBox(item.unshown)) : card(item, item.id === chosen)));
       }
     } catch (err) {
       replace(list, h("li", {}, errorBox(err)));
@@ -74,10 +79,21 @@ export async function render(main) {
     await limitsPanel(limits);
   });
   await refresh();
+  const mark = list.querySelector(".chosen");
+  if (mark) { mark.scrollIntoView({ block: "center" }); mark.focus(); }
   return { refresh };
 }
 
-function card(item) {
+// The chosen request when the list leaves it out (older than its first page), or why not.
+async function alone(id) {
+  try {
+    return await api.get(`/v1/download/request/${api.enc(id)}`);
+  } catch (err) {
+    return { unshown: { message: `The request you followed cannot be shown: ${err.message}` } };
+  }
+}
+
+function card(item, chosen) {
   const line = keptLine(`request-${item.id}`);
   const cancel = TERMINAL.has(item.status) ? null
     : h("button", { type: "button", class: "danger", "data-key": `cancel-${item.id}`, "aria-label": `Cancel ${item.content_name}` }, "Cancel");
@@ -85,7 +101,8 @@ function card(item) {
     cancel.addEventListener("click", () => act(cancel, line,
       () => api.del(`/v1/download/request/${api.enc(item.id)}`), "Cancelled."));
   }
-  return h("li", { class: "card request", "data-id": item.id, "data-status": item.status },
+  return h("li", { class: `card request${chosen ? " chosen" : ""}`, "data-id": item.id, "data-status": item.status,
+    tabindex: chosen ? "-1" : null, "aria-current": chosen ? "true" : null, "data-key": chosen ? "chosen" : null },
     h("h3", {}, item.status === "COMPLETED" ? h("a", { href: `#/album/${api.enc(item.content_id)}` }, item.content_name || item.content_id) : (item.content_name || item.content_id)),
     h("div", { class: "muted" }, [item.artist_name, `requested ${api.when(item.created_at)}`].filter(Boolean).join(" · ")),
     badge(item.status), progressOf(item), itemFacts(item),
