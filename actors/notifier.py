@@ -17,8 +17,9 @@ record sends it again after the next start, which finds the row still pending.
 Operator events seen outside a queue transaction (stale work, a failed job) are handed to the
 bell (`NoticeBell.alarm`), and the notifier writes them to the outbox before delivering.
 
-Shutdown: the notifier takes no new notification, and the deliveries in flight finish (each is
-bounded by its timeouts; the supervisor bounds the whole by `shutdown_timeout_sec`).
+Shutdown: the notifier takes no new notification, and the deliveries in flight have
+`shutdown_timeout_sec` to finish; one still sending then is abandoned (its worker thread is left
+to its own timeouts) and its row, still pending, is delivered after the next start.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 import trio
@@ -46,7 +47,8 @@ IDLE_S = 60.0  # look again this often even when nothing rings
 RETRY_FACTOR = 4
 MAX_ALARMS = 100  # operator events held for the notifier at most
 
-Sender = Callable[[str, str, str, float], "str | None"]
+# Sends one message to one URL (url, title, body, timeout): None when delivered, else why not.
+Transport = Callable[[str, str, str, float], Awaitable["str | None"]]
 
 
 class Alarm(NamedTuple):
@@ -108,17 +110,22 @@ class Notifier:
         metrics: Metrics,
         *,
         shutdown: trio.Event,
+        shutdown_timeout: float,
         clock: Callable[[], float] = now,
-        sender: Sender = send,
+        transport: Transport | None = None,
     ) -> None:
+        """`clock` is the wall clock of the outbox's times; `transport` replaces the worker
+        threads sending through Apprise (tests under trio's autojump clock, whose time jumps
+        while a thread works)."""
         self.store = store
         self.users = users
         self.bell = bell
         self.settings = settings
         self.metrics = metrics
         self.shutdown = shutdown
+        self.shutdown_timeout = shutdown_timeout
         self.clock = clock
-        self.sender = sender
+        self.transport = transport if transport is not None else self._in_thread
         self._limiter = trio.CapacityLimiter(DELIVERIES_AT_ONCE)
         self._in_flight: set[int] = set()
         # Delivered since the due notifications were last read: that read may be older than
@@ -130,13 +137,14 @@ class Notifier:
         task_status.started()
         async with trio.open_nursery() as deliveries:
             with trio.CancelScope() as looking:
-                deliveries.start_soon(self._stop_looking, looking)
+                deliveries.start_soon(self._stop_looking, looking, deliveries.cancel_scope)
                 await self._look(deliveries)
-            # Shutdown: the nursery waits for the deliveries in flight.
+            # Shutdown: the nursery waits for the deliveries in flight, up to the deadline.
 
-    async def _stop_looking(self, looking: trio.CancelScope) -> None:
+    async def _stop_looking(self, looking: trio.CancelScope, deliveries: trio.CancelScope) -> None:
         await self.shutdown.wait()
         looking.cancel()
+        deliveries.deadline = trio.current_time() + self.shutdown_timeout
 
     async def _look(self, deliveries: trio.Nursery) -> None:
         while True:
@@ -184,10 +192,7 @@ class Notifier:
             return Outcome("sent" if delivered else "skipped", delivered)
         errors = []
         for url in urls:
-            error = await trio.to_thread.run_sync(
-                self.sender, url, row["title"], row["body"], self.settings.timeout_sec,
-                limiter=self._limiter, abandon_on_cancel=True,
-            )  # fmt: skip
+            error = await self.transport(url, row["title"], row["body"], self.settings.timeout_sec)
             if error is None:
                 delivered.append(url_id(url))
             else:
@@ -204,3 +209,11 @@ class Notifier:
                  row["id"], row["event"], delay, error)  # fmt: skip
         next_at = int(self.clock() + delay + 0.999)
         return Outcome("pending", delivered, error, next_at)
+
+    async def _in_thread(self, url: str, title: str, body: str, timeout_sec: float) -> str | None:
+        """Apprise blocks: a worker thread, `DELIVERIES_AT_ONCE` at most. Cancelled (the
+        shutdown deadline), the thread is abandoned to its own timeouts and the row stays
+        pending."""
+        return await trio.to_thread.run_sync(
+            send, url, title, body, timeout_sec, limiter=self._limiter, abandon_on_cancel=True
+        )

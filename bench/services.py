@@ -32,8 +32,10 @@ def daemon_config(
     albums_per_hour: int = 1_000_000,
     process_interval: float = 5.0,
     jobs_off: Sequence[str] = (),
+    sections: Sequence[str] = (),
 ) -> Path:
-    """Write the benchmark's TOML (limits high enough never to bind unless asked)."""
+    """Write the benchmark's TOML (limits high enough never to bind unless asked); `sections`
+    are more TOML lines, at the end."""
     lines = [
         f'downloader_url = "{downloader_url}"',
         "shutdown_timeout_sec = 5",
@@ -46,6 +48,7 @@ def daemon_config(
     ]
     for job in jobs_off:
         lines += [f"[background_jobs.{job}]", "enabled = false"]
+    lines += sections
     path = db_dir / "bench.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

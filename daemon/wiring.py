@@ -251,12 +251,14 @@ def download_actor_specs(
             config.notifications,
             root.metrics,
             shutdown=shutdown,
+            shutdown_timeout=config.shutdown_timeout_sec,
         )
 
     return [
         ActorSpec("processor", processor, Shutdown.GRACEFUL),
         ActorSpec("watchdog", watchdog, Shutdown.CANCELLABLE),
         ActorSpec("stale_detector", stale, Shutdown.CANCELLABLE),
-        # Graceful: a delivery in flight finishes; what is left is delivered after the next start.
+        # Graceful: a delivery in flight has the grace to finish; what is left is delivered
+        # after the next start.
         ActorSpec("notifier", notifier, Shutdown.GRACEFUL),
     ]

@@ -40,6 +40,12 @@ _INBOX_PAGE = "SELECT * FROM inbox WHERE user = ? ORDER BY id DESC LIMIT ? OFFSE
 _INBOX_UNREAD_PAGE = """SELECT * FROM inbox INDEXED BY inbox_unread WHERE user = ? AND read = 0
     ORDER BY id DESC LIMIT ? OFFSET ?"""
 _RECENT = "SELECT 1 FROM outbox WHERE event = ? AND created_at > ? LIMIT 1"
+_PRUNE_DONE = """DELETE FROM outbox WHERE id IN (SELECT id FROM outbox INDEXED BY outbox_done
+    WHERE state IN ('sent', 'skipped') AND finished_at < ? ORDER BY finished_at, id LIMIT ?)"""
+_PRUNE_FAILED = """DELETE FROM outbox WHERE id IN (SELECT id FROM outbox INDEXED BY outbox_failed
+    WHERE state = 'failed' AND finished_at < ? ORDER BY finished_at, id LIMIT ?)"""
+_PRUNE_INBOX = """DELETE FROM inbox WHERE id IN (SELECT id FROM inbox INDEXED BY inbox_time
+    WHERE created_at < ? ORDER BY created_at, id LIMIT ?)"""
 
 
 def _name(item: Row) -> str:
@@ -231,6 +237,23 @@ class NoticeStore(StoreBase):
             ).fetchone()[0]
             conn.execute("COMMIT")
         return {"items": [_inbox_json(row) for row in rows], "unread": unread}
+
+    def prune_chunk(
+        self, done_before: int, failed_before: int | None, inbox_before: int | None, limit: int
+    ) -> tuple[int, int]:
+        """Delete, in one transaction, up to `limit` each of: the notifications delivered (or
+        skipped) before `done_before`, those failed before `failed_before`, the inbox items
+        created before `inbox_before` (read or not; None keeps them). Pending ones are never
+        deleted. How many outbox rows and inbox items went; retention calls it until both
+        are 0, so the write lock is never held for long."""
+        with self.db.write() as conn:
+            outbox = conn.execute(_PRUNE_DONE, (done_before, limit)).rowcount
+            if failed_before is not None:
+                outbox += conn.execute(_PRUNE_FAILED, (failed_before, limit)).rowcount
+            inbox = 0
+            if inbox_before is not None:
+                inbox = conn.execute(_PRUNE_INBOX, (inbox_before, limit)).rowcount
+            return outbox, inbox
 
     def mark_read(self, user: str, ids: Sequence[int] | None) -> int:
         """Mark the user's items `ids` read (None: all of them); how many changed. Ids that

@@ -232,4 +232,11 @@ MIGRATIONS = [
         "CREATE INDEX inbox_user ON inbox(user, id)",
         "CREATE INDEX inbox_unread ON inbox(user, id) WHERE read = 0",
     ],
+    [
+        # Retention of notifications (`NoticeStore.prune_chunk`, run by the daily
+        # audit_log_cleanup job): the oldest delivered notifications and inbox items are found
+        # through these, never by a scan (failed ones through `outbox_failed`).
+        "CREATE INDEX outbox_done ON outbox(finished_at, id) WHERE state IN ('sent', 'skipped')",
+        "CREATE INDEX inbox_time ON inbox(created_at, id)",
+    ],
 ]

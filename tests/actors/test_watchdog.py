@@ -48,6 +48,7 @@ from storage.catalog import AlbumBundle, ArtistRecord, CatalogStore, ImageRecord
 from storage.files import MediaLayout
 from storage.queue import AuditEvent, ErrorType, QueueAdminStore, QueueStore
 from storage.queue.model import DAY, TERMINAL
+from storage.queue.notices import NoticeStore
 from storage.users import Role
 from tests.conftest import login, make_user, open_test_root
 from tests.support.queue_rows import BASE, audit, audit_rows, insert, open_store
@@ -437,12 +438,86 @@ async def test_audit_cleanup_deletes_entries_past_retention(admin: QueueAdminSto
     assert len(audit_rows(admin.db)) == 3
 
 
+def seed_notices(admin: QueueAdminStore, rows: list[tuple[str, str, int]]) -> None:
+    """Outbox rows `(event, state, age in days)` (finished that long ago, unless pending) and
+    inbox rows `(event, "read"/"unread", age in days)`, straight into the tables."""
+    day = 86400
+    with admin.db.write() as conn:
+        for event, state, age in rows:
+            at = BASE - age * day
+            if event == "inbox":
+                conn.execute(
+                    """INSERT INTO inbox (user, created_at, event, title, body, read)
+                        VALUES ('alice', ?, 'request.completed', 't', 'b', ?)""",
+                    (at, state == "read"),
+                )
+                continue
+            conn.execute(
+                """INSERT INTO outbox (created_at, event, user, title, body, state, attempts,
+                    next_attempt_at, finished_at) VALUES (?, ?, 'alice', 't', 'b', ?, 1, ?, ?)""",
+                (at, event, state, at, None if state == "pending" else at),
+            )
+
+
+def notice_ages(admin: QueueAdminStore) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    day = 86400
+    with admin.db.read() as conn:
+        outbox = conn.execute("SELECT state, created_at FROM outbox ORDER BY id").fetchall()
+        inbox = conn.execute("SELECT read, created_at FROM inbox ORDER BY id").fetchall()
+    return (
+        [(state, (BASE - at) // day) for state, at in outbox],
+        [("read" if read else "unread", (BASE - at) // day) for read, at in inbox],
+    )
+
+
+async def test_audit_cleanup_bounds_the_outbox_and_the_inbox(
+    admin: QueueAdminStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Delivered notifications go after a week, failed ones with the audit retention, inbox
+    items (read or not) after event_retention_days; pending ones stay whatever their age. In
+    chunks: a chunk of 2 here, so several transactions."""
+    monkeypatch.setattr("actors.jobs.download_jobs.NOTICE_CHUNK", 2)
+    seed_notices(admin, [
+        ("request.completed", "sent", 8), ("request.completed", "sent", 6),
+        ("request.completed", "skipped", 9), ("request.completed", "sent", 10),
+        ("request.failed", "failed", 31), ("request.failed", "failed", 29),
+        ("request.completed", "pending", 400),
+        ("inbox", "read", 31), ("inbox", "unread", 45), ("inbox", "read", 29),
+        ("inbox", "unread", 1),
+    ])  # fmt: skip
+    notices = NoticeStore(admin.db, admin.dm)
+    job = audit_log_cleanup_job(
+        admin, 30, notices=notices, inbox_retention_days=30, clock=lambda: BASE
+    )
+    report = await job.run()
+    assert report is not None
+    assert (report["deleted_notifications"], report["deleted_inbox_items"]) == (4, 2)
+    assert notice_ages(admin) == (
+        [("sent", 6), ("failed", 29), ("pending", 400)],
+        [("read", 29), ("unread", 1)],
+    )
+    assert "notifications delivered more than 7 days ago" in job.description
+    assert "inbox items older than 30 days" in job.description
+    # Retentions of 0 keep the failed ones and the inbox; delivered ones still go after a week.
+    seed_notices(admin, [("request.completed", "sent", 8), ("request.failed", "failed", 900)])
+    keep = audit_log_cleanup_job(admin, 0, notices=notices, clock=lambda: BASE)
+    report = await keep.run()
+    assert report is not None
+    assert (report["deleted_notifications"], report["deleted_inbox_items"]) == (1, 0)
+    outbox, inbox = notice_ages(admin)
+    assert outbox == [("sent", 6), ("failed", 29), ("pending", 400), ("failed", 900)]
+    assert inbox == [("read", 29), ("unread", 1)]
+
+
 def test_download_jobs_follow_the_configuration(tmp_path: Path, admin: QueueAdminStore) -> None:
     send, _ = trio.open_memory_channel[ScanRequest](1)
 
     def jobs(**kw: Any) -> dict[str, Any]:
         config = Config(db_dir=tmp_path, media_path=tmp_path, **kw)
-        downloads = SimpleNamespace(queue_admin=admin) if config.download_enabled else None
+        notices = NoticeStore(admin.db, admin.dm)
+        downloads = (
+            SimpleNamespace(queue_admin=admin, notices=notices) if config.download_enabled else None
+        )
         root = SimpleNamespace(config=config, downloads=downloads)
         return {job.id: job for job in download_jobs(root, send)}  # type: ignore[arg-type]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench import __main__ as bench_main
-from bench import bulk_retry, queue_scaling, tick
+from bench import bulk_retry, notify_drain, queue_scaling, tick
 from bench.common import Row, Stats, Target, alternate, format_table
 
 pytestmark = pytest.mark.process  # starts processes or servers: not in `make check`
@@ -62,6 +62,14 @@ def test_bulk_retry_at_toy_scale_reports_both_rows() -> None:
     assert [r.benchmark for r in rows] == ["bulk_retry", "bulk_retry"]
     assert all(r.ratio.n == bulk_retry.SMOKE.rounds for r in rows)
     assert rows[1].ratio.median < 1  # per item, a bulk retry costs less than a single one
+
+
+def test_notify_drain_at_toy_scale_tries_the_dead_target_and_reports_its_row() -> None:
+    [row] = notify_drain.run(notify_drain.SMOKE)
+    assert (row.benchmark, row.ratio.n) == ("notify_drain", notify_drain.SMOKE.rounds)
+    albums = (notify_drain.SMOKE.rounds + 1) * notify_drain.SMOKE.albums_per_round
+    assert f"{albums} notifications to the dead target" in row.detail
+    assert row.detail.endswith(" 0 delivered")
 
 
 def test_a_partial_run_keeps_the_other_rows_and_the_notes(

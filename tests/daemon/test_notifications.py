@@ -5,7 +5,9 @@ failures, the inbox and its live event, the operator events, secrets never shown
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,11 @@ import trio
 
 from actors.notify_urls import DEFAULT_USER_SCHEMES, NotificationSettings
 from fake_downloader import CatalogSpec, Knobs, build_catalog
+from storage.files import Faults
+from storage.queue import QueueAdminStore
 from storage.users import Permission, Role
 from tests.conftest import make_user
+from tests.support.disk import full_for
 from tests.support.live import Live, daemon, fake, until
 from tests.support.receiver import Receiver, receiver
 from tests.support.sse import stream
@@ -262,25 +267,117 @@ async def test_the_inbox_counts_marks_read_and_streams(tmp_path: Path) -> None:
         await bob.aclose()
 
 
-async def admin_events(live: Live, target: Receiver, event_title: str) -> None:
-    await until(lambda: event_title in target.titles(), within=10)
+def admin_settings(admins: Receiver) -> NotificationSettings:
+    return settings(admin_urls=(admins.url(),))
 
 
-async def test_operator_events_reach_the_admin_urls(tmp_path: Path) -> None:
+async def told(admins: Receiver, title: str, within: float = 10) -> dict[str, Any]:
+    """The admins' message titled `title`, once it arrived."""
+    await until(lambda: title in admins.titles(), within=within)
+    return next(body for body in admins.received if body["title"] == title)
+
+
+async def test_capacity_reached_reaches_the_admin_urls(tmp_path: Path) -> None:
     with receiver() as admins:
-        config = settings(admin_urls=(admins.url(),))
+        async with (
+            fake(Knobs(), SPEC) as (url, _),
+            daemon(
+                tmp_path, url, SPEC, notifications=admin_settings(admins), max_albums_per_hour=1
+            ) as live,
+        ):
+            # The one album this hour starts: the capacity is reached.
+            await ended(live.http, await request(live.http, 0))
+            reached = await told(admins, "Download capacity reached")
+            assert "1 of 1 albums this hour" in reached["message"]
+
+
+async def test_a_failed_request_reaches_the_admin_urls(tmp_path: Path) -> None:
+    with receiver() as admins:
         async with (
             fake(Knobs(not_found_ids={FAKE.album_ids[1]}), SPEC) as (url, _),
-            daemon(tmp_path, url, SPEC, notifications=config, max_albums_per_hour=1) as live,
+            daemon(tmp_path, url, SPEC, notifications=admin_settings(admins)) as live,
         ):
-            # Capacity reached: the one album this hour starts.
-            await ended(live.http, await request(live.http, 0))
-            await admin_events(live, admins, "Download capacity reached")
-            # A pause.
-            assert (await live.http.post("/v1/download/admin/pause", json={})).status_code == 200
-            await admin_events(live, admins, "Download queue paused")
-            # A request failed (told to admins too), once the queue runs again.
-            await live.http.post("/v1/download/admin/resume", json={})
-            # A failing job and stale work are seen outside the queue: handed to the bell.
-            live.root.bell.alarm("job.failed", "Background job failed", "job x failed")
-            await admin_events(live, admins, "Background job failed")
+            alice = await sign_in(live, "alice")
+            await ended(alice, await request(alice, 1))
+            failed = await told(admins, "Download failed")
+            assert "Album 1" in failed["message"] and "(requested by alice)" in failed["message"]
+            await alice.aclose()
+
+
+async def test_a_pause_reaches_the_admin_urls(tmp_path: Path) -> None:
+    with receiver() as admins:
+        async with (
+            fake(Knobs(), SPEC) as (url, _),
+            daemon(tmp_path, url, SPEC, notifications=admin_settings(admins)) as live,
+        ):
+            body = {"reason": "moving the music disk"}
+            response = await live.http.post("/v1/download/admin/pause", json=body)
+            assert response.status_code == 200, response.text
+            paused = await told(admins, "Download queue paused")
+            assert "Reason: moving the music disk" in paused["message"]
+
+
+async def test_stale_work_reaches_the_admin_urls(tmp_path: Path) -> None:
+    """A track that streams for 4 s is stale past a 1 s threshold: the stale detector sees it
+    IN_PROGRESS without activity, and the admins hear of it."""
+    slow = Knobs(audio_bytes_per_sec=SPEC.audio_bytes // 4)
+    with receiver() as admins:
+        async with (
+            fake(slow, SPEC) as (url, _),
+            daemon(
+                tmp_path, url, SPEC, notifications=admin_settings(admins),
+                stale_in_progress_threshold_secs=1,
+            ) as live,
+        ):  # fmt: skip
+            await request(live.http, 0)
+            stuck = await told(admins, "Downloads stuck")
+            assert "without activity for over 1 s" in stuck["message"]
+
+
+async def test_a_failing_job_reaches_the_admin_urls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit cleanup job finds the disk full: its run fails, and the admins hear of it."""
+    cleanup = QueueAdminStore.delete_audit_chunk
+    monkeypatch.setattr(QueueAdminStore, "delete_audit_chunk", full_for(1, cleanup))
+    with receiver() as admins:
+        async with (
+            fake(Knobs(), SPEC) as (url, _),
+            daemon(tmp_path, url, SPEC, notifications=admin_settings(admins)) as live,
+        ):
+            response = await live.http.post("/v1/admin/jobs/audit_log_cleanup/trigger")
+            assert response.status_code == 202, response.text
+            run_id = response.json()["run_id"]
+            failed = await told(admins, "Background job failed")
+            assert f"Job audit_log_cleanup (run {run_id}) failed" in failed["message"]
+            history = await live.http.get("/v1/admin/jobs/audit_log_cleanup/history")
+            assert history.json()["history"][0]["status"] == "failed"
+
+
+def disk_full_once() -> Faults:
+    """The test hook of `storage.files`: the first file written finds the disk full."""
+    left = [1]
+
+    def faults(step: str) -> None:
+        if step == "after_write" and left[0]:
+            left[0] -= 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    return faults
+
+
+async def test_a_full_disk_reaches_the_admin_urls(tmp_path: Path) -> None:
+    with receiver() as admins:
+        async with (
+            fake(Knobs(), SPEC) as (url, _),
+            daemon(
+                tmp_path, url, SPEC, notifications=admin_settings(admins), faults=disk_full_once()
+            ) as live,
+        ):
+            request_id = await request(live.http, 0)
+            trouble = await told(admins, "Disk trouble")
+            assert "No space left on device" in trouble["message"]
+            # The file is retried and the album completes once there is room.
+            await ended(live.http, request_id)
+            assert await status_of(live.http, request_id) == "COMPLETED"
+            assert admins.titles().count("Disk trouble") == 1

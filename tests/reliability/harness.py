@@ -110,6 +110,8 @@ def toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return f'"{value}"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return str(value)
 
 
@@ -124,6 +126,7 @@ class Rig:
         top: dict[str, Any] | None = None,
         dm: dict[str, Any] | None = None,
         jobs: dict[str, dict[str, Any]] | None = None,
+        notifications: dict[str, Any] | None = None,
     ) -> None:
         self.root = root
         self.db_dir = root / "db"
@@ -132,6 +135,7 @@ class Rig:
         self.top = {"shutdown_timeout_sec": 5, "logging_level": "none", **(top or {})}
         self.dm = {**DM_DEFAULTS, **(dm or {})}
         self.jobs = jobs or {}
+        self.notifications = notifications or {}
         self.config_path = root / "config.toml"
         self.write_config()
         self.logs: list[str] = []
@@ -146,6 +150,11 @@ class Rig:
         top = {"downloader_url": self.fake.url, **self.top}
         lines = [f"{k} = {toml_value(v)}" for k, v in top.items()]
         lines += ["[download_manager]", *(f"{k} = {toml_value(v)}" for k, v in self.dm.items())]
+        if self.notifications:
+            lines += [
+                "[notifications]",
+                *(f"{k} = {toml_value(v)}" for k, v in self.notifications.items()),
+            ]
         for job, settings in self.jobs.items():
             lines += [
                 f"[background_jobs.{job}]",

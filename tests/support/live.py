@@ -23,6 +23,7 @@ from daemon.config import Config, DownloadManagerConfig
 from daemon.root import Root
 from daemon.wiring import run_daemon
 from fake_downloader import CatalogSpec, Knobs, build_catalog, serve
+from storage.files import Faults, no_faults
 from storage.users import Role
 from tests.conftest import FAST_HASHER, make_user
 from tests.reliability.harness import ADMIN, ADMIN_PASSWORD, DM_DEFAULTS, TERMINAL
@@ -92,11 +93,13 @@ async def daemon(
     *,
     read_timeout: float = 10,
     notifications: NotificationSettings | None = None,
+    faults: Faults = no_faults,
     **dm: Any,
 ) -> AsyncIterator[Live]:
     """The whole daemon in-process (every actor, the HTTP listener on loopback) with an admin
     signed in, on `downloader_url` (None: without the download manager), serving a catalog of
-    `spec`. Entered again on the same `tmp_path`, it is the same daemon restarted."""
+    `spec`; `faults` is the test hook of `storage.files.Faults`. Entered again on the same
+    `tmp_path`, it is the same daemon restarted."""
     config = Config(
         db_dir=tmp_path, media_path=tmp_path, host="127.0.0.1", port=free_port(),
         metrics_port=free_port(), logging_level="none", downloader_url=downloader_url,
@@ -107,7 +110,7 @@ async def daemon(
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         root = await nursery.start(
-            partial(run_daemon, config, shutdown=shutdown, hasher=FAST_HASHER)
+            partial(run_daemon, config, shutdown=shutdown, hasher=FAST_HASHER, faults=faults)
         )
         if await root.users.db.run(root.users.get, ADMIN) is None:  # not on a restart
             await trio.to_thread.run_sync(
