@@ -8,7 +8,7 @@ import sqlite3
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from storage.queue import (
     QueueAdminStore,
     QueueStore,
     RequestStore,
+    RetryRefused,
     Status,
 )
 from storage.queue.positions import PLACES, level_bounds, positions
@@ -172,7 +173,9 @@ class Queue:
             self.processing.fail(item["id"], ErrorType.NOT_FOUND, "gone", at)
             item = self.pick("status = 'FAILED'", n)
         if item is not None:
-            self.admin.admin_retry(item["id"], "admin", at)
+            # A failed track of an album cancelled (by a bulk cancel) is refused, changing nothing.
+            with suppress(RetryRefused):
+                self.admin.admin_retry(item["id"], "admin", at)
 
     def op_release(self, n: int, at: int) -> None:
         item = self.in_progress(n, at, "true")
