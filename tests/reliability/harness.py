@@ -273,6 +273,13 @@ class Rig:
                 raise AssertionError(f"{what}: the daemon died\n{self.log_tail()}")
             time.sleep(0.05)
 
+    def wait_death(self, timeout: float = 60) -> int:
+        """For an incarnation whose fault point is sure to be hit: its exit status. (Polling for
+        idle would race with the kill: the commit that hits the point is visible to a reader a
+        moment before the process dies.)"""
+        assert self.daemon is not None
+        return self._ended(self.daemon.wait(timeout))
+
     def wait_death_or_idle(self, timeout: float = 60) -> int | None:
         """For an incarnation started with a fault point: its exit status once the point is
         hit, or None (still running) if the queue became idle first."""

@@ -86,7 +86,7 @@ def test_a_kill_right_after_the_commit_is_delivered_once_after_the_restart(
 ) -> None:
     with started(tmp_path, fake, target, NOTICE_COMMITTED) as r:
         r.request_albums([0])
-        assert r.wait_death_or_idle() == FAULT_EXIT
+        assert r.wait_death() == FAULT_EXIT
         assert outbox(r) == PENDING
         assert target.attempts == 0
         r.start()
