@@ -36,7 +36,8 @@ from api import (
 from api.auth import PERMISSION_ATTR, public
 from api.client import current_client
 from api.context import install
-from api.errors import ApiError, register_error_handlers
+from api.converters import CONVERTERS
+from api.errors import register_error_handlers
 from api.text import check_url
 from api.throttle import LoginThrottle
 from daemon.root import Root
@@ -80,6 +81,7 @@ def create_app(root: Root, *, throttle: LoginThrottle | None = None) -> QuartTri
     # No redirects for '//' or a trailing '/': an odd path is answered, never bounced.
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
+    app.url_map.converters.update(CONVERTERS)
     install(app, root, LoginThrottle() if throttle is None else throttle)
     QuartSchema(
         app,
@@ -142,12 +144,12 @@ def _serve_frontend(app: QuartTrio, folder: Path) -> None:
     async def frontend_index() -> Response:
         return console(await send_from_directory(folder, "index.html"))
 
-    @app.get("/<path:path>")
+    # Not under /v1/: there an unknown path is the API's 404, and a 405 lists only the API's
+    # methods (this GET would otherwise be allowed on every path).
+    @app.get('/<other_than("v1"):path>')
     @public
     @hide
     async def frontend_file(path: str) -> Response:
-        if path.startswith("v1/"):
-            raise ApiError(404, "no such route", "NOT_FOUND")
         return console(await send_from_directory(folder, path))
 
 

@@ -44,6 +44,8 @@ MAX_OFFSET = 10**12  # keeps OFFSET an SQLite integer
 SEARCH_LIMIT = 20
 MAX_SEARCH_IMAGE_BYTES = 10 * 1024**2  # a cover or a portrait shown beside a search result
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+# A request's id, which is never the name of the request routes beside it (`api.converters`).
+REQUEST_ITEM = '/request/<other_than("album", "discography"):item_id>'
 REJECTIONS = {
     Rejection.IN_CATALOG: (409, "ALREADY_IN_CATALOG", "the album is already in the catalog"),
     Rejection.IN_QUEUE: (409, "ALREADY_IN_QUEUE", "the album is already queued"),
@@ -250,7 +252,7 @@ async def my_requests(query_args: MyRequestsQuery) -> Response:
     return jsonify({"requests": requests, "stats": stats.json()})
 
 
-@blueprint.get("/request/<path:item_id>")
+@blueprint.get(REQUEST_ITEM)
 @requires(Permission.RequestContent)
 @downloads_route
 async def request_detail(item_id: str) -> dict[str, Any]:
@@ -261,7 +263,7 @@ async def request_detail(item_id: str) -> dict[str, Any]:
     return item
 
 
-@blueprint.delete("/request/<path:item_id>")
+@blueprint.delete(REQUEST_ITEM)
 @requires(Permission.RequestContent)
 @downloads_route
 async def cancel_request(item_id: str) -> dict[str, Any]:
