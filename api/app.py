@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from quart import Response, g, request, send_from_directory
-from quart_schema import QuartSchema, hide
+from quart_schema import APIKeySecurityScheme, HttpSecurityScheme, Info, QuartSchema, hide
 from quart_trio import QuartTrio
 
 from api import (
@@ -33,13 +33,15 @@ from api import (
     listening,
     notifications,
 )
-from api.auth import PERMISSION_ATTR, public
+from api.auth import COOKIE, PERMISSION_ATTR, public
 from api.client import current_client
 from api.context import install
 from api.converters import CONVERTERS
 from api.errors import register_error_handlers
+from api.openapi import BEARER, SESSION, SESSION_SECURITY, ApiDocument
 from api.text import check_url
 from api.throttle import LoginThrottle
+from daemon.health import VERSION
 from daemon.root import Root
 
 log = logging.getLogger("pezzottify.http")
@@ -57,6 +59,12 @@ BLUEPRINT_MODULES: list[Any] = [
     notifications,
     health,
 ]
+DESCRIPTION = (
+    "A self-hosted music catalog and its download manager. Sessions come from "
+    "`POST /v1/auth/login` (a token, also set as the `session_token` cookie); each operation "
+    "names the permissions it requires in `x-required-permission`. Errors are "
+    '`{"error": <message>, "code": <MACHINE_CODE>}`.'
+)
 REDACTED = {"authorization", "cookie", "set-cookie"}
 # The methods a metric label may name; any other (a client may send any token) counts as OTHER,
 # so that made-up methods cannot add time series without end.
@@ -90,6 +98,13 @@ def create_app(root: Root, *, throttle: LoginThrottle | None = None) -> QuartTri
         redoc_ui_path=None,
         scalar_ui_path=None,
         convert_casing=False,  # field names are the SPEC's, snake_case both ways
+        info=Info(title="pezzottify", version=VERSION, description=DESCRIPTION),
+        security_schemes={
+            BEARER: HttpSecurityScheme(scheme="bearer"),
+            SESSION: APIKeySecurityScheme(name=COOKIE, in_="cookie"),
+        },
+        security=SESSION_SECURITY,
+        openapi_provider_class=ApiDocument,
     )
     register_error_handlers(app)
     for module in BLUEPRINT_MODULES:
