@@ -29,6 +29,7 @@ from actors.messages import Hook, HookFired, SchedulerMessage
 from api.auth import requires
 from api.context import root
 from api.errors import ApiError
+from api.openapi import answers
 from api.schemas import StrictBody, json_body
 from storage.users import (
     InvalidHandle,
@@ -108,6 +109,7 @@ def fire_user_created(inbox: trio.MemorySendChannel[SchedulerMessage]) -> None:
 
 
 @blueprint.post("")
+@answers(201, 409)
 @requires(Permission.ManagePermissions)
 @json_body(CreateUserBody)
 async def create_user(data: CreateUserBody) -> tuple[Response, int]:
@@ -148,6 +150,7 @@ async def apply_change(
 
 
 @blueprint.post("/<handle>/roles")
+@answers(404)
 @requires(Permission.ManagePermissions)
 @json_body(RoleBody)
 async def add_role(handle: str, data: RoleBody) -> Response:
@@ -155,12 +158,14 @@ async def add_role(handle: str, data: RoleBody) -> Response:
 
 
 @blueprint.delete("/<handle>/roles/<role>")
+@answers(404)
 @requires(Permission.ManagePermissions)
 async def remove_role(handle: str, role: str) -> Response:
     return await apply_change(root().users.remove_role, handle, parse_role, role)
 
 
 @blueprint.post("/<handle>/permissions")
+@answers(404)
 @requires(Permission.ManagePermissions)
 @json_body(PermissionBody)
 async def add_permission(handle: str, data: PermissionBody) -> Response:
@@ -169,6 +174,7 @@ async def add_permission(handle: str, data: PermissionBody) -> Response:
 
 
 @blueprint.delete("/<handle>/permissions/<permission>")
+@answers(404)
 @requires(Permission.ManagePermissions)
 async def remove_permission(handle: str, permission: str) -> Response:
     users = root().users

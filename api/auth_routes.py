@@ -18,6 +18,7 @@ from api.auth import COOKIE, current_user, public, requires
 from api.client import current_client
 from api.context import api_state, root
 from api.errors import ApiError
+from api.openapi import answers
 from api.schemas import StrictBody, json_body
 
 blueprint = Blueprint("auth", __name__, url_prefix="/v1/auth")
@@ -39,6 +40,7 @@ def _verify(hasher: PasswordHasher, pw_hash: str, password: str) -> bool:
 
 
 @blueprint.post("/login")
+@answers(201, 401, 429)
 @public
 @json_body(LoginBody)
 async def login(data: LoginBody) -> tuple[Response, int]:

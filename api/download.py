@@ -30,8 +30,9 @@ from actors.messages import WakeProcessor, offer
 from api.auth import current_user, requires
 from api.context import downloads_route, require_downloads, root
 from api.errors import ApiError
-from api.schemas import Query, StrictBody, json_body, page_limit
-from storage.ids import InvalidId, content_id, is_image_id
+from api.openapi import answers, media, path_patterns
+from api.schemas import ContentId, Query, StrictBody, json_body, page_limit
+from storage.ids import CONTENT_ID_PATTERN, IMAGE_ID_PATTERN, InvalidId, content_id, is_image_id
 from storage.ids import image_id as image_id_of
 from storage.presence import complete_album_ids
 from storage.queue import CancelRefused, Rejection, Status, UserLimitStatus, now
@@ -64,13 +65,13 @@ class MyRequestsQuery(Query):
 
 
 class AlbumRequestBody(StrictBody):
-    album_id: str
+    album_id: ContentId
     album_name: Text
     artist_name: Text
 
 
 class DiscographyRequestBody(StrictBody):
-    artist_id: str
+    artist_id: ContentId
     artist_name: Text
 
 
@@ -148,6 +149,7 @@ def _accepted(kind: str) -> None:
 
 
 @blueprint.get("/search")
+@answers(502)
 @requires(Permission.RequestContent)
 @downloads_route
 @validate_querystring(SearchQuery)
@@ -159,6 +161,8 @@ async def search(query_args: SearchQuery) -> dict[str, Any]:
 
 
 @blueprint.get("/search/discography/<path:artist_id>")
+@answers(404, 502)
+@path_patterns(artist_id=CONTENT_ID_PATTERN)
 @requires(Permission.RequestContent)
 @downloads_route
 async def discography(artist_id: str) -> dict[str, Any]:
@@ -169,6 +173,9 @@ async def discography(artist_id: str) -> dict[str, Any]:
 
 
 @blueprint.get("/image/<path:image_id>")
+@answers(404, 502)
+@path_patterns(image_id=IMAGE_ID_PATTERN)
+@media("image/*")
 @requires(Permission.RequestContent)
 @downloads_route
 async def search_image(image_id: str) -> Response:
@@ -189,6 +196,7 @@ async def search_image(image_id: str) -> Response:
 
 
 @blueprint.post("/request/album")
+@answers(201, 409, 429)
 @requires(Permission.RequestContent)
 @downloads_route
 @json_body(AlbumRequestBody)
@@ -211,6 +219,7 @@ async def request_album(data: AlbumRequestBody) -> tuple[dict[str, Any], int]:
 
 
 @blueprint.post("/request/discography")
+@answers(201, 404, 429, 502)
 @requires(Permission.RequestContent)
 @downloads_route
 @json_body(DiscographyRequestBody)
@@ -253,6 +262,7 @@ async def my_requests(query_args: MyRequestsQuery) -> Response:
 
 
 @blueprint.get(REQUEST_ITEM)
+@answers(404)
 @requires(Permission.RequestContent)
 @downloads_route
 async def request_detail(item_id: str) -> dict[str, Any]:
@@ -264,6 +274,7 @@ async def request_detail(item_id: str) -> dict[str, Any]:
 
 
 @blueprint.delete(REQUEST_ITEM)
+@answers(404, 409)
 @requires(Permission.RequestContent)
 @downloads_route
 async def cancel_request(item_id: str) -> dict[str, Any]:

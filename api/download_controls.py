@@ -29,6 +29,7 @@ from api.context import downloads_route, require_downloads, root
 from api.download import Text
 from api.download_admin import MAX_TIME
 from api.errors import ApiError
+from api.openapi import answers
 from api.schemas import StrictBody, json_body
 from storage.queue import (
     PRIORITIES,
@@ -73,6 +74,7 @@ class BulkBody(StrictBody):
 
 
 @blueprint.patch("/item/<item_id>")
+@answers(404, 409)
 @requires(Permission.EditCatalog)
 @downloads_route
 @json_body(PriorityBody)

@@ -23,6 +23,7 @@ from api.auth import current_user, requires
 from api.context import downloads_route, require_downloads, root
 from api.download import MAX_OFFSET
 from api.errors import ApiError
+from api.openapi import answers
 from api.schemas import Query, StrictBody, json_body, page_limit
 from storage.users import USER_EVENTS, Permission
 
@@ -87,6 +88,7 @@ async def put_settings(data: SettingsBody) -> Response:
 
 
 @blueprint.post("/v1/user/notifications/test")
+@answers(409)
 @requires()
 async def test_settings() -> Response:
     users = root().users

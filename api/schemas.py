@@ -13,16 +13,22 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from quart import request
 from quart_schema import validate_request
 
 from api.errors import ApiError
 from api.text import check_json_text, decode_json
+from storage.ids import CONTENT_ID_PATTERN
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+# A content id in a body, checked by the handler (400 `INVALID_ID`); the pattern is for the
+# OpenAPI document, so a generated client or a fuzzer sends a well-formed one.
+ContentId = Annotated[str, Field(json_schema_extra={"pattern": CONTENT_ID_PATTERN})]
 
 
 class StrictBody(BaseModel):

@@ -25,9 +25,9 @@ import schemathesis
 import trio
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import CHECKS as REGISTERED_CHECKS
+from schemathesis.checks import load_all_checks
 from schemathesis.core.result import Ok
-from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from fake_downloader.server import open_fake_downloader
 from storage.users import Permission, Role, UserStore
@@ -52,11 +52,15 @@ def json_error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
     return None
 
 
-CHECKS: list[Callable[..., bool | None]] = [
-    not_a_server_error,
-    response_schema_conformance,
-    json_error_shape,
-]
+def all_checks() -> list[Callable[..., bool | None]]:
+    """Every check schemathesis ships (server errors, status codes, content types, headers and
+    schemas of the answers, negative data refused, positive data accepted, methods, auth,
+    resources), and the §11 error shape."""
+    load_all_checks()
+    return [*REGISTERED_CHECKS.get_all(), json_error_shape]
+
+
+CHECKS = all_checks()
 
 
 def create_fuzzer(db_dir: Path) -> None:
@@ -121,7 +125,7 @@ def fuzz(base_url: str) -> dict[str, str]:
         for mode in EXAMPLES if negatable else [GenerationMode.POSITIVE]:
             try:
                 fuzz_operation(operation, headers, mode)
-            except Exception as exc:  # every kind of check failure is reported together
+            except (Exception, BaseExceptionGroup) as exc:  # every failure is reported together
                 failures[f"{operation.label} ({mode.value})"] = str(exc)[:3000]
     return failures
 
