@@ -30,9 +30,9 @@ from actors.messages import WakeProcessor, offer
 from api.auth import current_user, requires
 from api.context import downloads_route, require_downloads, root
 from api.errors import ApiError
-from api.openapi import answers, media, path_patterns
+from api.openapi import CONTENT_ID, IMAGE_ID, answers, media, path_schemas
 from api.schemas import ContentId, Query, StrictBody, json_body, page_limit
-from storage.ids import CONTENT_ID_PATTERN, IMAGE_ID_PATTERN, InvalidId, content_id, is_image_id
+from storage.ids import InvalidId, content_id, is_image_id
 from storage.ids import image_id as image_id_of
 from storage.presence import complete_album_ids
 from storage.queue import CancelRefused, Rejection, Status, UserLimitStatus, now
@@ -162,7 +162,7 @@ async def search(query_args: SearchQuery) -> dict[str, Any]:
 
 @blueprint.get("/search/discography/<path:artist_id>")
 @answers(404, 502)
-@path_patterns(artist_id=CONTENT_ID_PATTERN)
+@path_schemas(artist_id=CONTENT_ID)
 @requires(Permission.RequestContent)
 @downloads_route
 async def discography(artist_id: str) -> dict[str, Any]:
@@ -174,7 +174,7 @@ async def discography(artist_id: str) -> dict[str, Any]:
 
 @blueprint.get("/image/<path:image_id>")
 @answers(404, 502)
-@path_patterns(image_id=IMAGE_ID_PATTERN)
+@path_schemas(image_id=IMAGE_ID)
 @media("image/*")
 @requires(Permission.RequestContent)
 @downloads_route

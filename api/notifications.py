@@ -14,7 +14,7 @@ import functools
 from typing import Any
 
 import trio
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from quart import Blueprint, Response, jsonify
 from quart_schema import validate_querystring
 
@@ -44,6 +44,21 @@ class InboxQuery(Query):
 
 
 class ReadBody(StrictBody):
+    # Either the ids or `"all": true`, as `mark_read` checks (for the OpenAPI document).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["ids"],
+                    "properties": {"ids": {"type": "array"}, "all": {"const": False}},
+                },
+                {
+                    "required": ["all"],
+                    "properties": {"all": {"const": True}, "ids": {"type": "null"}},
+                },
+            ]
+        }
+    )
     ids: list[int] | None = Field(default=None, max_length=1000)
     all: bool = False
 

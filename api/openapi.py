@@ -30,6 +30,8 @@ from api.auth import PERMISSION_ATTR
 from api.context import DOWNLOADS_ATTR
 from api.converters import OtherThanConverter
 from api.errors import HTTP_CODES
+from api.schemas import OPTIONAL_BODY_ATTR
+from storage.ids import CONTENT_ID_PATTERN, IMAGE_ID_PATTERN
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 ANSWERS_ATTR = "openapi_answers"
@@ -39,6 +41,8 @@ SESSION = "session_token"
 BEARER = "bearer"
 SESSION_SECURITY: list[dict[str, list[str]]] = [{BEARER: []}, {SESSION: []}]
 ERROR = "Error"
+CONTENT_ID = {"pattern": CONTENT_ID_PATTERN}
+IMAGE_ID = {"pattern": IMAGE_ID_PATTERN}
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
 # What each error status means here, for a reader of the document.
@@ -91,11 +95,12 @@ def media(
     return decorate
 
 
-def path_patterns(**patterns: str) -> Callable[[F], F]:
-    """Declare the form of path parameters the route checks itself (a 400 otherwise)."""
+def path_schemas(**schemas: Mapping[str, Any]) -> Callable[[F], F]:
+    """Declare the form of path parameters the route checks itself (a 400 otherwise), as JSON
+    schema keywords (`CONTENT_ID`, `{"enum": [...]}`)."""
 
     def decorate(view: F) -> F:
-        setattr(view, PATH_ATTR, patterns)
+        setattr(view, PATH_ATTR, schemas)
         return view
 
     return decorate
@@ -141,6 +146,17 @@ class ApiDocument(OpenAPIProvider):
         document["components"]["schemas"][ERROR] = ErrorBody.model_json_schema()
         return document
 
+    def build_querystring_parameters(
+        self, model: Any
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """quart-schema's parameters, each marked required as its model says."""
+        parameters, components = super().build_querystring_parameters(model)
+        required = set(model.model_json_schema().get("required", ()))
+        for parameter in parameters:
+            if parameter["name"] in required:
+                parameter["required"] = True
+        return parameters, components
+
     def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
         parameter = super().build_path_parameter(name, converter)
         if isinstance(converter, OtherThanConverter):
@@ -169,9 +185,11 @@ class ApiDocument(OpenAPIProvider):
             operation["security"] = SESSION_SECURITY
             operation["x-required-permission"] = [p.name for p in permissions]
         for parameter in operation["parameters"]:
-            pattern = getattr(view, PATH_ATTR, {}).get(parameter["name"])
-            if parameter["in"] == "path" and pattern is not None:
-                parameter["schema"]["pattern"] = pattern
+            schema = getattr(view, PATH_ATTR, {}).get(parameter["name"])
+            if parameter["in"] == "path" and schema is not None:
+                parameter["schema"].update(schema)
+        if "requestBody" in operation:  # `json_body`: a body is needed unless it is optional
+            operation["requestBody"]["required"] = not getattr(view, OPTIONAL_BODY_ATTR, False)
         responses: dict[Any, Any] = {str(k): v for k, v in operation["responses"].items()}
         successes = [s for s in getattr(view, ANSWERS_ATTR, ()) if s < 400]
         media_type = getattr(view, MEDIA_ATTR, None)

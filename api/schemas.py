@@ -24,6 +24,8 @@ from api.text import check_json_text, decode_json
 from storage.ids import CONTENT_ID_PATTERN
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+# Marks a view whose body may be left out (`json_body(optional=True)`), for the OpenAPI document.
+OPTIONAL_BODY_ATTR = "optional_body"
 
 
 # A content id in a body, checked by the handler (400 `INVALID_ID`); the pattern is for the
@@ -61,6 +63,7 @@ def json_body(model: type[BaseModel], *, optional: bool = False) -> Callable[[F]
             check_json_text(decode_json(await request.get_data(cache=True, as_text=False)))
             return await validated(*args, **kwargs)
 
+        setattr(wrapper, OPTIONAL_BODY_ATTR, optional)
         return wrapper  # type: ignore[return-value]
 
     return decorate
