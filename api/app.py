@@ -75,8 +75,11 @@ LOGGED_BODY = 2048
 # `frontend_dir_path` names another folder. It loads nothing from elsewhere; the policy says so
 # to the browser too, so an injected script or a foreign asset is refused.
 CONSOLE_DIR = Path(__file__).parent / "console"
+# A reader of the OpenAPI document at `/docs` (SPEC §11): a page and its script and style,
+# shipped in the package, that load nothing from elsewhere.
+DOCS_DIR = Path(__file__).parent / "docs"
 # The endpoints of those files: public, not the API (no OpenAPI entry, no JSON bodies).
-STATIC_ENDPOINTS = frozenset({"frontend_index", "frontend_file"})
+STATIC_ENDPOINTS = frozenset({"frontend_index", "frontend_file", "docs_index", "docs_file"})
 CONSOLE_POLICY = (
     "default-src 'self'; img-src 'self' data: https: http:; object-src 'none'; "
     "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
@@ -109,6 +112,7 @@ def create_app(root: Root, *, throttle: LoginThrottle | None = None) -> QuartTri
     register_error_handlers(app)
     for module in BLUEPRINT_MODULES:
         app.register_blueprint(module.blueprint)
+    _serve_docs(app)
     _serve_frontend(app, root.config.frontend_dir_path or CONSOLE_DIR)
     _observe_requests(app, root)
     _check_public_urls(app)
@@ -141,6 +145,27 @@ def _check_public_urls(app: QuartTrio) -> None:
         view = app.view_functions.get(rule.endpoint) if rule is not None else None
         if getattr(view, PERMISSION_ATTR, None) is None:
             check_url()
+
+
+def _serve_docs(app: QuartTrio) -> None:
+    """`/docs`: the API's documentation, read from `/openapi.json` by a script of the package."""
+
+    def shipped(response: Response) -> Response:
+        response.headers["Content-Security-Policy"] = CONSOLE_POLICY
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+    @app.get("/docs")
+    @public
+    @hide
+    async def docs_index() -> Response:
+        return shipped(await send_from_directory(DOCS_DIR, "index.html"))
+
+    @app.get("/docs/<name>")
+    @public
+    @hide
+    async def docs_file(name: str) -> Response:
+        return shipped(await send_from_directory(DOCS_DIR, name))
 
 
 def _serve_frontend(app: QuartTrio, folder: Path) -> None:
