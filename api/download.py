@@ -23,14 +23,14 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, StringConstraints
 from quart import Blueprint, Response, jsonify
-from quart_schema import validate_querystring
+from quart_schema import document_response, validate_querystring
 
 from actors.failures import DownloaderError, DownloaderNotFound
 from actors.messages import WakeProcessor, offer
 from api.auth import current_user, requires
 from api.context import downloads_route, require_downloads, root
 from api.errors import ApiError
-from api.openapi import CONTENT_ID, IMAGE_ID, answers, media, path_schemas
+from api.openapi import CONTENT_ID, IMAGE_ID, AlbumRequested, answers, media, path_schemas
 from api.schemas import ContentId, Query, StrictBody, json_body, page_limit
 from storage.ids import InvalidId, content_id, is_image_id
 from storage.ids import image_id as image_id_of
@@ -196,6 +196,7 @@ async def search_image(image_id: str) -> Response:
 
 
 @blueprint.post("/request/album")
+@document_response(AlbumRequested, 201)
 @answers(201, 409, 429)
 @requires(Permission.RequestContent)
 @downloads_route

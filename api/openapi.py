@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from quart_schema import OpenAPIProvider
@@ -210,3 +210,49 @@ class ApiDocument(OpenAPIProvider):
             responses.setdefault(str(status), _error(status))
         operation["responses"] = dict(sorted(responses.items()))
         return operation
+
+
+# The bodies of the main routes, for `document_response` (documentation only: the handlers'
+# answers are tested against them by the fuzzer, tests/security/test_fuzz_openapi.py).
+class HealthChecks(BaseModel):
+    databases: str
+    disk: str
+    downloader: str
+
+
+class HealthBody(BaseModel):
+    """The daemon's health: `ok` (200) or `degraded` (503), naming the failing check."""
+
+    status: Literal["ok", "degraded"]
+    version: str
+    uptime_sec: int
+    checks: HealthChecks
+
+
+class LoginAnswer(BaseModel):
+    """A new session: its token (also set as the `session_token` cookie)."""
+
+    token: str
+    user_handle: str
+    permissions: list[str]
+
+
+class SessionAnswer(BaseModel):
+    """Who the session belongs to and what they may do."""
+
+    user_handle: str
+    permissions: list[str]
+
+
+class LogoutAnswer(BaseModel):
+    """The session is ended and its cookie cleared."""
+
+    status: Literal["logged_out"]
+
+
+class AlbumRequested(BaseModel):
+    """The album is queued."""
+
+    request_id: str
+    status: Literal["PENDING"]
+    queue_position: int | None
