@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import trio
 from pydantic import Field
@@ -29,11 +29,16 @@ from actors.messages import Hook, HookFired, SchedulerMessage
 from api.auth import requires
 from api.context import root
 from api.errors import ApiError
+from api.openapi import answers, path_schemas
 from api.schemas import StrictBody, json_body
 from storage.users import (
+    HANDLE_RE,
+    PASSWORD_MAX,
+    PASSWORD_MIN,
     InvalidHandle,
     InvalidPassword,
     Permission,
+    Role,
     UnknownPermission,
     UnknownRole,
     UnknownUser,
@@ -61,18 +66,31 @@ ERRORS: dict[type[UserError], tuple[int, str]] = {
 }
 
 
+# What the handlers check (400 otherwise), as the OpenAPI document states it; the checks stay
+# in `storage.users`, whose messages and codes these do not replace.
+HANDLE = {"pattern": f"^{HANDLE_RE.pattern}$"}
+ROLE = {"enum": [role.value for role in Role]}
+PERMISSION = {"enum": [permission.name for permission in Permission]}
+Handle = Annotated[str, Field(json_schema_extra=HANDLE)]
+Password = Annotated[
+    str, Field(json_schema_extra={"minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX})
+]
+RoleName = Annotated[str, Field(json_schema_extra=ROLE)]
+PermissionName = Annotated[str, Field(json_schema_extra=PERMISSION)]
+
+
 class CreateUserBody(StrictBody):
-    user_handle: str
-    password: str | None = None
-    roles: list[str] = Field(default_factory=lambda: ["Regular"])
+    user_handle: Handle
+    password: Password | None = None
+    roles: list[RoleName] = Field(default_factory=lambda: ["Regular"])
 
 
 class RoleBody(StrictBody):
-    role: str
+    role: RoleName
 
 
 class PermissionBody(StrictBody):
-    permission: str
+    permission: PermissionName
 
 
 def user_json(user: User) -> dict[str, Any]:
@@ -108,6 +126,7 @@ def fire_user_created(inbox: trio.MemorySendChannel[SchedulerMessage]) -> None:
 
 
 @blueprint.post("")
+@answers(201, 409)
 @requires(Permission.ManagePermissions)
 @json_body(CreateUserBody)
 async def create_user(data: CreateUserBody) -> tuple[Response, int]:
@@ -148,6 +167,8 @@ async def apply_change(
 
 
 @blueprint.post("/<handle>/roles")
+@answers(404)
+@path_schemas(handle=HANDLE)
 @requires(Permission.ManagePermissions)
 @json_body(RoleBody)
 async def add_role(handle: str, data: RoleBody) -> Response:
@@ -155,12 +176,16 @@ async def add_role(handle: str, data: RoleBody) -> Response:
 
 
 @blueprint.delete("/<handle>/roles/<role>")
+@answers(404)
+@path_schemas(handle=HANDLE, role=ROLE)
 @requires(Permission.ManagePermissions)
 async def remove_role(handle: str, role: str) -> Response:
     return await apply_change(root().users.remove_role, handle, parse_role, role)
 
 
 @blueprint.post("/<handle>/permissions")
+@answers(404)
+@path_schemas(handle=HANDLE)
 @requires(Permission.ManagePermissions)
 @json_body(PermissionBody)
 async def add_permission(handle: str, data: PermissionBody) -> Response:
@@ -169,6 +194,8 @@ async def add_permission(handle: str, data: PermissionBody) -> Response:
 
 
 @blueprint.delete("/<handle>/permissions/<permission>")
+@answers(404)
+@path_schemas(handle=HANDLE, permission=PERMISSION)
 @requires(Permission.ManagePermissions)
 async def remove_permission(handle: str, permission: str) -> Response:
     users = root().users

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from quart import Response, g, request, send_from_directory
-from quart_schema import QuartSchema, hide
+from quart_schema import APIKeySecurityScheme, HttpSecurityScheme, Info, QuartSchema, hide
 from quart_trio import QuartTrio
 
 from api import (
@@ -33,12 +33,15 @@ from api import (
     listening,
     notifications,
 )
-from api.auth import PERMISSION_ATTR, public
+from api.auth import COOKIE, PERMISSION_ATTR, public
 from api.client import current_client
 from api.context import install
-from api.errors import ApiError, register_error_handlers
+from api.converters import CONVERTERS
+from api.errors import register_error_handlers
+from api.openapi import BEARER, SESSION, SESSION_SECURITY, ApiDocument
 from api.text import check_url
 from api.throttle import LoginThrottle
+from daemon.health import VERSION
 from daemon.root import Root
 
 log = logging.getLogger("pezzottify.http")
@@ -56,6 +59,12 @@ BLUEPRINT_MODULES: list[Any] = [
     notifications,
     health,
 ]
+DESCRIPTION = (
+    "A self-hosted music catalog and its download manager. Sessions come from "
+    "`POST /v1/auth/login` (a token, also set as the `session_token` cookie); each operation "
+    "names the permissions it requires in `x-required-permission`. Errors are "
+    '`{"error": <message>, "code": <MACHINE_CODE>}`.'
+)
 REDACTED = {"authorization", "cookie", "set-cookie"}
 # The methods a metric label may name; any other (a client may send any token) counts as OTHER,
 # so that made-up methods cannot add time series without end.
@@ -66,8 +75,11 @@ LOGGED_BODY = 2048
 # `frontend_dir_path` names another folder. It loads nothing from elsewhere; the policy says so
 # to the browser too, so an injected script or a foreign asset is refused.
 CONSOLE_DIR = Path(__file__).parent / "console"
+# A reader of the OpenAPI document at `/docs` (SPEC §11): a page and its script and style,
+# shipped in the package, that load nothing from elsewhere.
+DOCS_DIR = Path(__file__).parent / "docs"
 # The endpoints of those files: public, not the API (no OpenAPI entry, no JSON bodies).
-STATIC_ENDPOINTS = frozenset({"frontend_index", "frontend_file"})
+STATIC_ENDPOINTS = frozenset({"frontend_index", "frontend_file", "docs_index", "docs_file"})
 CONSOLE_POLICY = (
     "default-src 'self'; img-src 'self' data: https: http:; object-src 'none'; "
     "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
@@ -80,6 +92,7 @@ def create_app(root: Root, *, throttle: LoginThrottle | None = None) -> QuartTri
     # No redirects for '//' or a trailing '/': an odd path is answered, never bounced.
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
+    app.url_map.converters.update(CONVERTERS)
     install(app, root, LoginThrottle() if throttle is None else throttle)
     QuartSchema(
         app,
@@ -88,10 +101,18 @@ def create_app(root: Root, *, throttle: LoginThrottle | None = None) -> QuartTri
         redoc_ui_path=None,
         scalar_ui_path=None,
         convert_casing=False,  # field names are the SPEC's, snake_case both ways
+        info=Info(title="pezzottify", version=VERSION, description=DESCRIPTION),
+        security_schemes={
+            BEARER: HttpSecurityScheme(scheme="bearer"),
+            SESSION: APIKeySecurityScheme(name=COOKIE, in_="cookie"),
+        },
+        security=SESSION_SECURITY,
+        openapi_provider_class=ApiDocument,
     )
     register_error_handlers(app)
     for module in BLUEPRINT_MODULES:
         app.register_blueprint(module.blueprint)
+    _serve_docs(app)
     _serve_frontend(app, root.config.frontend_dir_path or CONSOLE_DIR)
     _observe_requests(app, root)
     _check_public_urls(app)
@@ -126,6 +147,27 @@ def _check_public_urls(app: QuartTrio) -> None:
             check_url()
 
 
+def _serve_docs(app: QuartTrio) -> None:
+    """`/docs`: the API's documentation, read from `/openapi.json` by a script of the package."""
+
+    def shipped(response: Response) -> Response:
+        response.headers["Content-Security-Policy"] = CONSOLE_POLICY
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+    @app.get("/docs")
+    @public
+    @hide
+    async def docs_index() -> Response:
+        return shipped(await send_from_directory(DOCS_DIR, "index.html"))
+
+    @app.get("/docs/<name>")
+    @public
+    @hide
+    async def docs_file(name: str) -> Response:
+        return shipped(await send_from_directory(DOCS_DIR, name))
+
+
 def _serve_frontend(app: QuartTrio, folder: Path) -> None:
     """Static files at `/` (the console, or the configured folder). They are not the API: not
     in the OpenAPI document, and `/v1/...` never falls through to them (a JSON 404)."""
@@ -142,12 +184,12 @@ def _serve_frontend(app: QuartTrio, folder: Path) -> None:
     async def frontend_index() -> Response:
         return console(await send_from_directory(folder, "index.html"))
 
-    @app.get("/<path:path>")
+    # Not under /v1/: there an unknown path is the API's 404, and a 405 lists only the API's
+    # methods (this GET would otherwise be allowed on every path).
+    @app.get('/<other_than("v1"):path>')
     @public
     @hide
     async def frontend_file(path: str) -> Response:
-        if path.startswith("v1/"):
-            raise ApiError(404, "no such route", "NOT_FOUND")
         return console(await send_from_directory(folder, path))
 
 

@@ -13,11 +13,13 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from quart import Blueprint, Response, g, jsonify
+from quart_schema import document_response
 
 from api.auth import COOKIE, current_user, public, requires
 from api.client import current_client
 from api.context import api_state, root
 from api.errors import ApiError
+from api.openapi import LoginAnswer, LogoutAnswer, SessionAnswer, answers
 from api.schemas import StrictBody, json_body
 
 blueprint = Blueprint("auth", __name__, url_prefix="/v1/auth")
@@ -39,6 +41,8 @@ def _verify(hasher: PasswordHasher, pw_hash: str, password: str) -> bool:
 
 
 @blueprint.post("/login")
+@document_response(LoginAnswer, 201)
+@answers(201, 401, 429)
 @public
 @json_body(LoginBody)
 async def login(data: LoginBody) -> tuple[Response, int]:
@@ -71,6 +75,7 @@ async def login(data: LoginBody) -> tuple[Response, int]:
 
 
 @blueprint.get("/session")
+@document_response(SessionAnswer, 200)
 @requires()
 async def session() -> Response:
     user = current_user()
@@ -78,6 +83,7 @@ async def session() -> Response:
 
 
 @blueprint.route("/logout", methods=["GET", "POST"])
+@document_response(LogoutAnswer, 200)
 @requires()
 async def logout() -> Response:
     users = root().users

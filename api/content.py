@@ -26,6 +26,7 @@ from quart import Blueprint, Response, current_app, jsonify, request
 from api.auth import requires
 from api.context import root
 from api.errors import ApiError
+from api.openapi import CONTENT_ID, IMAGE_ID, answers, media, path_schemas
 from storage import catalog_read
 from storage.files import AUDIO_MEDIA_TYPES, CLEANUP_S, MediaRead
 from storage.ids import InvalidId, content_id, image_id
@@ -161,24 +162,33 @@ async def _send_file(path: Path, mimetype: str, what: str) -> Response:
 
 
 @blueprint.get("/artist/<path:artist_id>")
+@answers(404)
+@path_schemas(artist_id=CONTENT_ID)
 @requires(Permission.AccessCatalog)
 async def artist(artist_id: str) -> Response:
     return await _metadata(root().catalog.get_artist, content_id, artist_id, "artist")
 
 
 @blueprint.get("/album/<path:album_id>")
+@answers(404)
+@path_schemas(album_id=CONTENT_ID)
 @requires(Permission.AccessCatalog)
 async def album(album_id: str) -> Response:
     return await _with_availability(root().catalog.get_album, album_id, "album")
 
 
 @blueprint.get("/track/<path:track_id>")
+@answers(404)
+@path_schemas(track_id=CONTENT_ID)
 @requires(Permission.AccessCatalog)
 async def track(track_id: str) -> Response:
     return await _with_availability(root().catalog.get_track, track_id, "track")
 
 
 @blueprint.get("/image/<path:raw_id>")
+@answers(404, 416)
+@path_schemas(raw_id=IMAGE_ID)
+@media("image/jpeg", 200, 206)
 @requires(Permission.AccessCatalog)
 async def image(raw_id: str) -> Response:
     valid_id = _valid(image_id, raw_id)
@@ -189,6 +199,9 @@ async def image(raw_id: str) -> Response:
 
 
 @blueprint.get("/stream/<path:raw_id>")
+@answers(404, 416)
+@path_schemas(raw_id=CONTENT_ID)
+@media("audio/*", 200, 206)
 @requires(Permission.AccessCatalog)
 async def stream(raw_id: str) -> Response:
     valid_id = _valid(content_id, raw_id)

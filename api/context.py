@@ -23,6 +23,8 @@ from storage.offload import Offload
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 EXTENSION = "pezzottify"
+# Marks a view made by `downloads_route`, so the OpenAPI document lists its 503 (`api.openapi`).
+DOWNLOADS_ATTR = "downloads_route"
 
 
 class DecoyHash:
@@ -79,4 +81,5 @@ def downloads_route(view: F) -> F:
         require_downloads()
         return await view(*args, **kwargs)
 
+    setattr(wrapper, DOWNLOADS_ATTR, True)
     return wrapper  # type: ignore[return-value]

@@ -23,14 +23,15 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, StringConstraints
 from quart import Blueprint, Response, jsonify
-from quart_schema import validate_querystring
+from quart_schema import document_response, validate_querystring
 
 from actors.failures import DownloaderError, DownloaderNotFound
 from actors.messages import WakeProcessor, offer
 from api.auth import current_user, requires
 from api.context import downloads_route, require_downloads, root
 from api.errors import ApiError
-from api.schemas import Query, StrictBody, json_body, page_limit
+from api.openapi import CONTENT_ID, IMAGE_ID, AlbumRequested, answers, media, path_schemas
+from api.schemas import ContentId, Query, StrictBody, json_body, page_limit
 from storage.ids import InvalidId, content_id, is_image_id
 from storage.ids import image_id as image_id_of
 from storage.presence import complete_album_ids
@@ -44,6 +45,8 @@ MAX_OFFSET = 10**12  # keeps OFFSET an SQLite integer
 SEARCH_LIMIT = 20
 MAX_SEARCH_IMAGE_BYTES = 10 * 1024**2  # a cover or a portrait shown beside a search result
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+# A request's id, which is never the name of the request routes beside it (`api.converters`).
+REQUEST_ITEM = '/request/<other_than("album", "discography"):item_id>'
 REJECTIONS = {
     Rejection.IN_CATALOG: (409, "ALREADY_IN_CATALOG", "the album is already in the catalog"),
     Rejection.IN_QUEUE: (409, "ALREADY_IN_QUEUE", "the album is already queued"),
@@ -62,13 +65,13 @@ class MyRequestsQuery(Query):
 
 
 class AlbumRequestBody(StrictBody):
-    album_id: str
+    album_id: ContentId
     album_name: Text
     artist_name: Text
 
 
 class DiscographyRequestBody(StrictBody):
-    artist_id: str
+    artist_id: ContentId
     artist_name: Text
 
 
@@ -146,6 +149,7 @@ def _accepted(kind: str) -> None:
 
 
 @blueprint.get("/search")
+@answers(502)
 @requires(Permission.RequestContent)
 @downloads_route
 @validate_querystring(SearchQuery)
@@ -157,6 +161,8 @@ async def search(query_args: SearchQuery) -> dict[str, Any]:
 
 
 @blueprint.get("/search/discography/<path:artist_id>")
+@answers(404, 502)
+@path_schemas(artist_id=CONTENT_ID)
 @requires(Permission.RequestContent)
 @downloads_route
 async def discography(artist_id: str) -> dict[str, Any]:
@@ -167,6 +173,9 @@ async def discography(artist_id: str) -> dict[str, Any]:
 
 
 @blueprint.get("/image/<path:image_id>")
+@answers(404, 502)
+@path_schemas(image_id=IMAGE_ID)
+@media("image/*")
 @requires(Permission.RequestContent)
 @downloads_route
 async def search_image(image_id: str) -> Response:
@@ -187,6 +196,8 @@ async def search_image(image_id: str) -> Response:
 
 
 @blueprint.post("/request/album")
+@document_response(AlbumRequested, 201)
+@answers(201, 409, 429)
 @requires(Permission.RequestContent)
 @downloads_route
 @json_body(AlbumRequestBody)
@@ -209,6 +220,7 @@ async def request_album(data: AlbumRequestBody) -> tuple[dict[str, Any], int]:
 
 
 @blueprint.post("/request/discography")
+@answers(201, 404, 429, 502)
 @requires(Permission.RequestContent)
 @downloads_route
 @json_body(DiscographyRequestBody)
@@ -250,7 +262,8 @@ async def my_requests(query_args: MyRequestsQuery) -> Response:
     return jsonify({"requests": requests, "stats": stats.json()})
 
 
-@blueprint.get("/request/<path:item_id>")
+@blueprint.get(REQUEST_ITEM)
+@answers(404)
 @requires(Permission.RequestContent)
 @downloads_route
 async def request_detail(item_id: str) -> dict[str, Any]:
@@ -261,7 +274,8 @@ async def request_detail(item_id: str) -> dict[str, Any]:
     return item
 
 
-@blueprint.delete("/request/<path:item_id>")
+@blueprint.delete(REQUEST_ITEM)
+@answers(404, 409)
 @requires(Permission.RequestContent)
 @downloads_route
 async def cancel_request(item_id: str) -> dict[str, Any]:

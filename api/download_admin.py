@@ -28,6 +28,7 @@ from api.auth import current_user, requires
 from api.context import downloads_route, require_downloads, root
 from api.download import Text
 from api.errors import ApiError
+from api.openapi import answers
 from api.schemas import Query, StrictBody, json_body, page_limit
 from storage.queue import (
     AuditEvent,
@@ -100,6 +101,7 @@ async def failed(query_args: PageQuery) -> dict[str, Any]:
 
 
 @blueprint.post("/retry/<item_id>")
+@answers(404, 409)
 @requires(Permission.EditCatalog)
 @downloads_route
 async def retry(item_id: str) -> dict[str, Any]:
@@ -113,6 +115,7 @@ async def retry(item_id: str) -> dict[str, Any]:
 
 
 @blueprint.delete("/item/<item_id>")
+@answers(404, 409)
 @requires(Permission.EditCatalog)
 @downloads_route
 async def cancel_item(item_id: str) -> dict[str, Any]:
@@ -208,6 +211,7 @@ async def audit(query_args: AuditQuery) -> dict[str, Any]:
 
 
 @blueprint.get("/audit/item/<item_id>")
+@answers(404)
 @requires(Permission.ViewAnalytics)
 @downloads_route
 async def audit_item(item_id: str) -> dict[str, Any]:

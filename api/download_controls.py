@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from quart import Blueprint
 
 from actors.messages import Hook, HookFired, WakeProcessor, offer
@@ -29,6 +29,7 @@ from api.context import downloads_route, require_downloads, root
 from api.download import Text
 from api.download_admin import MAX_TIME
 from api.errors import ApiError
+from api.openapi import answers
 from api.schemas import StrictBody, json_body
 from storage.queue import (
     PRIORITIES,
@@ -55,7 +56,16 @@ class PriorityBody(StrictBody):
     priority: Priority
 
 
+def _some_field(schema: dict[str, Any]) -> None:
+    """An empty filter is refused (EMPTY_FILTER): the document asks for one field not null."""
+    schema["anyOf"] = [
+        {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+        for name in schema["properties"]
+    ]
+
+
 class FilterBody(StrictBody):
+    model_config = ConfigDict(json_schema_extra=_some_field)
     status: Annotated[Status | None, ByValue] = None
     user: Text | None = None
     content_type: Annotated[ContentType | None, ByValue] = None
@@ -66,6 +76,26 @@ class FilterBody(StrictBody):
 
 
 class BulkBody(StrictBody):
+    # `priority` with set_priority, and only with it (BAD_PRIORITY), as the document says.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["priority"],
+                    "properties": {
+                        "action": {"const": BulkAction.SET_PRIORITY.value},
+                        "priority": {"type": "integer"},
+                    },
+                },
+                {
+                    "properties": {
+                        "action": {"not": {"const": BulkAction.SET_PRIORITY.value}},
+                        "priority": {"type": "null"},
+                    }
+                },
+            ]
+        }
+    )
     action: Annotated[BulkAction, ByValue]
     filter: FilterBody
     priority: Priority | None = None
@@ -73,6 +103,7 @@ class BulkBody(StrictBody):
 
 
 @blueprint.patch("/item/<item_id>")
+@answers(404, 409)
 @requires(Permission.EditCatalog)
 @downloads_route
 @json_body(PriorityBody)

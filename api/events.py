@@ -28,6 +28,7 @@ from actors.events import EventHub, HubClosed, Stream, viewer_of
 from api.auth import current_user, requires
 from api.context import root
 from api.errors import ApiError
+from api.openapi import media
 from api.schemas import Query
 from storage.events import Event, EventStore, Viewer
 
@@ -46,6 +47,7 @@ class EventsQuery(Query):
 
 
 @blueprint.get(PATH)
+@media("text/event-stream", schema={"type": "string"})
 @requires()
 @validate_querystring(EventsQuery)
 async def events(query_args: EventsQuery) -> Response:

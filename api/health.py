@@ -13,14 +13,18 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint
+from quart_schema import document_response
 
 from api.auth import public
 from api.context import root
+from api.openapi import HealthBody
 
 blueprint = Blueprint("health", __name__)
 
 
 @blueprint.get("/health")
+@document_response(HealthBody, 200)
+@document_response(HealthBody, 503)
 @public
 async def health() -> tuple[dict[str, Any], int]:
     found = await root().health.report(root())

@@ -22,6 +22,7 @@ from actors.messages import CancelJob, TriggerJob, ask
 from api.auth import requires
 from api.context import root
 from api.errors import ApiError
+from api.openapi import answers
 from api.schemas import Query, page_limit
 from storage.jobs import JobRun, RunStatus
 from storage.users import Permission
@@ -126,6 +127,7 @@ async def list_jobs() -> Response:
 
 
 @blueprint.get("/v1/admin/jobs/<job_id>")
+@answers(404)
 @requires(Permission.ServerAdmin)
 async def get_job(job_id: str) -> Response:
     job = _job(job_id)
@@ -134,6 +136,7 @@ async def get_job(job_id: str) -> Response:
 
 
 @blueprint.post("/v1/admin/jobs/<job_id>/trigger")
+@answers(202, 404, 409, 503)
 @requires(Permission.ServerAdmin)
 async def trigger_job(job_id: str) -> tuple[Response, int]:
     job = _job(job_id)
@@ -144,6 +147,7 @@ async def trigger_job(job_id: str) -> tuple[Response, int]:
 
 
 @blueprint.post("/v1/admin/jobs/<job_id>/cancel")
+@answers(202, 404, 409, 503)
 @requires(Permission.ServerAdmin)
 async def cancel_job(job_id: str) -> tuple[Response, int]:
     job = _job(job_id)
@@ -154,6 +158,7 @@ async def cancel_job(job_id: str) -> tuple[Response, int]:
 
 
 @blueprint.get("/v1/admin/jobs/<job_id>/history")
+@answers(404)
 @requires(Permission.ServerAdmin)
 @validate_querystring(HistoryQuery)
 async def job_history(job_id: str, query_args: HistoryQuery) -> Response:

@@ -21,7 +21,8 @@ from api.auth import current_user, requires
 from api.context import root
 from api.errors import ApiError
 from api.jobs import rfc3339
-from api.schemas import Query, StrictBody, json_body
+from api.openapi import answers
+from api.schemas import ContentId, Query, StrictBody, json_body
 from storage.ids import is_content_id
 from storage.users import Permission
 
@@ -33,7 +34,7 @@ POPULAR_DEFAULT, POPULAR_MAX = 10, 50
 
 
 class ListeningBody(StrictBody):
-    track_id: str
+    track_id: ContentId
     duration_ms: int | None = Field(default=None, ge=0, le=MAX_INT)
     played_at: int | None = Field(default=None, ge=0, le=MAX_INT)
 
@@ -44,6 +45,7 @@ class PopularQuery(Query):
 
 
 @blueprint.post("/v1/user/listening")
+@answers(201, 404)
 @requires(Permission.AccessCatalog)
 @json_body(ListeningBody)
 async def record_listening(data: ListeningBody) -> tuple[Response, int]:

@@ -14,7 +14,7 @@ import functools
 from typing import Any
 
 import trio
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from quart import Blueprint, Response, jsonify
 from quart_schema import validate_querystring
 
@@ -23,6 +23,7 @@ from api.auth import current_user, requires
 from api.context import downloads_route, require_downloads, root
 from api.download import MAX_OFFSET
 from api.errors import ApiError
+from api.openapi import answers
 from api.schemas import Query, StrictBody, json_body, page_limit
 from storage.users import USER_EVENTS, Permission
 
@@ -43,6 +44,21 @@ class InboxQuery(Query):
 
 
 class ReadBody(StrictBody):
+    # Either the ids or `"all": true`, as `mark_read` checks (for the OpenAPI document).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["ids"],
+                    "properties": {"ids": {"type": "array"}, "all": {"const": False}},
+                },
+                {
+                    "required": ["all"],
+                    "properties": {"all": {"const": True}, "ids": {"type": "null"}},
+                },
+            ]
+        }
+    )
     ids: list[int] | None = Field(default=None, max_length=1000)
     all: bool = False
 
@@ -87,6 +103,7 @@ async def put_settings(data: SettingsBody) -> Response:
 
 
 @blueprint.post("/v1/user/notifications/test")
+@answers(409)
 @requires()
 async def test_settings() -> Response:
     users = root().users

@@ -13,16 +13,24 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from quart import request
 from quart_schema import validate_request
 
 from api.errors import ApiError
 from api.text import check_json_text, decode_json
+from storage.ids import CONTENT_ID_PATTERN
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+# Marks a view whose body may be left out (`json_body(optional=True)`), for the OpenAPI document.
+OPTIONAL_BODY_ATTR = "optional_body"
+
+
+# A content id in a body, checked by the handler (400 `INVALID_ID`); the pattern is for the
+# OpenAPI document, so a generated client or a fuzzer sends a well-formed one.
+ContentId = Annotated[str, Field(json_schema_extra={"pattern": CONTENT_ID_PATTERN})]
 
 
 class StrictBody(BaseModel):
@@ -55,6 +63,7 @@ def json_body(model: type[BaseModel], *, optional: bool = False) -> Callable[[F]
             check_json_text(decode_json(await request.get_data(cache=True, as_text=False)))
             return await validated(*args, **kwargs)
 
+        setattr(wrapper, OPTIONAL_BODY_ATTR, optional)
         return wrapper  # type: ignore[return-value]
 
     return decorate

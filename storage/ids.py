@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import re
 
-_CONTENT_ID = re.compile(r"[0-9A-Za-z]{22}")
-_IMAGE_ID = re.compile(r"[0-9a-f]{40}")
+CONTENT_ID_PATTERN = r"^[0-9A-Za-z]{22}$"
+IMAGE_ID_PATTERN = r"^[0-9a-f]{40}$"
+_CONTENT_ID = re.compile(CONTENT_ID_PATTERN.strip("^$"))
+_IMAGE_ID = re.compile(IMAGE_ID_PATTERN.strip("^$"))
 
 
 class InvalidId(ValueError):

@@ -25,9 +25,9 @@ import schemathesis
 import trio
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import CHECKS as REGISTERED_CHECKS
+from schemathesis.checks import load_all_checks
 from schemathesis.core.result import Ok
-from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from fake_downloader.server import open_fake_downloader
 from storage.users import Permission, Role, UserStore
@@ -42,6 +42,14 @@ EXAMPLES = {GenerationMode.POSITIVE: 12, GenerationMode.NEGATIVE: 6}
 # its bad input are tested in tests/daemon/test_events.py and the authorization matrix).
 EXCLUDED = ("/v1/auth/logout", "/v1/events")
 BUDGET_S = 60
+# Checks left out for an operation, and why: what makes these requests a (documented) 400 is not
+# a fixed schema. The notification URL schemes a user may set are the server's configuration
+# (`notifications.user_schemes`); a listening's `played_at` may not be in the future, a bound
+# that moves with the clock.
+SKIPPED_CHECKS = {
+    "PUT /v1/user/notifications": {"positive_data_acceptance"},
+    "POST /v1/user/listening": {"positive_data_acceptance"},
+}
 
 
 def json_error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
@@ -52,11 +60,15 @@ def json_error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
     return None
 
 
-CHECKS: list[Callable[..., bool | None]] = [
-    not_a_server_error,
-    response_schema_conformance,
-    json_error_shape,
-]
+def all_checks() -> list[Callable[..., bool | None]]:
+    """Every check schemathesis ships (server errors, status codes, content types, headers and
+    schemas of the answers, negative data refused, positive data accepted, methods, auth,
+    resources), and the §11 error shape."""
+    load_all_checks()
+    return [*REGISTERED_CHECKS.get_all(), json_error_shape]
+
+
+CHECKS = all_checks()
 
 
 def create_fuzzer(db_dir: Path) -> None:
@@ -83,8 +95,27 @@ async def daemon(tmp_path: Path) -> AsyncIterator[DaemonProcess]:
                 await trio.to_thread.run_sync(process.stop)
 
 
+def whole_floats(value: Any) -> bool:
+    if isinstance(value, float):
+        return value.is_integer()
+    if isinstance(value, dict):
+        return any(whole_floats(v) for v in value.values())
+    if isinstance(value, list):
+        return any(whole_floats(v) for v in value)
+    return False
+
+
 def fuzz_operation(operation: Any, headers: dict[str, str], mode: GenerationMode) -> None:
-    @given(case=operation.as_strategy(generation_mode=mode))
+    skipped = SKIPPED_CHECKS.get(operation.label, set())
+    checks = [check for check in CHECKS if check.__name__ not in skipped]
+
+    cases = operation.as_strategy(generation_mode=mode)
+    if mode is GenerationMode.POSITIVE:
+        # JSON Schema calls `8.0` an integer; the bodies are strict (an int field takes `8`
+        # only, tests/api/test_download_controls.py), so such a body is no positive case.
+        cases = cases.filter(lambda case: not whole_floats(case.body))
+
+    @given(case=cases)
     @settings(
         max_examples=EXAMPLES[mode],
         deadline=None,
@@ -94,7 +125,7 @@ def fuzz_operation(operation: Any, headers: dict[str, str], mode: GenerationMode
         suppress_health_check=list(HealthCheck),
     )
     def run(case: Any) -> None:
-        case.call_and_validate(headers=headers, checks=CHECKS, timeout=10)
+        case.call_and_validate(headers=headers, checks=checks, timeout=10)
 
     run()
 
@@ -105,6 +136,8 @@ def fuzz(base_url: str) -> dict[str, str]:
     token = httpx.post(f"{base_url}/v1/auth/login", json=login, timeout=10).json()["token"]
     headers = {"Authorization": f"Bearer {token}"}
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", timeout=10)
+    # NUL in text is refused on every route (SPEC §11, the documented 400): not a positive case.
+    schema.config.generation.update(allow_x00=False)
     failures: dict[str, str] = {}
     operations = []
     for result in schema.get_all_operations():
@@ -121,7 +154,7 @@ def fuzz(base_url: str) -> dict[str, str]:
         for mode in EXAMPLES if negatable else [GenerationMode.POSITIVE]:
             try:
                 fuzz_operation(operation, headers, mode)
-            except Exception as exc:  # every kind of check failure is reported together
+            except (Exception, BaseExceptionGroup) as exc:  # every failure is reported together
                 failures[f"{operation.label} ({mode.value})"] = str(exc)[:3000]
     return failures
 
