@@ -23,7 +23,7 @@ from bench.common import HEADER, Row, format_table
 
 BENCHMARKS = (
     "queue_drain", "api", "queue_scaling", "watchdog", "startup", "tick", "million", "streaming",
-    "busy_downloader", "realistic_day",
+    "busy_downloader", "realistic_day", "slow_client", "idle_streams", "event_latency",
 )  # fmt: skip
 # A benchmark lives in bench/<name>.py unless named here.
 MODULES = {"million": "library"}
@@ -36,10 +36,11 @@ machine is shared and noisy, so an absolute time alone means little (absolute fi
 the last column for scale). `bench/README.md` says what each benchmark compares; run them with
 `make bench`, or one with `python -m bench NAME`.
 
-What a user feels: `busy_downloader`, `realistic_day`, `streaming`, `million`, `watchdog` and
-`startup`. Cost-per-operation guards, which measure the code's cost per operation on loopback and
-may lose up to a quarter when the code is made simpler, never the rows above: `queue_drain`,
-`api`, `queue_scaling` and `tick` (their before and after are under "One clear download path")."""
+What a user feels: `busy_downloader`, `realistic_day`, `streaming`, `million`, `watchdog`,
+`startup`, and the live events' cost: `slow_client`, `idle_streams` and `event_latency`.
+Cost-per-operation guards, which measure the code's cost per operation on loopback and may lose
+up to a quarter when the code is made simpler, never the rows above: `queue_drain`, `api`,
+`queue_scaling` and `tick` (their before and after are under "One clear download path")."""
 
 
 def machine() -> str:
