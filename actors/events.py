@@ -263,7 +263,10 @@ class EventPublisher:
             if not tokens:
                 continue
             users = await self.users.db.run(self.users.session_users, tokens)
+            checked = set(tokens)
             for stream in list(self.hub.streams):
+                if stream.token not in checked:
+                    continue  # opened while the check ran: its session was just checked
                 user = users.get(stream.token)
                 if user is None:
                     log.info("closed a stream of %s: its session ended", stream.viewer.handle)

@@ -1,11 +1,18 @@
-"""The events hub hands each open stream what its reader may see, in order, and only that."""
+"""The events hub hands each open stream what its reader may see, in order, and only that;
+the periodic session check closes the streams of ended sessions, and only those."""
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import trio
 
-from actors.events import STREAM_BUFFER, EventHub, Stream
-from storage.events import Audience, Event, Viewer
+from actors.events import STREAM_BUFFER, EventHub, EventPublisher, Stream
+from storage.events import Audience, Event, EventStore, Viewer
+from storage.jobs import JobStore
+from storage.user_model import User
+from storage.users import Role, UserStore
 
 
 def open_stream(hub: EventHub, handle: str, *, admin: bool = False, catalog: bool = True) -> Stream:
@@ -80,3 +87,49 @@ async def test_a_closed_stream_receives_nothing_more() -> None:
     hub.close_stream(dave)
     hub.deliver([event(1, Audience.ADMIN), event(2, Audience.OWNER, "dave")])
     assert received(dave) == []
+
+
+async def test_a_stream_opened_while_sessions_are_checked_stays_open(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    users = UserStore.open(tmp_path / "user.db")
+    jobs = JobStore.open(tmp_path / "server.db")
+    for handle in ("erin", "frank"):
+        user = users.create_user(handle, (Role.Regular,))
+        users.create_session(user.id, f"token-{handle}", {})
+    hub = EventHub(0)
+    check = users.session_users
+    checks: list[list[str]] = []
+    joined = threading.Event()
+
+    def slow_check(tokens: list[str]) -> dict[str, User]:
+        checks.append(tokens)
+        if len(checks) == 1:
+            joined.wait(10)  # frank's stream opens while erin's session is being checked
+        return check(tokens)
+
+    async def checks_made(count: int) -> None:
+        while len(checks) < count:  # noqa: ASYNC110 - the checks run in a worker thread
+            await trio.sleep(0.1)
+
+    users.session_users = slow_check  # type: ignore[method-assign]
+    shutdown = trio.Event()
+    publisher = EventPublisher(hub, EventStore(jobs.db), None, users, shutdown=shutdown)
+    erin = Stream(Viewer("erin", False, True), "token-erin", trio.CancelScope())
+    frank = Stream(Viewer("frank", False, True), "token-frank", trio.CancelScope())
+    hub.join(erin)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(publisher.run)
+        await checks_made(1)
+        hub.join(frank)
+        joined.set()
+        await checks_made(2)  # the first check's outcome is applied before the second starts
+        assert hub.streams == {erin, frank} and checks[0] == ["token-erin"]
+        assert checks[1] == ["token-erin", "token-frank"]
+        users.delete_session("token-frank")
+        await checks_made(4)
+        assert hub.streams == {erin}  # the next check saw frank's session gone
+        assert frank.scope.cancel_called and not erin.scope.cancel_called
+        shutdown.set()
+    users.db.close()
+    jobs.db.close()
