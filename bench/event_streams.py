@@ -55,13 +55,15 @@ class Stream:
     hello: bool = False
     failed: str | None = None  # why it could not be opened
     closed: bool = False  # the server ended the response or the connection
+    ending: str | None = None  # how the server ended it
     held_s: float = 0.0  # from the `hello` to the end (the server's, or this process's)
     received: list[tuple[int, float]] = field(default_factory=list)  # (event id, read at)
 
     def report(self, record: bool) -> dict[str, Any]:
         out: dict[str, Any] = {
             "comments": self.comments, "events": self.events, "hello": self.hello,
-            "failed": self.failed, "closed": self.closed, "held_s": self.held_s,
+            "failed": self.failed, "closed": self.closed, "ending": self.ending,
+            "held_s": self.held_s,
         }  # fmt: skip
         if record:
             out["received"] = self.received
@@ -199,8 +201,10 @@ class Streams:
                     for message in parser.feed(data):
                         self._message(stream, message, at)
                 stream.closed = True
-        except (OSError, trio.BrokenResourceError, StreamError):
+                stream.ending = "the response ended" if parser.ended else "the connection closed"
+        except (OSError, trio.BrokenResourceError, StreamError) as error:
             stream.closed = True
+            stream.ending = f"{type(error).__name__}: {error}"
         finally:
             stream.held_s = time.monotonic() - hello_at
 

@@ -132,6 +132,19 @@ class Windows:
     openings: list[Window] = dataclasses.field(default_factory=list)  # opening to window start
     refused: int = 0  # streams that failed to open
     why: set[str] = dataclasses.field(default_factory=set)
+    log: str = ""  # the daemon's
+
+    def endings(self) -> dict[str, int]:
+        """How the server ended the streams it closed while held, and what it logged."""
+        out: dict[str, int] = {}
+        for report in self.reports:
+            for stream in report["streams"]:
+                if stream["closed"]:
+                    out[stream["ending"]] = out.get(stream["ending"], 0) + 1
+        for said in ("fell behind", "its session ended"):
+            if count := self.log.count(said):
+                out[f"the daemon logged '{said}'"] = count
+        return out
 
     def open_side(self) -> None:
         before = rss(self.proc)
@@ -214,6 +227,7 @@ def run(params: Params = DEFAULT) -> list[Row]:
                         raise RuntimeError("the load ended before the windows did")
                     report.seek(0)
                     samples = json.loads(report.read())["samples"]
+                    windows.log = proc.log
                 finally:
                     requester.close()
                     jobs.close()
@@ -239,10 +253,15 @@ def memory_rows(mem: Memory, windows: Windows, params: Params) -> list[Row]:
     refused = mem.ready["failed"] + windows.refused
     closed = _closed(mem.report) + sum(_closed(r) for r in windows.reports)
     why = sorted(set(mem.ready["why"]) | windows.why)
+    endings = "; ".join(f"{k}: {v}" for k, v in windows.endings().items())
+    events = sorted(s["events"] for r in windows.reports for s in r["streams"])
     reliability_detail = (
         f"{params.streams:,} streams held {held_s:.0f} s or more on the idle daemon (hypercorn's "
         f"keep-alive timeout: 75 s), each receiving {comments} keep-alive comments or more, and "
-        f"through every busy window: {closed} closed by the server, {refused} failed to open"
+        f"through every busy window (a stream received {events[len(events) // 2]} events in "
+        f"one, median, {events[-1]} at most): {closed} closed by the server"
+        + (f" ({endings})" if endings else "")
+        + f", {refused} failed to open"
         + (f" ({'; '.join(why)})" if why else "")
     )
     return [
