@@ -14,14 +14,17 @@ parsing weigh on the daemon's process.
    RSS (`/proc`), then the 1,000 streams opened, held for 80 s (longer than hypercorn's
    keep-alive timeout of 75 s, which must not close a response in progress; five keep-alive
    comments), then closed. Figures: RSS with the streams open minus before (target < 50 MiB,
-   checked as ≤), and the streams the server closed during the hold (target 0), with the
-   fewest keep-alive comments a stream received.
+   checked as ≤), and the streams that failed to open or that the server closed, here and
+   through the busy windows below (target 0), with the fewest keep-alive comments a stream
+   received and, for any closed, how it ended and what the daemon logged.
 2. Latency: `realistic_day`'s busy window (5 albums downloading, an integrity scan, the
    household's paced clients from `bench.day_load`) with the 1,000 streams open, against the
    same busy window without them, alternated round by round (new albums every window). The
-   streams are opened before the window starts and closed after it. Figures: p99 per route,
-   with ÷ without (target ≤ 1.2), and the requests that failed in either (target 0); the RSS
-   the streams added under load, per round, is given beside the memory figure.
+   streams are opened 15 s before the window starts, under the day's load (a household's
+   streams are open long before the day's work; what the opening cost the day's requests is
+   given beside), and closed after it. Figures: p99 per route, with ÷ without (target ≤ 1.2),
+   and the requests that failed in either (target 0); the RSS the streams added under load,
+   per round, is given beside the memory figure.
 """
 
 from __future__ import annotations
