@@ -47,12 +47,11 @@ class Stream:
         self.scope = scope  # the response's: cancelling it ends the HTTP response
         self._send, self.receive = trio.open_memory_channel[Event](STREAM_BUFFER)
 
-    def offer(self, event: Event) -> bool:
-        """Buffer an event this stream may see; False when the buffer is full."""
-        if not self.viewer.sees(event):
-            return True
+    def push(self, events: list[Event]) -> bool:
+        """Buffer events this stream may see, in order; False when the buffer is full."""
         try:
-            self._send.send_nowait(event)
+            for event in events:
+                self._send.send_nowait(event)
         except trio.WouldBlock:
             return False
         except trio.BrokenResourceError:  # the response has ended; it unregisters itself
@@ -83,6 +82,11 @@ class EventHub:
     def __init__(self, started_at: int | None = None) -> None:
         self.started_at = now() if started_at is None else started_at
         self.streams: set[Stream] = set()
+        # The streams by who may see what, so that a batch costs the streams it goes to, not
+        # every open one: a household's idle phones must not tax each admin event.
+        self._by_handle: dict[str, set[Stream]] = {}
+        self._admins: set[Stream] = set()
+        self._catalog: set[Stream] = set()
         self.closed = False
         self.dropped = 0  # streams dropped because their client fell behind
         self._pending: list[NewEvent] = []
@@ -112,15 +116,66 @@ class EventHub:
         if self.closed:
             raise HubClosed
         self.streams.add(stream)
+        self._index(stream)
 
     def close_stream(self, stream: Stream) -> None:
         self.streams.discard(stream)
+        self._unindex(stream)
+
+    def set_viewer(self, stream: Stream, viewer: Viewer) -> None:
+        """What a stream may see changed (its user's permissions)."""
+        if viewer == stream.viewer:
+            return
+        self._unindex(stream)
+        stream.viewer = viewer
+        if stream in self.streams:
+            self._index(stream)
+
+    def _index(self, stream: Stream) -> None:
+        viewer = stream.viewer
+        self._by_handle.setdefault(viewer.handle, set()).add(stream)
+        if viewer.admin:
+            self._admins.add(stream)
+        if viewer.catalog:
+            self._catalog.add(stream)
+
+    def _unindex(self, stream: Stream) -> None:
+        handle = stream.viewer.handle
+        own = self._by_handle.get(handle)
+        if own is not None:
+            own.discard(stream)
+            if not own:
+                del self._by_handle[handle]
+        self._admins.discard(stream)
+        self._catalog.discard(stream)
 
     def deliver(self, events: list[Event]) -> None:
-        for stream in list(self.streams):
-            if not all(stream.offer(event) for event in events):
+        """Hand a batch to every stream that may see some of it, each its own events in order."""
+        owned: dict[str, list[Event]] = {}
+        shared: list[Event] = []
+        for event in events:
+            if event.audience is Audience.OWNER and event.owner is not None:
+                owned.setdefault(event.owner, []).append(event)
+            elif event.audience is not Audience.OWNER:
+                shared.append(event)
+        targets: set[Stream] = set()
+        for handle in owned:
+            targets.update(self._by_handle.get(handle, ()))
+        if any(event.audience is Audience.ADMIN for event in shared):
+            targets.update(self._admins)
+        if any(event.audience is Audience.CATALOG for event in shared):
+            targets.update(self._catalog)
+        views: dict[tuple[bool, bool], list[Event]] = {}  # the shared events by permissions
+        for stream in targets:
+            viewer = stream.viewer
+            seen = views.get((viewer.admin, viewer.catalog))
+            if seen is None:
+                seen = views[viewer.admin, viewer.catalog] = [e for e in shared if viewer.sees(e)]
+            own = owned.get(viewer.handle, [])
+            mine = sorted(seen + own, key=lambda event: event.id) if seen and own else seen or own
+            if not stream.push(mine):
                 self.dropped += 1
-                log.info("dropped a stream of %s: it fell behind", stream.viewer.handle)
+                log.info("dropped a stream of %s: it fell behind", viewer.handle)
                 self._end(stream)
 
     def close_all(self) -> None:
@@ -129,7 +184,7 @@ class EventHub:
             self._end(stream)
 
     def _end(self, stream: Stream) -> None:
-        self.streams.discard(stream)
+        self.close_stream(stream)
         stream.end()
 
     async def wait(self) -> list[NewEvent]:
@@ -208,14 +263,17 @@ class EventPublisher:
             if not tokens:
                 continue
             users = await self.users.db.run(self.users.session_users, tokens)
+            checked = set(tokens)
             for stream in list(self.hub.streams):
+                if stream.token not in checked:
+                    continue  # opened while the check ran: its session was just checked
                 user = users.get(stream.token)
                 if user is None:
                     log.info("closed a stream of %s: its session ended", stream.viewer.handle)
                     self.hub.close_stream(stream)
                     stream.end()
                 else:
-                    stream.viewer = viewer_of(user)
+                    self.hub.set_viewer(stream, viewer_of(user))
 
 
 # The request's own event when a change is one of these on the request itself.

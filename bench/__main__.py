@@ -23,7 +23,8 @@ from bench.common import HEADER, Row, format_table
 
 BENCHMARKS = (
     "queue_drain", "notify_drain", "api", "queue_scaling", "bulk_retry", "watchdog", "startup",
-    "tick", "million", "streaming", "busy_downloader", "realistic_day",
+    "tick", "million", "streaming", "busy_downloader", "realistic_day", "slow_client",
+    "idle_streams", "event_latency",
 )  # fmt: skip
 # A benchmark lives in bench/<name>.py unless named here.
 MODULES = {"million": "library"}
@@ -37,11 +38,13 @@ the last column for scale). `bench/README.md` says what each benchmark compares;
 `make bench`, or one with `python -m bench NAME`.
 
 What a user feels: `busy_downloader`, `realistic_day`, `streaming`, `million`, `watchdog`,
-`startup` and `notify_drain`. Cost-per-operation guards, which measure the code's cost per
-operation on loopback and may lose up to a quarter when the code is made simpler, never the rows
-above: `queue_drain`, `api`, `queue_scaling` and `tick` (their before and after are under "One
-clear download path"). `bulk_retry` weighs one bulk action of an admin against the single calls
-it replaces."""
+What a user feels: `busy_downloader`, `realistic_day`, `streaming`, `million`, `watchdog`,
+`startup`, `notify_drain`, and the live events' cost: `slow_client`, `idle_streams` and
+`event_latency`. Cost-per-operation guards, which measure the code's cost per operation on
+loopback and may lose up to a quarter when the code is made simpler, never the rows above:
+`queue_drain`, `api`, `queue_scaling` and `tick` (their before and after are under "One clear
+download path"). `bulk_retry` weighs one bulk action of an admin against the single calls it
+replaces."""
 
 
 def machine() -> str:

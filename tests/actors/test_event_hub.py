@@ -1,0 +1,135 @@
+"""The events hub hands each open stream what its reader may see, in order, and only that;
+the periodic session check closes the streams of ended sessions, and only those."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import trio
+
+from actors.events import STREAM_BUFFER, EventHub, EventPublisher, Stream
+from storage.events import Audience, Event, EventStore, Viewer
+from storage.jobs import JobStore
+from storage.user_model import User
+from storage.users import Role, UserStore
+
+
+def open_stream(hub: EventHub, handle: str, *, admin: bool = False, catalog: bool = True) -> Stream:
+    stream = Stream(
+        Viewer(handle, admin=admin, catalog=catalog), f"token-{handle}", trio.CancelScope()
+    )
+    hub.join(stream)
+    return stream
+
+
+def event(event_id: int, audience: Audience, owner: str | None = None) -> Event:
+    return Event(event_id, f"e{event_id}", audience, owner, "{}")
+
+
+def received(stream: Stream) -> list[int]:
+    ids = []
+    while True:
+        try:
+            ids.append(stream.receive.receive_nowait().id)
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return ids
+
+
+async def test_each_stream_receives_its_own_requests_and_what_its_permissions_show_in_order() -> (
+    None
+):
+    hub = EventHub(0)
+    alice, bob = open_stream(hub, "alice"), open_stream(hub, "bob")
+    root = open_stream(hub, "root", admin=True)
+    guest = open_stream(hub, "guest", catalog=False)
+    hub.deliver([
+        event(1, Audience.OWNER, "alice"), event(2, Audience.ADMIN),
+        event(3, Audience.OWNER, "bob"), event(4, Audience.CATALOG),
+        event(5, Audience.OWNER, "alice"), event(6, Audience.OWNER, "root"),
+    ])  # fmt: skip
+    assert received(alice) == [1, 4, 5]
+    assert received(bob) == [3, 4]
+    assert received(root) == [2, 4, 6]
+    assert received(guest) == []
+
+
+async def test_a_changed_permission_changes_what_an_open_stream_receives() -> None:
+    hub = EventHub(0)
+    carol = open_stream(hub, "carol")
+    hub.deliver([event(1, Audience.ADMIN)])
+    hub.set_viewer(carol, Viewer("carol", admin=True, catalog=True))
+    hub.deliver([event(2, Audience.ADMIN)])
+    hub.set_viewer(carol, Viewer("carol", admin=False, catalog=False))
+    hub.deliver(
+        [event(3, Audience.ADMIN), event(4, Audience.CATALOG), event(5, Audience.OWNER, "carol")]
+    )
+    assert received(carol) == [2, 5]
+
+
+async def test_a_stream_that_fell_behind_is_dropped_and_the_others_go_on() -> None:
+    hub = EventHub(0)
+    slow, other = open_stream(hub, "slow"), open_stream(hub, "other")
+    hub.deliver([event(n, Audience.OWNER, "slow") for n in range(1, STREAM_BUFFER + 1)])
+    assert hub.dropped == 0
+    hub.deliver([event(STREAM_BUFFER + 1, Audience.CATALOG)])
+    assert hub.dropped == 1
+    assert slow not in hub.streams and other in hub.streams
+    assert slow.scope.cancel_called  # its response is ended
+    hub.deliver([event(STREAM_BUFFER + 2, Audience.OWNER, "other")])
+    assert received(other) == [STREAM_BUFFER + 1, STREAM_BUFFER + 2]
+    assert len(received(slow)) == STREAM_BUFFER  # what it had buffered, then the end
+
+
+async def test_a_closed_stream_receives_nothing_more() -> None:
+    hub = EventHub(0)
+    dave = open_stream(hub, "dave", admin=True)
+    hub.close_stream(dave)
+    hub.deliver([event(1, Audience.ADMIN), event(2, Audience.OWNER, "dave")])
+    assert received(dave) == []
+
+
+async def test_a_stream_opened_while_sessions_are_checked_stays_open(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    users = UserStore.open(tmp_path / "user.db")
+    jobs = JobStore.open(tmp_path / "server.db")
+    for handle in ("erin", "frank"):
+        user = users.create_user(handle, (Role.Regular,))
+        users.create_session(user.id, f"token-{handle}", {})
+    hub = EventHub(0)
+    check = users.session_users
+    checks: list[list[str]] = []
+    joined = threading.Event()
+
+    def slow_check(tokens: list[str]) -> dict[str, User]:
+        checks.append(tokens)
+        if len(checks) == 1:
+            joined.wait(10)  # frank's stream opens while erin's session is being checked
+        return check(tokens)
+
+    async def checks_made(count: int) -> None:
+        while len(checks) < count:  # noqa: ASYNC110 - the checks run in a worker thread
+            await trio.sleep(0.1)
+
+    users.session_users = slow_check  # type: ignore[method-assign]
+    shutdown = trio.Event()
+    publisher = EventPublisher(hub, EventStore(jobs.db), None, users, shutdown=shutdown)
+    erin = Stream(Viewer("erin", False, True), "token-erin", trio.CancelScope())
+    frank = Stream(Viewer("frank", False, True), "token-frank", trio.CancelScope())
+    hub.join(erin)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(publisher.run)
+        await checks_made(1)
+        hub.join(frank)
+        joined.set()
+        await checks_made(2)  # the first check's outcome is applied before the second starts
+        assert hub.streams == {erin, frank} and checks[0] == ["token-erin"]
+        assert checks[1] == ["token-erin", "token-frank"]
+        users.delete_session("token-frank")
+        await checks_made(4)
+        assert hub.streams == {erin}  # the next check saw frank's session gone
+        assert frank.scope.cancel_called and not erin.scope.cancel_called
+        shutdown.set()
+    users.db.close()
+    jobs.db.close()
