@@ -102,6 +102,7 @@ def print_curl_lines(api: str, shown: Shown) -> None:
     print(
         f"""
 Admin user: admin / {PASSWORD}
+Web console: open {api}/ in a browser and sign in as admin.
 
 Try it yourself (bash; paste the lines as they are):
   TOKEN=$(curl -s -X POST {api}/v1/auth/login -H 'Content-Type: application/json' \\
@@ -113,6 +114,7 @@ Try it yourself (bash; paste the lines as they are):
   curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/download/my-requests
   curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/content/album/{shown.album_id}
   curl -s -H "Authorization: Bearer $TOKEN" -o track.flac {api}/v1/content/stream/{shown.track_id}
+  curl -N -H "Authorization: Bearer $TOKEN" {api}/v1/events   # live events; Ctrl+C leaves
 """,
         flush=True,
     )
