@@ -16,9 +16,7 @@ import pytest
 import trio
 
 from fake_downloader import CatalogSpec, Knobs, build_catalog
-from storage.users import Permission, Role
-from tests.conftest import make_user
-from tests.support.live import Live, daemon, fake, until
+from tests.support.live import daemon, fake, sign_in, until
 from tests.support.sse import Reader, stream
 
 pytestmark = pytest.mark.process  # starts servers: not in `make check`
@@ -28,20 +26,6 @@ SPEC = CatalogSpec(
     image_bytes=2048,
 )  # fmt: skip
 FAKE = build_catalog(SPEC)
-
-
-async def sign_in(live: Live, handle: str) -> httpx.AsyncClient:
-    """A regular user with their own session, on the daemon of `live`."""
-    extra = (Permission.RequestContent,)
-    await trio.to_thread.run_sync(
-        partial(make_user, live.root, handle, (Role.Regular,), extra=extra)
-    )
-    client = httpx.AsyncClient(base_url=str(live.http.base_url), timeout=10)
-    login = {"user_handle": handle, "password": "secret-password"}
-    response = await client.post("/v1/auth/login", json=login)
-    assert response.status_code == 201, response.text
-    client.headers["Authorization"] = f"Bearer {response.json()['token']}"
-    return client
 
 
 async def request(client: httpx.AsyncClient, index: int) -> str:

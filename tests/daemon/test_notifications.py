@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,8 @@ from actors.notify_urls import DEFAULT_USER_SCHEMES, NotificationSettings
 from fake_downloader import CatalogSpec, Knobs, build_catalog
 from storage.files import Faults
 from storage.queue import QueueAdminStore
-from storage.users import Permission, Role
-from tests.conftest import make_user
 from tests.support.disk import full_for
-from tests.support.live import Live, daemon, fake, until
+from tests.support.live import daemon, fake, sign_in, until
 from tests.support.receiver import Receiver, receiver
 from tests.support.sse import stream
 
@@ -47,19 +44,6 @@ def settings(**extra: Any) -> NotificationSettings:
         **extra,
     }
     return NotificationSettings(**values)
-
-
-async def sign_in(live: Live, handle: str) -> httpx.AsyncClient:
-    extra = (Permission.RequestContent,)
-    await trio.to_thread.run_sync(
-        partial(make_user, live.root, handle, (Role.Regular,), extra=extra)
-    )
-    client = httpx.AsyncClient(base_url=str(live.http.base_url), timeout=20)
-    login = {"user_handle": handle, "password": "secret-password"}
-    response = await client.post("/v1/auth/login", json=login)
-    assert response.status_code == 201, response.text
-    client.headers["Authorization"] = f"Bearer {response.json()['token']}"
-    return client
 
 
 async def request(client: httpx.AsyncClient, index: int) -> str:

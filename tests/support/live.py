@@ -24,7 +24,7 @@ from daemon.root import Root
 from daemon.wiring import run_daemon
 from fake_downloader import CatalogSpec, Knobs, build_catalog, serve
 from storage.files import Faults, no_faults
-from storage.users import Role
+from storage.users import Permission, Role
 from tests.conftest import FAST_HASHER, make_user
 from tests.reliability.harness import ADMIN, ADMIN_PASSWORD, DM_DEFAULTS, TERMINAL
 from tests.reliability.invariants import audit_entries, check_settled
@@ -149,3 +149,16 @@ async def until(condition: Callable[[], bool], within: float) -> None:
             if condition():
                 return
             await trio.sleep(0.02)
+
+
+async def sign_in(live: Live, handle: str) -> httpx.AsyncClient:
+    """A new regular user who may request albums, signed in with a client of their own (the
+    caller closes it)."""
+    roles, extra = (Role.Regular,), (Permission.RequestContent,)
+    await trio.to_thread.run_sync(partial(make_user, live.root, handle, roles, extra=extra))
+    client = httpx.AsyncClient(base_url=str(live.http.base_url), timeout=20)
+    login = {"user_handle": handle, "password": "secret-password"}
+    response = await client.post("/v1/auth/login", json=login)
+    assert response.status_code == 201, response.text
+    client.headers["Authorization"] = f"Bearer {response.json()['token']}"
+    return client
