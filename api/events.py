@@ -30,7 +30,7 @@ from api.context import root
 from api.errors import ApiError
 from api.openapi import media
 from api.schemas import Query
-from storage.events import Event, EventStore, Viewer
+from storage.events import Event, EventStore
 
 blueprint = Blueprint("events", __name__)
 
@@ -102,9 +102,13 @@ async def _body(
             yield _message("resync", {"last_event_id": window.newest}, window.newest)
         elif last is not None:
             sent = last
-            async for old in _replay(store, stream.viewer, last):
-                sent = old.id
-                yield old.sse()
+            while True:  # the stored events after `last`, a page per read
+                page = await store.db.run(store.after, sent, stream.viewer, REPLAY_PAGE)
+                for old in page:
+                    sent = old.id
+                    yield old.sse()
+                if len(page) < REPLAY_PAGE:
+                    break
         while True:
             event: Event | None = None
             with trio.move_on_after(KEEPALIVE_S):
@@ -118,16 +122,6 @@ async def _body(
         return  # the hub closed the stream
     finally:
         hub.close_stream(stream)
-
-
-async def _replay(store: EventStore, viewer: Viewer, after: int) -> AsyncIterator[Event]:
-    while True:
-        page = await store.db.run(store.after, after, viewer, REPLAY_PAGE)
-        for event in page:
-            yield event
-        if len(page) < REPLAY_PAGE:
-            return
-        after = page[-1].id
 
 
 class StreamScopes:
