@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from storage.users import (
     UserStore,
     check_handle,
     check_password,
+    hash_token,
     parse_permission,
     parse_role,
 )
@@ -214,3 +216,31 @@ def test_role_and_permission_names_parse_case_insensitively() -> None:
     for bad in ("9", "Request Content", ""):
         with pytest.raises(UnknownPermission):
             parse_permission(bad)
+
+
+def test_the_event_streams_check_every_session_at_once(store: UserStore) -> None:
+    alice = store.create_user("alice", (Role.Regular,))
+    bob = store.create_user("bob", (Role.Admin,))
+    for n in range(3):
+        store.create_session(alice.id, f"alice-{n}", NO_DEVICE)
+    store.create_session(bob.id, "bob-0", NO_DEVICE)
+    store.create_session(bob.id, "bob-old", NO_DEVICE)
+    month_ago = int(time.time()) - 31 * 86400
+    day_ago = int(time.time()) - 86400
+    with store.db.write() as conn:
+        conn.execute("UPDATE sessions SET last_used_at = ?", (day_ago,))
+        conn.execute(
+            "UPDATE sessions SET last_used_at = ? WHERE token_hash = ?",
+            (month_ago, hash_token("bob-old")),
+        )
+    store.delete_session("alice-2")
+    found = store.session_users(["alice-0", "alice-1", "alice-2", "bob-0", "bob-old", "nobody"])
+    assert {token: user.handle for token, user in found.items()} == {
+        "alice-0": "alice", "alice-1": "alice", "bob-0": "bob"
+    }  # fmt: skip
+    assert Permission.ViewAnalytics in found["bob-0"].permissions
+    with store.db.read() as conn:
+        touched = conn.execute(
+            "SELECT COUNT(*) FROM sessions WHERE last_used_at > ?", (day_ago,)
+        ).fetchone()[0]
+    assert touched == 3  # the live sessions a day stale were touched; the expired one was not
