@@ -28,6 +28,15 @@ from quart_schema import document_response, validate_querystring
 from actors.failures import DownloaderError, DownloaderNotFound
 from actors.messages import WakeProcessor, offer
 from api.auth import current_user, requires
+from api.bodies import (
+    DiscographyAnswer,
+    DiscographyRequested,
+    LimitsAnswer,
+    MyRequests,
+    QueueItem,
+    QueueItemWithChildren,
+    SearchAnswer,
+)
 from api.context import downloads_route, require_downloads, root
 from api.errors import ApiError
 from api.openapi import CONTENT_ID, IMAGE_ID, AlbumRequested, answers, media, path_schemas
@@ -149,6 +158,7 @@ def _accepted(kind: str) -> None:
 
 
 @blueprint.get("/search")
+@document_response(SearchAnswer)
 @answers(502)
 @requires(Permission.RequestContent)
 @downloads_route
@@ -161,6 +171,7 @@ async def search(query_args: SearchQuery) -> dict[str, Any]:
 
 
 @blueprint.get("/search/discography/<path:artist_id>")
+@document_response(DiscographyAnswer)
 @answers(404, 502)
 @path_schemas(artist_id=CONTENT_ID)
 @requires(Permission.RequestContent)
@@ -220,6 +231,7 @@ async def request_album(data: AlbumRequestBody) -> tuple[dict[str, Any], int]:
 
 
 @blueprint.post("/request/discography")
+@document_response(DiscographyRequested, 201)
 @answers(201, 404, 429, 502)
 @requires(Permission.RequestContent)
 @downloads_route
@@ -249,6 +261,7 @@ async def request_discography(data: DiscographyRequestBody) -> tuple[dict[str, A
 
 
 @blueprint.get("/my-requests")
+@document_response(MyRequests)
 @requires(Permission.RequestContent)
 @downloads_route
 @validate_querystring(MyRequestsQuery)
@@ -263,6 +276,7 @@ async def my_requests(query_args: MyRequestsQuery) -> Response:
 
 
 @blueprint.get(REQUEST_ITEM)
+@document_response(QueueItemWithChildren)
 @answers(404)
 @requires(Permission.RequestContent)
 @downloads_route
@@ -275,6 +289,7 @@ async def request_detail(item_id: str) -> dict[str, Any]:
 
 
 @blueprint.delete(REQUEST_ITEM)
+@document_response(QueueItem)
 @answers(404, 409)
 @requires(Permission.RequestContent)
 @downloads_route
@@ -296,6 +311,7 @@ async def cancel_request(item_id: str) -> dict[str, Any]:
 
 
 @blueprint.get("/limits")
+@document_response(LimitsAnswer)
 @requires(Permission.RequestContent)
 @downloads_route
 async def limits() -> Response:

@@ -21,10 +21,20 @@ from typing import Any
 
 from pydantic import Field
 from quart import Blueprint
-from quart_schema import validate_querystring
+from quart_schema import document_response, validate_querystring
 
 from actors.messages import Hook, HookFired, WakeProcessor, offer
 from api.auth import current_user, requires
+from api.bodies import (
+    Activity,
+    AuditPage,
+    ItemHistory,
+    ItemPage,
+    PauseState,
+    QueueItem,
+    QueueStats,
+    Resumed,
+)
 from api.context import downloads_route, require_downloads, root
 from api.download import Text
 from api.errors import ApiError
@@ -82,6 +92,7 @@ class AuditQuery(TimeRangeQuery):
 
 
 @blueprint.get("/stats")
+@document_response(QueueStats)
 @requires(Permission.ViewAnalytics)
 @downloads_route
 async def stats() -> dict[str, Any]:
@@ -90,6 +101,7 @@ async def stats() -> dict[str, Any]:
 
 
 @blueprint.get("/failed")
+@document_response(ItemPage)
 @requires(Permission.ViewAnalytics)
 @downloads_route
 @validate_querystring(PageQuery)
@@ -101,6 +113,7 @@ async def failed(query_args: PageQuery) -> dict[str, Any]:
 
 
 @blueprint.post("/retry/<item_id>")
+@document_response(QueueItem)
 @answers(404, 409)
 @requires(Permission.EditCatalog)
 @downloads_route
@@ -115,6 +128,7 @@ async def retry(item_id: str) -> dict[str, Any]:
 
 
 @blueprint.delete("/item/<item_id>")
+@document_response(QueueItem)
 @answers(404, 409)
 @requires(Permission.EditCatalog)
 @downloads_route
@@ -138,6 +152,7 @@ async def cancel_item(item_id: str) -> dict[str, Any]:
 
 
 @blueprint.post("/pause")
+@document_response(PauseState)
 @requires(Permission.EditCatalog)
 @downloads_route
 @json_body(PauseBody, optional=True)
@@ -150,6 +165,7 @@ async def pause(data: PauseBody) -> dict[str, Any]:
 
 
 @blueprint.post("/resume")
+@document_response(Resumed)
 @requires(Permission.EditCatalog)
 @downloads_route
 async def resume() -> dict[str, Any]:
@@ -162,6 +178,7 @@ async def resume() -> dict[str, Any]:
 
 
 @blueprint.get("/activity")
+@document_response(Activity)
 @requires(Permission.ViewAnalytics)
 @downloads_route
 @validate_querystring(ActivityQuery)
@@ -171,6 +188,7 @@ async def activity(query_args: ActivityQuery) -> dict[str, Any]:
 
 
 @blueprint.get("/requests")
+@document_response(ItemPage)
 @requires(Permission.ViewAnalytics)
 @downloads_route
 @validate_querystring(RequestsQuery)
@@ -191,6 +209,7 @@ async def requests(query_args: RequestsQuery) -> dict[str, Any]:
 
 
 @blueprint.get("/audit")
+@document_response(AuditPage)
 @requires(Permission.ViewAnalytics)
 @downloads_route
 @validate_querystring(AuditQuery)
@@ -211,6 +230,7 @@ async def audit(query_args: AuditQuery) -> dict[str, Any]:
 
 
 @blueprint.get("/audit/item/<item_id>")
+@document_response(ItemHistory)
 @answers(404)
 @requires(Permission.ViewAnalytics)
 @downloads_route
@@ -223,6 +243,7 @@ async def audit_item(item_id: str) -> dict[str, Any]:
 
 
 @blueprint.get("/audit/user/<handle>")
+@document_response(AuditPage)
 @requires(Permission.ViewAnalytics)
 @downloads_route
 @validate_querystring(TimeRangeQuery)

@@ -22,9 +22,11 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field
 from quart import Blueprint
+from quart_schema import document_response
 
 from actors.messages import Hook, HookFired, WakeProcessor, offer
 from api.auth import current_user, requires
+from api.bodies import BulkOutcome, QueueItem
 from api.context import downloads_route, require_downloads, root
 from api.download import Text
 from api.download_admin import MAX_TIME
@@ -103,6 +105,7 @@ class BulkBody(StrictBody):
 
 
 @blueprint.patch("/item/<item_id>")
+@document_response(QueueItem)
 @answers(404, 409)
 @requires(Permission.EditCatalog)
 @downloads_route
@@ -118,6 +121,7 @@ async def set_priority(item_id: str, data: PriorityBody) -> dict[str, Any]:
 
 
 @blueprint.post("/bulk")
+@document_response(BulkOutcome)
 @requires(Permission.EditCatalog)
 @downloads_route
 @json_body(BulkBody)

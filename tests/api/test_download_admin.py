@@ -24,6 +24,7 @@ from daemon.services import close_root
 from storage.queue import AuditEvent, now
 from storage.users import Permission, Role
 from tests.conftest import login, make_user, open_test_root
+from tests.support.openapi import assert_documented
 from tests.support.queue_rows import audit, cid, insert
 
 ADMIN = "/v1/download/admin"
@@ -315,6 +316,55 @@ async def test_routes_are_in_the_openapi_document(client: Any) -> None:
         f"{ADMIN}/retry/{{item_id}}",
         f"{ADMIN}/audit/user/{{handle}}",
     }
+
+
+async def test_answers_with_items_in_every_state_are_as_the_document_says(
+    root: Root, client: Any, admin_headers: dict[str, str]
+) -> None:
+    """Items in every state, with children, failures, waits and audit details, and the queue
+    paused: each admin answer is valid against its route's schema in /openapi.json."""
+    db, t = root.downloads.queue_admin.db, now()
+    album = insert(db, status="FAILED", children_created=1, error_type="not_found",
+                   error_message="1 of 2 failed", requested_by="alice", completed_at=t,
+                   content_name="One", artist_name="Band")  # fmt: skip
+    insert(db, parent_id=album, status="FAILED", content_type="TRACK_AUDIO", error_type="parse",
+           completed_at=t)  # fmt: skip
+    working = insert(db, status="IN_PROGRESS", children_created=1, started_at=t - 60,
+                     content_id=cid(1), requested_by="alice")  # fmt: skip
+    insert(db, parent_id=working, status="RETRY_WAITING", content_type="TRACK_AUDIO",
+           error_type="rate_limited", next_retry_at=t + 60, content_id=cid(2))  # fmt: skip
+    insert(db, parent_id=working, status="COMPLETED", content_type="ALBUM_IMAGE",
+           content_id="c0" * 20, bytes_downloaded=10, processing_duration_ms=5,
+           completed_at=t)  # fmt: skip
+    pending = insert(db, status="PENDING", content_id=cid(3), request_source="WATCHDOG")
+    audit(db, AuditEvent.DOWNLOAD_COMPLETED, album, t, details={"bytes": 10})
+    audit(db, AuditEvent.REQUEST_CREATED, pending, t)
+
+    async def check(method: str, route: str, path: str, body: Any = None) -> Any:
+        response = await client.open(ADMIN + path, method=method, headers=admin_headers, json=body)
+        assert response.status_code == 200, await response.get_data()
+        answer = await response.get_json()
+        await assert_documented(client, method, ADMIN + route, 200, answer)
+        return answer
+
+    paused = await check("POST", "/pause", "/pause", {"reason": "maintenance"})
+    assert paused["reason"] == "maintenance"
+    stats = await check("GET", "/stats", "/stats")
+    assert stats["paused"]["paused_by"] == "admin"
+    listed = await check("GET", "/requests", "/requests")
+    assert listed["total"] == 6
+    assert {i["wait"]["reason"] for i in listed["items"] if i["wait"]} >= {"paused"}
+    assert (await check("GET", "/failed", "/failed"))["items"][0]["failure"]["hint"]
+    await check("GET", "/activity", "/activity?hours=2")
+    await check("GET", "/audit", "/audit")
+    await check("GET", "/audit/user/{handle}", "/audit/user/admin")
+    await check("GET", "/audit/item/{item_id}", f"/audit/item/{album}")
+    await check("PATCH", "/item/{item_id}", f"/item/{pending}", {"priority": 1})
+    await check("POST", "/retry/{item_id}", f"/retry/{album}")
+    await check("POST", "/resume", "/resume")
+    await check("DELETE", "/item/{item_id}", f"/item/{working}")
+    bulk = {"action": "cancel", "filter": {"user": "alice"}, "dry_run": True}
+    await check("POST", "/bulk", "/bulk", bulk)
 
 
 # -- a 100,000-track scan must not stall the API ----------------------------------------------

@@ -28,6 +28,7 @@ from storage.queue import ErrorType, RequestStore, now
 from storage.queue.model import FAILURES
 from storage.users import Permission, Role
 from tests.conftest import login, make_user, open_test_root
+from tests.support.openapi import assert_documented
 
 ARTIST = "ArtistArtistArtistAr01"
 CATALOG_ALBUM = synthetic_id("L", 0)
@@ -613,6 +614,52 @@ async def test_disabled_download_manager_answers_503_after_auth(
             }  # fmt: skip
     finally:
         close_root(root)
+
+
+async def test_answers_are_as_the_document_says(
+    client: Any, alice: dict[str, str], root: Root, wake: Any
+) -> None:
+    """Search results, requests with children, failures and limits: each answer is valid
+    against its route's schema in /openapi.json."""
+    base = "/v1/download"
+
+    async def check(route: str, response: Any) -> Any:
+        """A GET's answer, checked against the document."""
+        assert response.status_code == 200, await response.get_data()
+        answer = await response.get_json()
+        await assert_documented(client, "GET", base + route, 200, answer)
+        return answer
+
+    await check("/search", await client.get(f"{base}/search?q=pictures", headers=alice))
+    await check(
+        "/search/discography/{artist_id}",
+        await client.get(f"{base}/search/discography/{ARTIST}", headers=alice),
+    )
+    mine = (await (await request_album(client, alice, ALBUMS[0])).get_json())["request_id"]
+    add_child(root, mine)
+    body = {"artist_id": ARTIST, "artist_name": "Band"}
+    r = await client.post(f"{base}/request/discography", headers=alice, json=body)
+    answer = await r.get_json()
+    assert r.status_code == 201 and answer["skipped"]
+    await assert_documented(client, "POST", f"{base}/request/discography", 201, answer)
+    failed = answer["request_ids"][0]
+    with store(root).db.write() as conn:
+        conn.execute(
+            "UPDATE queue_items SET status = 'FAILED', error_type = 'timeout' WHERE id = ?",
+            (failed,),
+        )
+    item = await check(
+        "/request/{item_id}", await client.get(f"{base}/request/{mine}", headers=alice)
+    )
+    assert item["children"] and item["progress"]
+    page = await check("/my-requests", await client.get(f"{base}/my-requests", headers=alice))
+    assert any(i["failure"] for i in page["requests"])
+    await check("/limits", await client.get(f"{base}/limits", headers=alice))
+    r = await client.delete(f"{base}/request/{mine}", headers=alice)
+    assert r.status_code == 200
+    await assert_documented(
+        client, "DELETE", f"{base}/request/{{item_id}}", 200, await r.get_json()
+    )
 
 
 async def test_openapi_documents_the_user_routes(client: Any) -> None:
