@@ -50,11 +50,6 @@ def config(tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-def wake_channel() -> tuple[Any, trio.MemoryReceiveChannel[WakeProcessor]]:
-    return trio.open_memory_channel[WakeProcessor](1)
-
-
-@pytest.fixture
 def root(config: Config, wake_channel: Any) -> Iterator[Root]:
     """The root whose wake-up channel `wakes` reads."""
     root = open_test_root(config, wake=wake_channel[0])

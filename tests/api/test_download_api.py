@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import trio
 
 from actors.downloader import DownloaderClient
 from actors.messages import WakeProcessor
@@ -102,11 +101,6 @@ def config(tmp_path: Path) -> Config:
 @pytest.fixture
 def upstream() -> Upstream:
     return Upstream()
-
-
-@pytest.fixture
-def wake_channel() -> tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]]:
-    return trio.open_memory_channel[Any](1)
 
 
 @pytest.fixture

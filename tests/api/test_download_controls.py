@@ -35,11 +35,6 @@ def config(tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-def wake_channel() -> tuple[Any, trio.MemoryReceiveChannel[WakeProcessor]]:
-    return trio.open_memory_channel[WakeProcessor](1)
-
-
-@pytest.fixture
 def inbox_channel() -> tuple[Any, trio.MemoryReceiveChannel[SchedulerMessage]]:
     return trio.open_memory_channel[SchedulerMessage](8)
 

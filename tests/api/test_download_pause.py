@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
 from actors.messages import WakeProcessor
 from daemon.config import Config, DownloadManagerConfig
@@ -32,11 +31,6 @@ def config(tmp_path: Path) -> Config:
         downloader_url="http://127.0.0.1:9",
         download_manager=DownloadManagerConfig(),
     )
-
-
-@pytest.fixture
-def wake_channel() -> tuple[Any, trio.MemoryReceiveChannel[WakeProcessor]]:
-    return trio.open_memory_channel[WakeProcessor](1)
 
 
 @pytest.fixture
