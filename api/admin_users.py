@@ -24,21 +24,30 @@ from typing import Annotated, Any, TypeVar
 import trio
 from pydantic import Field
 from quart import Blueprint, Response, jsonify
+from quart_schema import document_response
 
 from actors.messages import Hook, HookFired, SchedulerMessage
 from api.auth import requires
+from api.bodies_admin import UserInfo, UserList
 from api.context import root
 from api.errors import ApiError
 from api.openapi import answers, path_schemas
-from api.schemas import StrictBody, json_body
+from api.schemas import (
+    HANDLE,
+    PERMISSION,
+    ROLE,
+    Handle,
+    PermissionName,
+    RoleName,
+    StrictBody,
+    json_body,
+)
 from storage.users import (
-    HANDLE_RE,
     PASSWORD_MAX,
     PASSWORD_MIN,
     InvalidHandle,
     InvalidPassword,
     Permission,
-    Role,
     UnknownPermission,
     UnknownRole,
     UnknownUser,
@@ -65,18 +74,10 @@ ERRORS: dict[type[UserError], tuple[int, str]] = {
     UnknownPermission: (400, "UNKNOWN_PERMISSION"),
 }
 
-
-# What the handlers check (400 otherwise), as the OpenAPI document states it; the checks stay
-# in `storage.users`, whose messages and codes these do not replace.
-HANDLE = {"pattern": f"^{HANDLE_RE.pattern}$"}
-ROLE = {"enum": [role.value for role in Role]}
-PERMISSION = {"enum": [permission.name for permission in Permission]}
-Handle = Annotated[str, Field(json_schema_extra=HANDLE)]
+# What `check_password` accepts (400 otherwise), as the OpenAPI document states it.
 Password = Annotated[
     str, Field(json_schema_extra={"minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX})
 ]
-RoleName = Annotated[str, Field(json_schema_extra=ROLE)]
-PermissionName = Annotated[str, Field(json_schema_extra=PERMISSION)]
 
 
 class CreateUserBody(StrictBody):
@@ -126,6 +127,7 @@ def fire_user_created(inbox: trio.MemorySendChannel[SchedulerMessage]) -> None:
 
 
 @blueprint.post("")
+@document_response(UserInfo, 201)
 @answers(201, 409)
 @requires(Permission.ManagePermissions)
 @json_body(CreateUserBody)
@@ -148,6 +150,7 @@ async def create_user(data: CreateUserBody) -> tuple[Response, int]:
 
 
 @blueprint.get("")
+@document_response(UserList)
 @requires(Permission.ManagePermissions)
 async def list_users() -> Response:
     users = root().users
@@ -167,6 +170,7 @@ async def apply_change(
 
 
 @blueprint.post("/<handle>/roles")
+@document_response(UserInfo)
 @answers(404)
 @path_schemas(handle=HANDLE)
 @requires(Permission.ManagePermissions)
@@ -176,6 +180,7 @@ async def add_role(handle: str, data: RoleBody) -> Response:
 
 
 @blueprint.delete("/<handle>/roles/<role>")
+@document_response(UserInfo)
 @answers(404)
 @path_schemas(handle=HANDLE, role=ROLE)
 @requires(Permission.ManagePermissions)
@@ -184,6 +189,7 @@ async def remove_role(handle: str, role: str) -> Response:
 
 
 @blueprint.post("/<handle>/permissions")
+@document_response(UserInfo)
 @answers(404)
 @path_schemas(handle=HANDLE)
 @requires(Permission.ManagePermissions)
@@ -194,6 +200,7 @@ async def add_permission(handle: str, data: PermissionBody) -> Response:
 
 
 @blueprint.delete("/<handle>/permissions/<permission>")
+@document_response(UserInfo)
 @answers(404)
 @path_schemas(handle=HANDLE, permission=PERMISSION)
 @requires(Permission.ManagePermissions)

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from quart import Response, g, request, send_from_directory
-from quart_schema import APIKeySecurityScheme, HttpSecurityScheme, Info, QuartSchema, hide
+from quart_schema import (
+    APIKeySecurityScheme,
+    HttpSecurityScheme,
+    Info,
+    QuartSchema,
+    document_response,
+    hide,
+)
 from quart_trio import QuartTrio
 
 from api import (
@@ -38,7 +45,7 @@ from api.client import current_client
 from api.context import install
 from api.converters import CONVERTERS
 from api.errors import register_error_handlers
-from api.openapi import BEARER, SESSION, SESSION_SECURITY, ApiDocument
+from api.openapi import BEARER, SESSION, SESSION_SECURITY, ApiDocument, OpenApiDocument
 from api.text import check_url
 from api.throttle import LoginThrottle
 from daemon.health import VERSION
@@ -116,13 +123,15 @@ def create_app(root: Root, *, throttle: LoginThrottle | None = None) -> QuartTri
     _serve_frontend(app, root.config.frontend_dir_path or CONSOLE_DIR)
     _observe_requests(app, root)
     _check_public_urls(app)
-    # quart-schema's view is a bound method; wrap it to carry the declaration.
+    # quart-schema's view is a bound method; wrap it to carry the declarations.
     openapi_view = app.view_functions["openapi"]
 
+    @public
+    @document_response(OpenApiDocument)
     async def openapi_document() -> Any:
         return await app.ensure_async(openapi_view)()
 
-    app.view_functions["openapi"] = public(openapi_document)
+    app.view_functions["openapi"] = openapi_document
     check_route_permissions(app)
     app.asgi_app = events.StreamScopes(app.asgi_app)  # type: ignore[method-assign]
     return app

@@ -5,7 +5,8 @@ queue's stores (`storage.queue.model.item_json`, `storage.queue.reads.shape`) an
 as they are; these models describe them in `/openapi.json`, and the fuzzer checks the answers
 against them (tests/security/test_fuzz_openapi.py). Every body is open (pydantic's default:
 unknown fields allowed), so a field added later does not break a client validating with the
-document. A field is nullable exactly where the code can answer null.
+document. A field is nullable exactly where the code can answer null. The other areas' bodies
+follow the same rules: `api.bodies_catalog`, `api.bodies_admin`, `api.bodies_notifications`.
 """
 
 from __future__ import annotations

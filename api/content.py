@@ -22,8 +22,10 @@ from typing import Any
 
 import trio
 from quart import Blueprint, Response, current_app, jsonify, request
+from quart_schema import document_response
 
 from api.auth import requires
+from api.bodies_catalog import Album, Artist, Track
 from api.context import root
 from api.errors import ApiError
 from api.openapi import CONTENT_ID, IMAGE_ID, answers, media, path_schemas
@@ -162,6 +164,7 @@ async def _send_file(path: Path, mimetype: str, what: str) -> Response:
 
 
 @blueprint.get("/artist/<path:artist_id>")
+@document_response(Artist)
 @answers(404)
 @path_schemas(artist_id=CONTENT_ID)
 @requires(Permission.AccessCatalog)
@@ -170,6 +173,7 @@ async def artist(artist_id: str) -> Response:
 
 
 @blueprint.get("/album/<path:album_id>")
+@document_response(Album)
 @answers(404)
 @path_schemas(album_id=CONTENT_ID)
 @requires(Permission.AccessCatalog)
@@ -178,6 +182,7 @@ async def album(album_id: str) -> Response:
 
 
 @blueprint.get("/track/<path:track_id>")
+@document_response(Track)
 @answers(404)
 @path_schemas(track_id=CONTENT_ID)
 @requires(Permission.AccessCatalog)

@@ -15,11 +15,12 @@ from typing import Any
 import trio
 from pydantic import Field
 from quart import Blueprint, Response, jsonify
-from quart_schema import validate_querystring
+from quart_schema import document_response, validate_querystring
 
 from actors.jobs.base import JobSpec, Schedule
 from actors.messages import CancelJob, TriggerJob, ask
 from api.auth import requires
+from api.bodies_admin import JobCancelled, JobHistory, JobInfo, JobList, JobTriggered
 from api.context import root
 from api.errors import ApiError
 from api.openapi import answers
@@ -118,6 +119,7 @@ def _refusal(answer: str, job_id: str) -> ApiError:
 
 
 @blueprint.get("/v1/admin/jobs")
+@document_response(JobList)
 @requires(Permission.ServerAdmin)
 async def list_jobs() -> Response:
     jobs = root().scheduler.view.jobs()
@@ -127,6 +129,7 @@ async def list_jobs() -> Response:
 
 
 @blueprint.get("/v1/admin/jobs/<job_id>")
+@document_response(JobInfo)
 @answers(404)
 @requires(Permission.ServerAdmin)
 async def get_job(job_id: str) -> Response:
@@ -136,6 +139,7 @@ async def get_job(job_id: str) -> Response:
 
 
 @blueprint.post("/v1/admin/jobs/<job_id>/trigger")
+@document_response(JobTriggered, 202)
 @answers(202, 404, 409, 503)
 @requires(Permission.ServerAdmin)
 async def trigger_job(job_id: str) -> tuple[Response, int]:
@@ -147,6 +151,7 @@ async def trigger_job(job_id: str) -> tuple[Response, int]:
 
 
 @blueprint.post("/v1/admin/jobs/<job_id>/cancel")
+@document_response(JobCancelled, 202)
 @answers(202, 404, 409, 503)
 @requires(Permission.ServerAdmin)
 async def cancel_job(job_id: str) -> tuple[Response, int]:
@@ -158,6 +163,7 @@ async def cancel_job(job_id: str) -> tuple[Response, int]:
 
 
 @blueprint.get("/v1/admin/jobs/<job_id>/history")
+@document_response(JobHistory)
 @answers(404)
 @requires(Permission.ServerAdmin)
 @validate_querystring(HistoryQuery)

@@ -15,9 +15,10 @@ from typing import Any
 
 from pydantic import Field
 from quart import Blueprint, Response, jsonify
-from quart_schema import validate_querystring
+from quart_schema import document_response, validate_querystring
 
 from api.auth import current_user, requires
+from api.bodies_catalog import ListeningRecorded, Popular
 from api.context import root
 from api.errors import ApiError
 from api.jobs import rfc3339
@@ -45,6 +46,7 @@ class PopularQuery(Query):
 
 
 @blueprint.post("/v1/user/listening")
+@document_response(ListeningRecorded, 201)
 @answers(201, 404)
 @requires(Permission.AccessCatalog)
 @json_body(ListeningBody)
@@ -73,6 +75,7 @@ def _limit(value: int | None) -> int:
 
 
 @blueprint.get("/v1/content/popular")
+@document_response(Popular)
 @requires(Permission.AccessCatalog)
 @validate_querystring(PopularQuery)
 async def popular(query_args: PopularQuery) -> Response:

@@ -16,10 +16,17 @@ from typing import Any
 import trio
 from pydantic import ConfigDict, Field
 from quart import Blueprint, Response, jsonify
-from quart_schema import validate_querystring
+from quart_schema import document_response, validate_querystring
 
 from actors.notify_urls import MAX_URL_LENGTH, MAX_URLS, BadTarget, check_user_url, masked, send
 from api.auth import current_user, requires
+from api.bodies_notifications import (
+    FailedNotifications,
+    Inbox,
+    InboxMarked,
+    NotificationTargets,
+    TargetChecks,
+)
 from api.context import downloads_route, require_downloads, root
 from api.download import MAX_OFFSET
 from api.errors import ApiError
@@ -73,6 +80,7 @@ def _shown(urls: list[str], events: list[str]) -> dict[str, Any]:
 
 
 @blueprint.get("/v1/user/notifications")
+@document_response(NotificationTargets)
 @requires()
 async def get_settings() -> Response:
     users = root().users
@@ -81,6 +89,7 @@ async def get_settings() -> Response:
 
 
 @blueprint.put("/v1/user/notifications")
+@document_response(NotificationTargets)
 @requires()
 @json_body(SettingsBody)
 async def put_settings(data: SettingsBody) -> Response:
@@ -103,6 +112,7 @@ async def put_settings(data: SettingsBody) -> Response:
 
 
 @blueprint.post("/v1/user/notifications/test")
+@document_response(TargetChecks)
 @answers(409)
 @requires()
 async def test_settings() -> Response:
@@ -126,6 +136,7 @@ async def test_settings() -> Response:
 
 
 @blueprint.get("/v1/user/inbox")
+@document_response(Inbox)
 @requires()
 @downloads_route
 @validate_querystring(InboxQuery)
@@ -138,6 +149,7 @@ async def inbox(query_args: InboxQuery) -> Response:
 
 
 @blueprint.post("/v1/user/inbox/read")
+@document_response(InboxMarked)
 @requires()
 @downloads_route
 @json_body(ReadBody)
@@ -152,6 +164,7 @@ async def mark_read(data: ReadBody) -> Response:
 
 
 @blueprint.get("/v1/admin/notifications/failed")
+@document_response(FailedNotifications)
 @requires(Permission.ServerAdmin)
 @downloads_route
 @validate_querystring(PageQuery)

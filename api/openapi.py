@@ -250,6 +250,15 @@ class LogoutAnswer(BaseModel):
     status: Literal["logged_out"]
 
 
+class OpenApiDocument(BaseModel):
+    """This document: OpenAPI 3.1, generated from the routes' declarations."""
+
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, dict[str, Any]]
+    components: dict[str, Any]
+
+
 class AlbumRequested(BaseModel):
     """The album is queued."""
 

@@ -22,6 +22,7 @@ from quart_schema import validate_request
 from api.errors import ApiError
 from api.text import check_json_text, decode_json
 from storage.ids import CONTENT_ID_PATTERN
+from storage.users import HANDLE_RE, Permission, Role
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 # Marks a view whose body may be left out (`json_body(optional=True)`), for the OpenAPI document.
@@ -31,6 +32,16 @@ OPTIONAL_BODY_ATTR = "optional_body"
 # A content id in a body, checked by the handler (400 `INVALID_ID`); the pattern is for the
 # OpenAPI document, so a generated client or a fuzzer sends a well-formed one.
 ContentId = Annotated[str, Field(json_schema_extra={"pattern": CONTENT_ID_PATTERN})]
+
+# A handle, a role name and a permission name as `storage.users` checks them (400 otherwise),
+# stated for the document; those checks keep their own messages and codes. Answers name
+# permissions the same way.
+HANDLE = {"pattern": f"^{HANDLE_RE.pattern}$"}
+ROLE = {"enum": [role.value for role in Role]}
+PERMISSION = {"enum": [permission.name for permission in Permission]}
+Handle = Annotated[str, Field(json_schema_extra=HANDLE)]
+RoleName = Annotated[str, Field(json_schema_extra=ROLE)]
+PermissionName = Annotated[str, Field(json_schema_extra=PERMISSION)]
 
 
 class StrictBody(BaseModel):

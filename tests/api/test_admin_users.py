@@ -13,6 +13,7 @@ from actors.messages import Hook, HookFired
 from daemon.root import Root, SchedulerHandle
 from storage.users import Permission, Role
 from tests.conftest import login, make_user, serve
+from tests.support.openapi import assert_documented
 
 USERS = "/v1/admin/users"
 # Every route of the blueprint with a body it would accept.
@@ -304,3 +305,29 @@ async def test_a_full_or_closed_scheduler_channel_does_not_fail_creation(
 async def test_create_is_in_the_openapi_document(client: Any) -> None:
     paths = (await (await client.get("/openapi.json")).get_json())["paths"]
     assert USERS in paths
+
+
+async def test_answers_are_as_the_document_says(client: Any, admin_headers: dict[str, str]) -> None:
+    """Users with and without a password, roles and extra permissions: each answer is valid
+    against its route's schema in /openapi.json."""
+
+    async def check(method: str, route: str, path: str, body: Any, status: int = 200) -> Any:
+        response = await send(client, method, path, body, admin_headers)
+        assert response.status_code == status, await response.get_data()
+        answer = await response.get_json()
+        await assert_documented(client, method, USERS + route, status, answer)
+        return answer
+
+    bob = {"user_handle": "bob", "password": "long-enough", "roles": ["Admin", "Regular"]}
+    assert (await check("POST", "", USERS, bob, 201))["has_password"] is True
+    bare = await check("POST", "", USERS, {"user_handle": "nobody", "roles": []}, 201)
+    assert (bare["roles"], bare["permissions"], bare["has_password"]) == ([], [], False)
+    granted = await check("POST", "/{handle}/permissions", f"{USERS}/nobody/permissions",
+                          {"permission": "ServerAdmin"})  # fmt: skip
+    assert granted["extra_permissions"] == ["ServerAdmin"]
+    await check("POST", "/{handle}/roles", f"{USERS}/nobody/roles", {"role": "Regular"})
+    await check("DELETE", "/{handle}/roles/{role}", f"{USERS}/bob/roles/Admin", None)
+    await check("DELETE", "/{handle}/permissions/{permission}",
+                f"{USERS}/nobody/permissions/ServerAdmin", None)  # fmt: skip
+    listed = await check("GET", "", USERS, None)
+    assert [u["user_handle"] for u in listed["users"]] == ["admin", "bob", "nobody"]

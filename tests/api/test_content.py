@@ -13,13 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api.app import create_app
-from bench.seed import synthetic_bundles
+from bench.seed import synthetic_bundles, synthetic_id
 from daemon.config import Config
 from daemon.root import Root
 from daemon.services import close_root
 from storage import files
+from storage.catalog import AlbumBundle, AlbumRecord, DiscRecord, TrackRecord
 from storage.queue import ContentType, ErrorType
 from tests.conftest import login, make_user, open_test_root
+from tests.support.openapi import assert_documented
 from tests.support.queue_rows import BASE, insert
 
 AUDIO = bytes(range(256)) * 40  # 10,240 distinct-ish bytes, so a wrong offset shows
@@ -167,6 +169,54 @@ async def test_tracks_the_watchdog_gave_up_on_are_unavailable_at_once(
         assert await availability("track", third) == "missing"
         assert await availability("album", album) == ["available", "unavailable", "missing"]
         assert await availability("track", first) == "available"
+
+
+def sparse_album(root: Root, artist: str) -> str:
+    """An album the downloader told little about: no type, label or release date, a named disc,
+    a featured artist the catalog does not hold; no track has audio. Its id."""
+    album, (first, second) = synthetic_id("L", 50), (synthetic_id("T", 500), synthetic_id("T", 501))
+    discs = (DiscRecord(1, "Bonus", (first, second)),)
+    record = AlbumRecord(album, "Sparse", None, None, None, (), (artist,), (), discs)
+    tracks = [
+        TrackRecord(first, "One", album, (artist, UNKNOWN), 1, 1, 1000, True),
+        TrackRecord(second, "Two", album, (), 2, 1, 2000, False),
+    ]
+    root.catalog.ingest_many([AlbumBundle(record, tracks)])
+    return album
+
+
+async def test_answers_are_as_the_document_says(with_downloads: Root) -> None:
+    """Albums with and without their optional fields, tracks available, missing and given up
+    on: each answer is valid against its route's schema in /openapi.json."""
+    root = with_downloads
+    bundle = next(synthetic_bundles(1, 3))
+    artist, (first, second, third) = bundle.artists[0].id, (t.id for t in bundle.tracks)
+    root.catalog.ingest_many([bundle])
+    root.catalog.set_track_audio(first, "flac")
+    give_up_on(root, third)
+    sparse = sparse_album(root, artist)
+    make_user(root, "regular")
+    async with create_app(root).test_app() as app:
+        client = app.test_client()
+        headers = await login(client, "regular")
+
+        async def check(kind: str, ident: str) -> Any:
+            r = await get(client, f"/v1/content/{kind}/{ident}", headers)
+            assert r.status_code == 200
+            answer = await r.get_json()
+            await assert_documented(client, "GET", f"/v1/content/{kind}/{{{kind}_id}}", 200, answer)
+            return answer
+
+        full = await check("album", bundle.album.id)
+        assert availabilities(full) == ["available", "missing", "unavailable"]
+        assert full["discs"][0]["name"] is None
+        bare = await check("album", sparse)
+        assert (bare["album_type"], bare["label"], bare["release_date"]) == (None, None, None)
+        assert bare["discs"][0]["name"] == "Bonus"
+        assert [a["id"] for a in bare["artists"]] == [artist]
+        for track in (first, second, third):
+            await check("track", track)
+        assert (await check("artist", artist))["album_ids"] == [bundle.album.id, sparse]
 
 
 async def test_image_route_serves_the_file(

@@ -17,6 +17,7 @@ from actors.scheduler import Scheduler, SchedulerView
 from daemon.root import Root, SchedulerHandle
 from storage.jobs import RunStatus
 from tests.conftest import no_reader, serve
+from tests.support.openapi import assert_documented
 
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 RUN_KEYS = {"run_id", "started_at", "finished_at", "status", "error_message", "triggered_by",
@@ -234,3 +235,45 @@ async def test_a_job_is_never_idle_while_its_last_run_is_still_running(
         root.jobs.finish_run(run_id, RunStatus.COMPLETED, datetime.now(UTC))
         job = await zeta()
         assert (job["is_running"], job["last_run"]["status"]) == (False, "completed")
+
+
+async def test_answers_in_every_run_state_are_as_the_document_says(
+    root: Root, gate: Gate, client: Any, admin_headers: dict[str, str]
+) -> None:
+    """Jobs never run, running, cancelled, completed with and without a report, failed, and a
+    refused trigger: each answer is valid against its route's schema in /openapi.json."""
+
+    async def check(method: str, route: str, path: str, status: int = 200) -> Any:
+        response = await client.open(path, method=method, headers=admin_headers)
+        assert response.status_code == status, await response.get_data()
+        answer = await response.get_json()
+        await assert_documented(client, method, route, status, answer)
+        return answer
+
+    at = datetime(2024, 6, 1, tzinfo=UTC)
+    failed = root.jobs.start_run("cronny", "schedule", at, None)
+    root.jobs.finish_run(failed, RunStatus.FAILED, at, error_message="the disk is full")
+    job = "/v1/admin/jobs/{job_id}"
+    await check("POST", job + "/trigger", "/v1/admin/jobs/zeta/trigger", 202)
+    listed = await check("GET", "/v1/admin/jobs", "/v1/admin/jobs")
+    alpha, cronny, zeta = listed["jobs"]
+    assert (alpha["last_run"], zeta["next_run_at"]) == (None, None)
+    assert cronny["last_run"]["error_message"] == "the disk is full"
+    running = await check("GET", job, "/v1/admin/jobs/zeta")
+    assert running["last_run"]["finished_at"] is None
+    await check("POST", job + "/cancel", "/v1/admin/jobs/zeta/cancel", 202)
+    await wait_idle(root, "zeta")
+    await check("POST", job + "/trigger", "/v1/admin/jobs/zeta/trigger", 202)
+    await check("POST", job + "/trigger", "/v1/admin/jobs/alpha/trigger", 202)
+    refused = await client.post("/v1/admin/jobs/zeta/trigger", headers=admin_headers)
+    assert refused.status_code == 409
+    gate.release.set()
+    await wait_idle(root, "zeta")
+    await wait_idle(root, "alpha")
+    history = await check("GET", job + "/history", "/v1/admin/jobs/zeta/history")
+    assert [r["status"] for r in history["history"]] == ["skipped", "completed", "cancelled"]
+    assert [r["report"] for r in history["history"]] == [None, {"released": True}, None]
+    await check("GET", job + "/history", "/v1/admin/jobs/cronny/history")
+    listed = await check("GET", "/v1/admin/jobs", "/v1/admin/jobs")
+    assert [j["last_run"]["status"] for j in listed["jobs"]] == ["completed", "failed", "completed"]
+    assert listed["jobs"][0]["last_run"]["report"] is None

@@ -10,6 +10,7 @@ from actors.jobs.popular_content import popular_content_job
 from bench.seed import synthetic_bundles, synthetic_id
 from daemon.root import Root
 from tests.conftest import login, make_user
+from tests.support.openapi import assert_documented
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -156,3 +157,28 @@ async def test_popular_skips_tracks_missing_from_the_catalog(
     assert await spec.run() == {"plays_counted": 2, "albums": 1, "artists": 1}
     body = await (await client.get("/v1/content/popular", headers=user_headers)).get_json()
     assert [(a["name"], a["play_count"]) for a in body["albums"]] == [("Album 1", 1)]
+
+
+async def test_answers_are_as_the_document_says(
+    root: Root, client: Any, user_headers: dict[str, str]
+) -> None:
+    """A play, and popular content before and after the job's first run: each answer is valid
+    against its route's schema in /openapi.json."""
+
+    async def popular() -> Any:
+        response = await client.get("/v1/content/popular", headers=user_headers)
+        assert response.status_code == 200
+        answer = await response.get_json()
+        await assert_documented(client, "GET", "/v1/content/popular", 200, answer)
+        return answer
+
+    seed(root)
+    assert (await popular())["computed_at"] is None
+    response = await play(client, user_headers, track(1), played_at=int(NOW.timestamp()) - 60)
+    assert response.status_code == 201
+    await assert_documented(client, "POST", "/v1/user/listening", 201, await response.get_json())
+    spec = popular_content_job(root.users, root.catalog, root.jobs, wall_clock=lambda: NOW)
+    await spec.run()
+    answer = await popular()
+    assert answer["computed_at"] == "2024-06-01T12:00:00Z"
+    assert [a["artist_names"] for a in answer["albums"]] == [["Artist 1"]]

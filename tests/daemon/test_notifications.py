@@ -21,6 +21,7 @@ from storage.files import Faults
 from storage.queue import QueueAdminStore
 from tests.support.disk import full_for
 from tests.support.live import daemon, fake, sign_in, until
+from tests.support.openapi import assert_valid
 from tests.support.receiver import Receiver, receiver
 from tests.support.sse import stream
 
@@ -189,6 +190,8 @@ async def test_urls_a_user_may_not_aim_at(tmp_path: Path) -> None:
             test = await alice.post("/v1/user/notifications/test")
             assert test.status_code == 200, test.text
             assert [r["delivered"] for r in test.json()["results"]] == [True]
+            document = (await alice.get("/openapi.json")).json()
+            assert_valid(document, "POST", "/v1/user/notifications/test", 200, test.json())
             assert target.titles() == ["Pezzottify test notification"]
             await alice.aclose()
 
