@@ -36,6 +36,7 @@ log = logging.getLogger("pezzottify.events")
 STREAM_BUFFER = 256  # events a stream may fall behind by before it is dropped
 BATCH = 500  # audit entries read per batch
 SESSION_CHECK_S = 5.0
+FANOUT_SLICE = 50  # streams handed a batch per turn of the event loop
 
 
 class Stream:
@@ -149,8 +150,13 @@ class EventHub:
         self._admins.discard(stream)
         self._catalog.discard(stream)
 
-    def deliver(self, events: list[Event]) -> None:
-        """Hand a batch to every stream that may see some of it, each its own events in order."""
+    async def deliver(self, events: list[Event]) -> None:
+        """Hand a batch to every stream that may see some of it, each its own events in order.
+
+        A batch that goes to many streams (`catalog.updated` to every phone of a household) is
+        handed out `FANOUT_SLICE` streams per turn of the event loop: each stream then writes
+        its socket in the turn after it is handed its events, so the requests that arrive
+        meanwhile are served between slices instead of waiting for a thousand writes."""
         owned: dict[str, list[Event]] = {}
         shared: list[Event] = []
         for event in events:
@@ -166,7 +172,11 @@ class EventHub:
         if any(event.audience is Audience.CATALOG for event in shared):
             targets.update(self._catalog)
         views: dict[tuple[bool, bool], list[Event]] = {}  # the shared events by permissions
-        for stream in targets:
+        for count, stream in enumerate(targets):
+            if count and count % FANOUT_SLICE == 0:
+                await trio.lowlevel.checkpoint()
+            if stream not in self.streams:
+                continue  # closed while the batch was being handed out
             viewer = stream.viewer
             seen = views.get((viewer.admin, viewer.catalog))
             if seen is None:
@@ -245,7 +255,7 @@ class EventPublisher:
                 more = len(changes.changes) == BATCH
             if made or moved_to is not None:
                 stored = await self.store.db.run(self.store.append, made, self.clock(), moved_to)
-                self.hub.deliver(stored)
+                await self.hub.deliver(stored)
             cursor = moved_to if moved_to is not None else cursor
             if not more:
                 return cursor

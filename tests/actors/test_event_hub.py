@@ -3,12 +3,13 @@ the periodic session check closes the streams of ended sessions, and only those.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from pathlib import Path
 
 import trio
 
-from actors.events import STREAM_BUFFER, EventHub, EventPublisher, Stream
+from actors.events import FANOUT_SLICE, STREAM_BUFFER, EventHub, EventPublisher, Stream
 from storage.events import Audience, Event, EventStore, Viewer
 from storage.jobs import JobStore
 from storage.user_model import User
@@ -43,7 +44,7 @@ async def test_each_stream_receives_its_own_requests_and_what_its_permissions_sh
     alice, bob = open_stream(hub, "alice"), open_stream(hub, "bob")
     root = open_stream(hub, "root", admin=True)
     guest = open_stream(hub, "guest", catalog=False)
-    hub.deliver([
+    await hub.deliver([
         event(1, Audience.OWNER, "alice"), event(2, Audience.ADMIN),
         event(3, Audience.OWNER, "bob"), event(4, Audience.CATALOG),
         event(5, Audience.OWNER, "alice"), event(6, Audience.OWNER, "root"),
@@ -57,11 +58,11 @@ async def test_each_stream_receives_its_own_requests_and_what_its_permissions_sh
 async def test_a_changed_permission_changes_what_an_open_stream_receives() -> None:
     hub = EventHub(0)
     carol = open_stream(hub, "carol")
-    hub.deliver([event(1, Audience.ADMIN)])
+    await hub.deliver([event(1, Audience.ADMIN)])
     hub.set_viewer(carol, Viewer("carol", admin=True, catalog=True))
-    hub.deliver([event(2, Audience.ADMIN)])
+    await hub.deliver([event(2, Audience.ADMIN)])
     hub.set_viewer(carol, Viewer("carol", admin=False, catalog=False))
-    hub.deliver(
+    await hub.deliver(
         [event(3, Audience.ADMIN), event(4, Audience.CATALOG), event(5, Audience.OWNER, "carol")]
     )
     assert received(carol) == [2, 5]
@@ -70,13 +71,13 @@ async def test_a_changed_permission_changes_what_an_open_stream_receives() -> No
 async def test_a_stream_that_fell_behind_is_dropped_and_the_others_go_on() -> None:
     hub = EventHub(0)
     slow, other = open_stream(hub, "slow"), open_stream(hub, "other")
-    hub.deliver([event(n, Audience.OWNER, "slow") for n in range(1, STREAM_BUFFER + 1)])
+    await hub.deliver([event(n, Audience.OWNER, "slow") for n in range(1, STREAM_BUFFER + 1)])
     assert hub.dropped == 0
-    hub.deliver([event(STREAM_BUFFER + 1, Audience.CATALOG)])
+    await hub.deliver([event(STREAM_BUFFER + 1, Audience.CATALOG)])
     assert hub.dropped == 1
     assert slow not in hub.streams and other in hub.streams
     assert slow.scope.cancel_called  # its response is ended
-    hub.deliver([event(STREAM_BUFFER + 2, Audience.OWNER, "other")])
+    await hub.deliver([event(STREAM_BUFFER + 2, Audience.OWNER, "other")])
     assert received(other) == [STREAM_BUFFER + 1, STREAM_BUFFER + 2]
     assert len(received(slow)) == STREAM_BUFFER  # what it had buffered, then the end
 
@@ -85,7 +86,7 @@ async def test_a_closed_stream_receives_nothing_more() -> None:
     hub = EventHub(0)
     dave = open_stream(hub, "dave", admin=True)
     hub.close_stream(dave)
-    hub.deliver([event(1, Audience.ADMIN), event(2, Audience.OWNER, "dave")])
+    await hub.deliver([event(1, Audience.ADMIN), event(2, Audience.OWNER, "dave")])
     assert received(dave) == []
 
 
@@ -133,3 +134,45 @@ async def test_a_stream_opened_while_sessions_are_checked_stays_open(
         shutdown.set()
     users.db.close()
     jobs.db.close()
+
+
+async def test_a_batch_for_many_streams_is_handed_out_a_slice_per_turn_in_order() -> None:
+    """A thousand phones each get `catalog.updated`, and the event loop serves other work
+    between slices of them: a task that runs at each turn sees the batch half handed out."""
+    hub = EventHub(0)
+    streams = [open_stream(hub, f"user{n}") for n in range(1000)]
+    handed: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            handed.append(sum(1 for s in streams if s.receive.statistics().current_buffer_used))
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        await trio.lowlevel.checkpoint()
+        await hub.deliver([event(1, Audience.CATALOG), event(2, Audience.CATALOG)])
+        nursery.cancel_scope.cancel()
+    assert [received(stream) for stream in streams] == [[1, 2]] * 1000
+    between = [n for n in handed if 0 < n < 1000]  # streams handed the batch, at each turn
+    # Whole slices per turn; the watcher runs before or after the hub within a turn, so it
+    # sees every slice or every other one.
+    seen = [0, *sorted(set(between)), 1000]
+    assert all(n % FANOUT_SLICE == 0 for n in seen)
+    assert max(b - a for a, b in itertools.pairwise(seen)) <= 2 * FANOUT_SLICE
+
+
+async def test_a_stream_closed_while_a_batch_is_handed_out_receives_nothing() -> None:
+    hub = EventHub(0)
+    streams = [open_stream(hub, f"user{n}") for n in range(3 * FANOUT_SLICE)]
+
+    async def close_all_but_the_first_slice() -> None:  # runs at the first turn it can
+        for stream in streams:
+            hub.close_stream(stream)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(close_all_but_the_first_slice)
+        await hub.deliver([event(1, Audience.CATALOG)])
+    got = [len(received(stream)) for stream in streams]
+    # The slices handed out before the close (the closer runs at the first or second turn).
+    assert sum(got) in (FANOUT_SLICE, 2 * FANOUT_SLICE)

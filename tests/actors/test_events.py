@@ -166,15 +166,15 @@ async def test_a_stream_that_falls_behind_is_dropped_and_others_are_not(rig: Rig
     hub.join(keeping_up)
     event = Event(1, "job.started", Audience.ADMIN, None, "{}")
     for _ in range(STREAM_BUFFER):
-        hub.deliver([event])
+        await hub.deliver([event])
         await keeping_up.receive.receive()
     assert hub.dropped == 0
-    hub.deliver([event])
+    await hub.deliver([event])
     assert hub.dropped == 1 and slow.cancel_called and not fast.cancel_called
     assert hub.streams == {keeping_up}
     assert await keeping_up.receive.receive() == event
     # A stream only buffers what its viewer may see.
-    hub.deliver([Event(2, "request.progress", Audience.OWNER, "bob", "{}")])
+    await hub.deliver([Event(2, "request.progress", Audience.OWNER, "bob", "{}")])
     assert keeping_up.receive.statistics().current_buffer_used == 0
     hub.close_all()
     assert fast.cancel_called and hub.closed
