@@ -36,7 +36,7 @@ log = logging.getLogger("pezzottify.events")
 STREAM_BUFFER = 256  # events a stream may fall behind by before it is dropped
 BATCH = 500  # audit entries read per batch
 SESSION_CHECK_S = 5.0
-FANOUT_SLICE = 50  # streams handed a batch per turn of the event loop
+FANOUT_SLICE = 10  # streams handed a batch per turn of the event loop
 
 
 class Stream:
