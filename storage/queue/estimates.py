@@ -71,7 +71,7 @@ class Estimates:
         if busy is None or each is None:
             return None
         first = self.snap.now + busy
-        if row["content_type"] != ContentType.ALBUM.value:
+        if row["content_type"] != ContentType.ALBUM:
             return round(first + (position - 1) * each)
         room, dm = self.snap.capacity, self.snap.dm
         start = album_start(
@@ -82,9 +82,9 @@ class Estimates:
 
     def completion_at(self, row: Row) -> int | None:
         """`estimated_completion_at` of an IN_PROGRESS album; None for any other item."""
-        if row["status"] != Status.IN_PROGRESS.value or row["parent_id"] is not None:
+        if row["status"] != Status.IN_PROGRESS or row["parent_id"] is not None:
             return None
-        if row["content_type"] != ContentType.ALBUM.value or self.snap.paused:
+        if row["content_type"] != ContentType.ALBUM or self.snap.paused:
             return None
         left = self.left(row)
         return None if left is None else round(max(self.snap.now + left.work, left.not_before))
@@ -93,7 +93,7 @@ class Estimates:
         """The median seconds of the recent completions of `kind` (for a file kind without
         any, of every file kind together); None without history."""
         samples = self._samples.get(kind) or []
-        if not samples and kind != ContentType.ALBUM.value:
+        if not samples and kind != ContentType.ALBUM:
             samples = [s for k in _FILES for s in self._samples.get(k.value, [])]
         return statistics.median(samples) if samples else None
 
@@ -103,7 +103,7 @@ class Estimates:
         if not waits_on_children(row):
             each = self.secs(row["content_type"])
             # An album's median runs from its start, a file's from its attempt's claim.
-            album = row["content_type"] == ContentType.ALBUM.value
+            album = row["content_type"] == ContentType.ALBUM
             since = row["started_at"] if album else row["last_attempt_at"]
             return None if each is None else Left(max(0.0, each - (now - (since or now))), now)
         work, not_before = 0.0, float(now)
@@ -111,9 +111,9 @@ class Estimates:
             each = self.secs(child["content_type"])
             if each is None:
                 return None
-            if child["status"] == Status.IN_PROGRESS.value:
+            if child["status"] == Status.IN_PROGRESS:
                 each = max(0.0, each - (now - (child["last_attempt_at"] or now)))
-            elif child["status"] == Status.RETRY_WAITING.value and child["next_retry_at"]:
+            elif child["status"] == Status.RETRY_WAITING and child["next_retry_at"]:
                 not_before = max(not_before, child["next_retry_at"] + each)
             work += each
         return Left(work, not_before)

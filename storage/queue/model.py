@@ -220,10 +220,10 @@ FAILURES: dict[ErrorType, tuple[str, str]] = {
 def failure_json(row: Row) -> dict[str, str] | None:
     """`{reason, hint}` for a FAILED item, from its error type (an album that failed through
     its children carries its last failed child's); None otherwise."""
-    if row["status"] != Status.FAILED.value:
+    if row["status"] != Status.FAILED:
         return None
     reason, hint = FAILURES[ErrorType(row["error_type"] or ErrorType.UNKNOWN.value)]
-    if row["content_type"] == ContentType.ALBUM.value and row["children_created"]:
+    if row["content_type"] == ContentType.ALBUM and row["children_created"]:
         reason = "Some of the album's tracks or images could not be downloaded. " + reason
     return {"reason": reason, "hint": hint}
 

@@ -77,9 +77,7 @@ def positions(conn: sqlite3.Connection, rows: Sequence[Row]) -> dict[str, int]:
     Call inside one read transaction so every count sees the same queue.
     """
     waiting = [
-        row["id"]
-        for row in rows
-        if row["status"] == Status.PENDING.value and row["parent_id"] is None
+        row["id"] for row in rows if row["status"] == Status.PENDING and row["parent_id"] is None
     ]
     if not waiting:
         return {}

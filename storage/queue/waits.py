@@ -78,7 +78,7 @@ class Snapshot:
 
 def waits_on_children(row: Row) -> bool:
     """An album IN_PROGRESS whose children exist: it moves only as they do."""
-    return row["status"] == Status.IN_PROGRESS.value and bool(row["children_created"])
+    return row["status"] == Status.IN_PROGRESS and bool(row["children_created"])
 
 
 def wait_json(
@@ -89,13 +89,13 @@ def wait_json(
     status = row["status"]
     if status in TERMINAL:
         return None
-    if status == Status.IN_PROGRESS.value:
+    if status == Status.IN_PROGRESS:
         return _album_wait(snap, row, progress) if waits_on_children(row) else None
     if snap.paused:
         return _wait(WaitReason.PAUSED)
     if _gated_by_capacity(row) and snap.capacity["at_capacity"]:
         return _wait(WaitReason.CAPACITY, snap.capacity["resets_at"])
-    if status == Status.RETRY_WAITING.value:
+    if status == Status.RETRY_WAITING:
         return _retry_wait(row["error_type"], row["next_retry_at"])
     if snap.busy or (position is not None and position > 1):
         return _wait(WaitReason.QUEUED)
@@ -115,11 +115,11 @@ def _album_wait(snap: Snapshot, row: Row, progress: dict[str, int] | None) -> di
 
 def _gated_by_capacity(row: Row) -> bool:
     """A top-level album waiting to be claimed: at capacity, the claim passes it over."""
-    return row["parent_id"] is None and row["content_type"] == ContentType.ALBUM.value
+    return row["parent_id"] is None and row["content_type"] == ContentType.ALBUM
 
 
 def _retry_wait(error_type: str | None, until: int | None) -> dict[str, Any]:
-    busy = error_type == ErrorType.RATE_LIMITED.value
+    busy = error_type == ErrorType.RATE_LIMITED
     return _wait(WaitReason.DOWNLOADER_BUSY if busy else WaitReason.RETRY, until)
 
 
