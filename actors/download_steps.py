@@ -7,8 +7,11 @@ TRACK_AUDIO per track, one ALBUM_IMAGE per cover, one ARTIST_IMAGE per portrait)
 cancel, a failure or a lost file, fetches only what is missing). An artist the
 downloader does not know (404) is left out rather than failing the album: the album and its
 tracks are still worth having, and the catalog tolerates links to absent artists.
-TRACK_AUDIO: stream `/track/{id}/audio` to `audio/<id>.<ext>` (ext from the Content-Type), then
-mark the track available. ALBUM_IMAGE / ARTIST_IMAGE: stream `/image/{id}` to `images/<id>.jpg`.
+TRACK_AUDIO: receive `/track/{id}/audio` into a temporary file for `audio/<id>.<ext>` (ext from the
+Content-Type); publishing it then marks the track available. ALBUM_IMAGE / ARTIST_IMAGE:
+receive `/image/{id}` for `images/<id>.jpg`. Receiving and publishing are two steps
+(`Steps.receive`, `Steps.publish`), so that the processor can publish one file while it receives
+the next; the temporary file is removed if the item stops before it is published.
 
 Every step is idempotent: catalog rows are upserts keyed by id and file paths are a pure
 function of the id, so running an item twice (after a crash or a retry) changes nothing more.
@@ -19,9 +22,11 @@ catalog's translated here; anything else is a bug and propagates.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,62 +136,86 @@ class Steps:
             log.warning("artist %s is unknown to the downloader; ingesting without it", artist_id)
             return None
 
-    async def track_audio(self, track_id: str) -> Saved:
-        """Download the track's audio, publish it and mark the track available."""
+    def receive(self, kind: str, ident: str) -> AbstractAsyncContextManager[Received]:
+        """The file of a TRACK_AUDIO or image item, received into its temporary file
+        (`receive_media`)."""
+        if kind == ContentType.TRACK_AUDIO.value:
+            url, cap = f"/track/{ident}/audio", self.max_file_bytes
+            path_for = functools.partial(self._audio_path, ident)
+        else:
+            url, cap = f"/image/{ident}", min(MAX_IMAGE_BYTES, self.max_file_bytes)
+            path_for = functools.partial(self._image_path, ident)
+        return receive_media(self.client, self.media, url, cap, path_for)
 
-        def path_for(media_type: str) -> Path:
-            ext = AUDIO_TYPES.get(media_type)
-            if ext is None:
-                raise DownloaderParseError(f"unsupported audio content type {media_type[:64]!r}")
-            return self.media.audio_path(track_id, ext)
+    def _audio_path(self, track_id: str, media_type: str) -> Path:
+        ext = AUDIO_TYPES.get(media_type)
+        if ext is None:
+            raise DownloaderParseError(f"unsupported audio content type {media_type[:64]!r}")
+        return self.media.audio_path(track_id, ext)
 
-        saved = await self.save(f"/track/{track_id}/audio", self.max_file_bytes, path_for)
+    def _image_path(self, image: str, media_type: str) -> Path:
+        if media_type not in IMAGE_TYPES:
+            raise DownloaderParseError(f"unsupported image content type {media_type[:64]!r}")
+        return self.media.image_path(image)
+
+    async def publish(self, kind: str, ident: str, received: Received) -> Saved:
+        """Publish a received file; a track's audio is then marked available in the catalog
+        (the file first: no catalog row ever points to a file that is not there)."""
+        saved = await received.publish()
+        if kind != ContentType.TRACK_AUDIO.value:
+            return saved
         try:
             await self.catalog.db.run(
-                self.catalog.set_tracks_audio, [(track_id, AUDIO_TYPES[saved.media_type])]
+                self.catalog.set_tracks_audio, [(ident, AUDIO_TYPES[saved.media_type])]
             )
         except sqlite3.Error as exc:  # published, not recorded: the retry records it
             raise _catalog_failure(exc) from exc
         return saved
 
-    async def image(self, ident: str) -> Saved:
-        """Download a cover or a portrait and publish it."""
 
-        def path_for(media_type: str) -> Path:
-            if media_type not in IMAGE_TYPES:
-                raise DownloaderParseError(f"unsupported image content type {media_type[:64]!r}")
-            return self.media.image_path(ident)
+@dataclass(frozen=True)
+class Received:
+    """A media body received whole into its temporary file, not yet published."""
 
-        cap = min(MAX_IMAGE_BYTES, self.max_file_bytes)
-        return await self.save(f"/image/{ident}", cap, path_for)
+    file: MediaFile
+    size: int
+    media_type: str
 
-    async def save(self, url: str, cap: int, path_for: Callable[[str], Path]) -> Saved:
-        return await save_media(self.client, self.media, url, cap, path_for)
+    async def publish(self) -> Saved:
+        """Write what is left, fsync, rename into place, fsync the folder (one worker call);
+        a disk error is the item's storage failure."""
+        try:
+            await self.file.publish()
+        except OSError as exc:
+            raise _storage_failure(exc) from exc
+        return Saved(self.file.writer.final, self.size, self.media_type)
 
 
-async def save_media(
+@asynccontextmanager
+async def receive_media(
     client: DownloaderClient,
     media: MediaLayout,
     url: str,
     cap: int,
     path_for: Callable[[str], Path],
-) -> Saved:
-    """Receive `url` (at most `cap` bytes) into the file `path_for(media type)` names and
-    publish it. Whatever stops it before (a failure, the deadline, a cancellation) removes the
-    temporary file; `path_for` raises `DownloaderParseError` for a type it does not take."""
+) -> AsyncIterator[Received]:
+    """Receive `url` (at most `cap` bytes) into a temporary file for the file `path_for(media
+    type)` names, and yield it to be published within the block (`Received.publish`). Whatever
+    leaves the block before it is published (a failure, the deadline, a cancellation, while
+    receiving or after) removes the temporary file; `path_for` raises `DownloaderParseError`
+    for a type it does not take."""
     file: MediaFile | None = None
     try:
-        async with client.media(url, cap) as body:
-            file = MediaFile(media, path_for(body.media_type))
-            size = await body.receive(_storing(file.write))
-            media_type = body.media_type
-        await file.publish()
-    except OSError as exc:
-        raise _storage_failure(exc) from exc
+        try:
+            async with client.media(url, cap) as body:
+                file = MediaFile(media, path_for(body.media_type))
+                size = await body.receive(_storing(file.write))
+        except OSError as exc:
+            raise _storage_failure(exc) from exc
+        yield Received(file, size, body.media_type)
     finally:
         if file is not None and not file.writer.committed:
             await file.discard()
-    return Saved(file.writer.final, size, media_type)
 
 
 def _storage_failure(exc: OSError) -> StorageFailure:

@@ -1,6 +1,6 @@
 """The downloader client against `httpx.MockTransport` (and the fake downloader over loopback for
 stalls and hostile bodies): the error table of SPEC §8.6, the JSON shapes of SPEC §12, whole-
-request deadlines, and streamed downloads (`save_media`) that publish only complete files."""
+request deadlines, and streamed downloads (`receive_media`) that publish only complete files."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import httpx
 import pytest
 import trio
 
-from actors.download_steps import Saved, save_media
+from actors.download_steps import Saved, receive_media
 from actors.downloader import DownloaderClient
 from actors.failures import (
     DownloaderBadRequest,
@@ -249,12 +249,13 @@ async def test_search_and_discography_results_are_normalised() -> None:
 async def download(
     client: DownloaderClient, path_for: Callable[[str], Path], url_path: str, max_bytes: int
 ) -> Saved:
-    """Receive a media body and publish it as the processor does (`save_media`): nothing is
-    published if either fails or is cancelled."""
+    """Receive a media body and publish it as the processor does (`receive_media`): nothing
+    is published if either fails or is cancelled."""
     # The layout gives the file its way off the loop: inline here, so that the autojump clock
     # never jumps while a file is being written.
     media = files.MediaLayout(path_for("audio/flac").parent / "layout", offload=Offload.inline())
-    return await save_media(client, media, url_path, max_bytes, path_for)
+    async with receive_media(client, media, url_path, max_bytes, path_for) as received:
+        return await received.publish()
 
 
 def audio_path(tmp_path: Path) -> Callable[[str], Path]:

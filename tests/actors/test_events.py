@@ -7,6 +7,7 @@ in the daemon, with its calls run inline (autojump clock).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from actors.events import STREAM_BUFFER, EventHub, EventPublisher, Stream
+from actors.events import BURST_WINDOW_S, STREAM_BUFFER, EventHub, EventPublisher, Stream
 from daemon.config import DownloadManagerConfig
 from storage.db import Database
 from storage.events import Audience, Event, EventStore, NewEvent, Viewer
@@ -117,6 +118,37 @@ async def test_a_requester_is_told_of_their_request_and_admins_of_every_item(rig
     assert not any(n.startswith("request.") for n in admin_names)
     ids = [e.id for e in rig.stored(ADMIN)]
     assert ids == sorted(ids)
+
+
+async def test_a_burst_of_commits_is_published_two_at_once_then_in_batches(
+    autojump_clock: trio.abc.Clock, rig: Rig
+) -> None:
+    """Two commits close together (one file's completion, the next one's claim) are each
+    published at once; the rest of a burst waits for the window and goes out in batches."""
+    stream = Stream(ADMIN, "token-root", trio.CancelScope())
+    rig.hub.join(stream)
+    received: list[tuple[float, str]] = []
+
+    async def read() -> None:
+        async for event in stream.receive:
+            if event.name == "queue.item":
+                received.append((round(trio.current_time(), 3), json.loads(event.data)["id"]))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rig.publisher.run)
+        nursery.start_soon(read)
+        requests = []
+        for n in range(10):  # a commit every 6 ms, each poking the hub as the stores do
+            requests.append(album_request(rig, "alice", n))
+            rig.hub.poke()
+            await trio.sleep(0.006)
+        await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    assert [item for _, item in received] == requests  # every change, in order
+    window = BURST_WINDOW_S
+    assert [at for at, _ in received] == [
+        0.0, 0.006, *[window] * 5, round(0.006 + window, 3), *[2 * window] * 2,
+    ]  # fmt: skip
 
 
 async def test_a_cancel_a_pause_and_a_resume_are_told(rig: Rig) -> None:

@@ -180,6 +180,22 @@ async def test_a_working_target_hears_at_once_and_one_dead_target_delays_no_othe
     assert [row["state"] for row in rig.outbox()] == ["sent", "sent"]
 
 
+async def test_a_burst_of_commits_is_answered_once_a_quarter_second_and_nothing_is_lost(
+    autojump_clock: trio.abc.Clock, rig: Rig
+) -> None:
+    """A queue that drains fast rings after every commit: the notifier answers the first ring at
+    once and the rest of the burst together, a quarter of a second later."""
+    events = ["disk_trouble", "queue.paused", "stale_work", "job.failed", "capacity_reached"]
+    async with running(rig, admins(ADMIN_A)):
+        for event in events:
+            rig.alarm(event)  # committed and rung every 10 ms
+            await trio.sleep(0.01)
+        await trio.sleep(60)
+    assert rig.transport.times(ADMIN_A) == [0.0] + [0.25] * (len(events) - 1)
+    assert sorted(title for _, _, title in rig.transport.calls) == sorted(events)
+    assert {row["state"] for row in rig.outbox()} == {"sent"}
+
+
 async def test_a_user_hears_only_of_the_events_they_chose_on_the_urls_they_have_when_sent(
     autojump_clock: trio.abc.Clock, rig: Rig
 ) -> None:

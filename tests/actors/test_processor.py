@@ -147,7 +147,10 @@ async def rig(
     before_start: Any = None,
     spec: CatalogSpec = SPEC,
     wall: FakeWall | None = None,
+    disk: Offload | None = None,
 ) -> AsyncIterator[Rig]:
+    """The processor at work; `disk` is the media folder's way off the loop (inline unless
+    a test gives a slower one)."""
     knobs = knobs if knobs is not None else Knobs()
     fake = build_catalog(spec)
     transports = StreamingASGITransport.open(create_app(fake, knobs))
@@ -156,7 +159,7 @@ async def rig(
     queue = QueueStore(queue_db, dm)
     catalog_db = Database(tmp_path / "catalog.db", catalog_schema.MIGRATIONS, offload=inline)
     catalog = CatalogStore(catalog_db)
-    media = MediaLayout(tmp_path / "media", offload=inline)
+    media = MediaLayout(tmp_path / "media", offload=disk if disk is not None else inline)
     metrics = Metrics()
     wake_send, wake_recv = trio.open_memory_channel[WakeProcessor](1)
     hook_send, hook_recv = trio.open_memory_channel[Any](64)
@@ -252,7 +255,7 @@ async def test_files_are_downloaded_one_after_the_other_in_claim_order(
     autojump_clock: trio.abc.Clock, tmp_path: Path
 ) -> None:
     """One download at a time (the downloader refuses a second audio download with 429): the
-    children in the order they were created, never two IN_PROGRESS at once."""
+    children in the order they were created, never two downloading at once."""
     knobs = Knobs(audio_bytes_per_sec=40_000)  # a second per track
     async with rig(tmp_path, knobs=knobs) as r:
         album_item = await r.request_album()

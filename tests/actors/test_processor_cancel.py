@@ -187,6 +187,7 @@ async def test_an_item_cancelled_while_it_was_being_claimed_is_abandoned_as_it_b
     in_flight = InFlight()
     with in_flight.claiming():
         assert in_flight.abandon(["taken"]) is False  # nobody works on it yet
+    in_flight.claimed("taken")
     with in_flight.working_on("taken") as scope:
         await trio.sleep(1)
         raise AssertionError("not reached: the scope was cancelled from the start")
@@ -199,3 +200,18 @@ async def test_an_item_cancelled_while_it_was_being_claimed_is_abandoned_as_it_b
         await trio.sleep(1)
     assert scope.cancelled_caught
     assert in_flight.abandon(["later"]) is False  # no longer in flight
+
+
+async def test_a_claimed_item_is_reached_before_its_work_begins_and_beside_another() -> None:
+    in_flight = InFlight()
+    with in_flight.working_on("recording") as recording:
+        in_flight.claimed("next")  # the task that will work on it has not begun yet
+        assert in_flight.abandon(["next"]) is True
+        with in_flight.working_on("next") as downloading:
+            await trio.sleep(1)
+            raise AssertionError("not reached: abandoned before it began")
+        assert downloading.cancelled_caught
+        assert not recording.cancel_called  # the item beside it goes on
+        assert in_flight.abandon(["next", "recording"]) is True
+        await trio.sleep(1)
+    assert recording.cancelled_caught
