@@ -1,4 +1,5 @@
-"""The daemon spaces the collector's full collections out, and only those."""
+"""The daemon spaces the collector's full collections out and collects the middle generation
+more often; the young one as CPython does."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from daemon.main import FULL_COLLECTION_AFTER, collect_rarely
+from daemon.main import FULL_COLLECTION_AFTER, MIDDLE_COLLECTION_AFTER, collect_rarely
 
 
 @pytest.fixture
@@ -28,12 +29,15 @@ def full_collections_during_churn() -> int:
     return gc.get_stats()[2]["collections"] - before
 
 
-def test_the_daemon_collects_the_old_generation_rarely_and_the_young_as_before(
+def test_the_daemon_collects_the_old_generation_rarely_and_the_younger_ones_often(
     thresholds: tuple[int, int, int],
 ) -> None:
     assert full_collections_during_churn() > 0  # CPython's own setting
     collect_rarely()
-    assert gc.get_threshold() == (*thresholds[:2], FULL_COLLECTION_AFTER)
-    young_before = gc.get_stats()[0]["collections"]
+    assert gc.get_threshold() == (thresholds[0], MIDDLE_COLLECTION_AFTER, FULL_COLLECTION_AFTER)
+    young, middle = (gc.get_stats()[n]["collections"] for n in (0, 1))
     assert full_collections_during_churn() == 0
-    assert gc.get_stats()[0]["collections"] > young_before  # young garbage: collected as before
+    young_now, middle_now = (gc.get_stats()[n]["collections"] for n in (0, 1))
+    assert young_now > young  # young garbage: collected as before
+    # About one middle collection for each MIDDLE_COLLECTION_AFTER + 1 young ones (CPython: 11).
+    assert (middle_now - middle) * (MIDDLE_COLLECTION_AFTER + 2) >= young_now - young
