@@ -10,9 +10,13 @@ be disturbed shows in min/max without moving the median much.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import statistics
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -161,3 +165,33 @@ def percentile(samples: Sequence[float], q: float) -> float:
     if len(samples) < 2:
         return samples[0] if samples else float("nan")
     return statistics.quantiles(samples, n=1000, method="inclusive")[round(q * 10) - 1]
+
+
+def run_alone(
+    argv: Sequence[str] | None,
+    module: str,
+    doc: str | None,
+    run: Callable[[Any], list[Row]],
+    params: tuple[Any, Any],
+    *,
+    quick_help: str,
+    knob: str,
+) -> int:
+    """`python -m bench.<module>` of a benchmark: its `params` (default, `--quick`), one of
+    their int fields (`knob`) settable as `--<knob>`; prints the table and the time it took."""
+    default, quick = params
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {module}",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument(f"--{knob}", type=int, help=f"{knob} (default {getattr(default, knob)})")
+    args = parser.parse_args(argv)
+    chosen = quick if args.quick else default
+    if getattr(args, knob) is not None:
+        chosen = dataclasses.replace(chosen, **{knob: getattr(args, knob)})
+    started = time.monotonic()
+    print(format_table(run(chosen)))
+    print(f"took {time.monotonic() - started:.0f} s")
+    return 0

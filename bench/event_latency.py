@@ -26,8 +26,6 @@ the slowest beside, and whether every stream received every event.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import secrets
 import statistics
 import tempfile
@@ -38,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import busy_downloader, services
-from bench.common import Row, Stats, Target, format_table, ms, percentile
+from bench.common import Row, Stats, Target, ms, percentile, run_alone
 from bench.event_streams import held
 from fake_downloader import build_catalog
 from storage.users import Permission, Role, UserStore
@@ -184,21 +182,15 @@ def row(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.event_latency",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    return run_alone(
+        argv,
+        "bench.event_latency",
+        __doc__,
+        run,
+        (DEFAULT, QUICK),
+        quick_help="one round of 8 tracks",
+        knob="streams",
     )
-    parser.add_argument("--quick", action="store_true", help="one round of 8 tracks")
-    parser.add_argument("--streams", type=int, help=f"streams (default {DEFAULT.streams})")
-    args = parser.parse_args(argv)
-    params = QUICK if args.quick else DEFAULT
-    if args.streams is not None:
-        params = dataclasses.replace(params, streams=args.streams)
-    started = time.monotonic()
-    print(format_table(run(params)))
-    print(f"took {time.monotonic() - started:.0f} s")
-    return 0
 
 
 if __name__ == "__main__":

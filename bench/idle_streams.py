@@ -29,7 +29,6 @@ parsing weigh on the daemon's process.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -42,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import busy_downloader, day_load, realistic_day, seed, services
-from bench.common import Pairs, Row, Stats, Target, format_table, ms, percentile
+from bench.common import Pairs, Row, Stats, Target, ms, percentile, run_alone
 from bench.event_streams import held
 from bench.realistic_day import Sample, Window
 from fake_downloader import build_catalog
@@ -317,21 +316,15 @@ def rows(mem: Memory, windows: Windows, samples: list[Sample], params: Params) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.idle_streams",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    return run_alone(
+        argv,
+        "bench.idle_streams",
+        __doc__,
+        run,
+        (DEFAULT, QUICK),
+        quick_help="a 20 s hold and one round",
+        knob="rounds",
     )
-    parser.add_argument("--quick", action="store_true", help="a 20 s hold and one round")
-    parser.add_argument("--rounds", type=int, help=f"rounds (default {DEFAULT.rounds})")
-    args = parser.parse_args(argv)
-    params = QUICK if args.quick else DEFAULT
-    if args.rounds is not None:
-        params = dataclasses.replace(params, rounds=args.rounds)
-    started = time.monotonic()
-    print(format_table(run(params)))
-    print(f"took {time.monotonic() - started:.0f} s")
-    return 0
 
 
 if __name__ == "__main__":

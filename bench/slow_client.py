@@ -22,18 +22,15 @@ was not goes on with keep-alive comments.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import socket
 import statistics
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench import queue_drain, services
-from bench.common import Pairs, Row, Target, alternate, format_table, ms
+from bench.common import Pairs, Row, Target, alternate, ms, run_alone
 from fake_downloader import CatalogSpec, build_catalog
 from storage.users import Permission, Role
 from tests.support.process import DaemonProcess
@@ -199,21 +196,15 @@ def row(pairs: Pairs, seen: list[Outcome], params: Params) -> Row:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.slow_client",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    return run_alone(
+        argv,
+        "bench.slow_client",
+        __doc__,
+        run,
+        (DEFAULT, QUICK),
+        quick_help=f"{QUICK.rounds} rounds",
+        knob="rounds",
     )
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK.rounds} rounds")
-    parser.add_argument("--rounds", type=int, help="rounds (default 7)")
-    args = parser.parse_args(argv)
-    params = QUICK if args.quick else DEFAULT
-    if args.rounds is not None:
-        params = dataclasses.replace(params, rounds=args.rounds)
-    started = time.monotonic()
-    print(format_table(run(params)))
-    print(f"took {time.monotonic() - started:.0f} s")
-    return 0
 
 
 if __name__ == "__main__":
