@@ -116,6 +116,14 @@ class Rig:
     def item(self, item_id: str) -> sqlite3.Row:
         return self.rows("SELECT * FROM queue_items WHERE id = ?", item_id)[0]
 
+    def last_audit(self, item_id: str) -> sqlite3.Row:
+        """The item's newest audit entry (event_type, details)."""
+        return self.rows(
+            "SELECT event_type, details FROM audit_log WHERE queue_item_id = ? "
+            "ORDER BY id DESC LIMIT 1",
+            item_id,
+        )[0]
+
     def children(self, parent_id: str) -> list[sqlite3.Row]:
         return self.rows("SELECT * FROM queue_items WHERE parent_id = ? ORDER BY seq", parent_id)
 
@@ -451,11 +459,7 @@ async def test_shutdown_mid_download_puts_the_item_back_and_leaves_no_file(
         tracks = [k for k in r.children(album_item) if k["content_type"] == "TRACK_AUDIO"]
         (claimed,) = [k for k in tracks if k["started_at"] is not None]  # the one in flight
         assert (claimed["status"], claimed["retry_count"]) == ("PENDING", 0)
-        last = r.rows(
-            "SELECT event_type, details FROM audit_log WHERE queue_item_id = ? "
-            "ORDER BY id DESC LIMIT 1",
-            claimed["id"],
-        )[0]
+        last = r.last_audit(claimed["id"])
         assert last["event_type"] == "RECOVERED_AFTER_RESTART"
         assert "shutdown" in last["details"]
         assert r.item(album_item)["status"] == "IN_PROGRESS"

@@ -91,11 +91,7 @@ async def test_shutdown_puts_back_the_file_being_recorded_and_the_one_downloadin
         first, second, _ = tracks_of(r, album_item)
         for track in (first, second):
             assert (track["status"], track["retry_count"]) == ("PENDING", 0)
-            last = r.rows(
-                "SELECT event_type, details FROM audit_log WHERE queue_item_id = ? "
-                "ORDER BY id DESC LIMIT 1",
-                track["id"],
-            )[0]
+            last = r.last_audit(track["id"])
             assert last["event_type"] == "RECOVERED_AFTER_RESTART"
             assert "shutdown" in last["details"]
         assert r.item(album_item)["status"] == "IN_PROGRESS"
