@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import trio
@@ -42,22 +42,27 @@ log = logging.getLogger("pezzottify.events")
 STREAM_BUFFER = 256  # events a stream may fall behind by before it is dropped
 BATCH = 500  # audit entries read per batch
 SESSION_CHECK_S = 5.0
-FANOUT_SLICE = 10  # streams handed a batch per turn of the event loop
+FANOUT_SLICE = 1  # streams handed a batch per turn of the event loop
+KEEPALIVE_S = 15.0  # a stream that had nothing for this long is sent a comment line
+KEEPALIVE_TICK_S = 1.0
 # At most two batches in any such window: a file's two commits at once, a burst in batches.
 BURST_WINDOW_S = 0.04
 
 
 class Stream:
-    """One open `/v1/events` response: who reads it, its buffer, and how to end it."""
+    """One open `/v1/events` response: who reads it, its buffer, and how to end it. What it
+    receives is events, and `None` for a keep-alive comment."""
 
     def __init__(self, viewer: Viewer, token: str, scope: trio.CancelScope) -> None:
         self.viewer = viewer
         self.token = token
         self.scope = scope  # the response's: cancelling it ends the HTTP response
-        self._send, self.receive = trio.open_memory_channel[Event](STREAM_BUFFER)
+        self._send, self.receive = trio.open_memory_channel[Event | None](STREAM_BUFFER)
+        self.pushed_at = trio.current_time()  # when it was last handed something
 
-    def push(self, events: list[Event]) -> bool:
+    def push(self, events: list[Event] | list[None]) -> bool:
         """Buffer events this stream may see, in order; False when the buffer is full."""
+        self.pushed_at = trio.current_time()
         try:
             for event in events:
                 self._send.send_nowait(event)
@@ -181,21 +186,39 @@ class EventHub:
         if any(event.audience is Audience.CATALOG for event in shared):
             targets.update(self._catalog)
         views: dict[tuple[bool, bool], list[Event]] = {}  # the shared events by permissions
-        for count, stream in enumerate(targets):
-            if count and count % FANOUT_SLICE == 0:
-                await trio.lowlevel.checkpoint()
-            if stream not in self.streams:
-                continue  # closed while the batch was being handed out
+        async for stream in self._sliced(targets):
             viewer = stream.viewer
             seen = views.get((viewer.admin, viewer.catalog))
             if seen is None:
                 seen = views[viewer.admin, viewer.catalog] = [e for e in shared if viewer.sees(e)]
             own = owned.get(viewer.handle, [])
-            mine = sorted(seen + own, key=lambda event: event.id) if seen and own else seen or own
-            if not stream.push(mine):
-                self.dropped += 1
-                log.info("dropped a stream of %s: it fell behind", viewer.handle)
-                self._end(stream)
+            self._hand(
+                stream, sorted(seen + own, key=lambda e: e.id) if seen and own else seen or own
+            )
+
+    async def keep_alive(self) -> None:
+        """Every `KEEPALIVE_TICK_S`, a keep-alive comment (`None`) to each stream that was
+        handed nothing since `KEEPALIVE_S` ago, or less by a tick: one timer for all the
+        streams, rather than a timeout around each stream's every wait."""
+        while True:
+            await trio.sleep(KEEPALIVE_TICK_S)
+            due = trio.current_time() - (KEEPALIVE_S - KEEPALIVE_TICK_S)
+            async for stream in self._sliced([s for s in self.streams if s.pushed_at <= due]):
+                self._hand(stream, [None])
+
+    async def _sliced(self, streams: Iterable[Stream]) -> AsyncIterator[Stream]:
+        """The streams still open among `streams`, `FANOUT_SLICE` per turn of the event loop."""
+        for count, stream in enumerate(streams):
+            if count and count % FANOUT_SLICE == 0:
+                await trio.lowlevel.checkpoint()
+            if stream in self.streams:  # not closed while the others were handed theirs
+                yield stream
+
+    def _hand(self, stream: Stream, items: list[Event] | list[None]) -> None:
+        if not stream.push(items):
+            self.dropped += 1
+            log.info("dropped a stream of %s: it fell behind", stream.viewer.handle)
+            self._end(stream)
 
     def close_all(self) -> None:
         self.closed = True
@@ -248,6 +271,7 @@ class EventPublisher:
         task_status.started()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._check_sessions)
+            nursery.start_soon(self.hub.keep_alive)
             nursery.start_soon(self._close_on_shutdown, nursery.cancel_scope)
             pending: list[NewEvent] = []
             while True:

@@ -4,7 +4,8 @@ Any signed-in user (bearer header, or the session cookie so a browser's `EventSo
 The stream opens with `hello`; a client that gives `Last-Event-ID` (header, or
 `?last_event_id=`) is first replayed every stored event it may see after that id, in order
 (`storage.events`), or told `resync` when that id is older than what is kept. Then come the live
-ones (`actors.events`), with a comment line every `KEEPALIVE_S` seconds.
+ones (`actors.events`), with the hub's keep-alive comment line when the stream had nothing to
+say for `actors.events.KEEPALIVE_S` seconds.
 
 The stream is registered with the hub before the stored events are read, and every event is
 stored before it is delivered, so nothing falls between the replay and the live events; a live
@@ -30,12 +31,11 @@ from api.context import root
 from api.errors import ApiError
 from api.openapi import media
 from api.schemas import Query
-from storage.events import Event, EventStore
+from storage.events import EventStore
 
 blueprint = Blueprint("events", __name__)
 
 PATH = "/v1/events"
-KEEPALIVE_S = 15.0
 REPLAY_PAGE = 500
 MAX_EVENT_ID = 2**63 - 1
 SCOPE_KEY = "pezzottify.stream_scope"
@@ -109,17 +109,12 @@ async def _body(
                     yield old.sse()
                 if len(page) < REPLAY_PAGE:
                     break
-        while True:
-            event: Event | None = None
-            with trio.move_on_after(KEEPALIVE_S):
-                event = await stream.receive.receive()
+        async for event in stream.receive:  # until the hub closes the stream
             if event is None:
                 yield b": keep-alive\n\n"
             elif event.id > sent:
                 sent = event.id
                 yield event.sse()
-    except trio.EndOfChannel:
-        return  # the hub closed the stream
     finally:
         hub.close_stream(stream)
 

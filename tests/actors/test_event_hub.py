@@ -176,3 +176,32 @@ async def test_a_stream_closed_while_a_batch_is_handed_out_receives_nothing() ->
     got = [len(received(stream)) for stream in streams]
     # The slices handed out before the close (the closer runs at the first or second turn).
     assert sum(got) in (FANOUT_SLICE, 2 * FANOUT_SLICE)
+
+
+async def test_a_stream_with_nothing_to_say_gets_a_comment_every_15_s_and_a_busy_one_none(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    hub = EventHub(0)
+    got: dict[Stream, list[tuple[float, Event | None]]] = {}
+
+    async def read(stream: Stream) -> None:
+        async for item in stream.receive:
+            got[stream].append((trio.current_time(), item))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.keep_alive)
+        await trio.sleep(0.5)  # the streams open between two of the hub's ticks
+        quiet, busy = open_stream(hub, "quiet"), open_stream(hub, "busy")
+        got.update({quiet: [], busy: []})
+        for stream in got:
+            nursery.start_soon(read, stream)
+        opened = trio.current_time()
+        for n in range(1, 46):  # the busy stream gets an event every second for 45 s
+            await trio.sleep(1)
+            await hub.deliver([event(n, Audience.OWNER, "busy")])
+        nursery.cancel_scope.cancel()
+    assert [item for _, item in got[quiet]] == [None, None, None]
+    times = [opened] + [at for at, _ in got[quiet]]
+    assert all(14 <= b - a <= 15 for a, b in itertools.pairwise(times))
+    assert [item.id for _, item in got[busy] if item is not None] == list(range(1, 46))
+    assert len(got[busy]) == 45  # no comment among its events
