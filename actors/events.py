@@ -12,7 +12,10 @@ publisher then reads every entry since its cursor in batches. A slow client neve
 each stream has a bounded buffer, and a stream whose buffer is full is dropped (its HTTP response
 cancelled; the client resumes with `Last-Event-ID`). At shutdown every stream is closed at once,
 so none holds the graceful window; every few seconds the streams' sessions are checked again, and
-a revoked or expired one closes its streams (a changed permission changes what they see).
+a revoked or expired one closes its streams (a changed permission changes what they see). A
+batch for many streams is handed out a stream per turn of the event loop, with rests, so that the
+requests served meanwhile hardly notice it; the keep-alive comments of quiet streams come from
+one timer of the hub.
 
 The publisher answers at most two pokes in any `BURST_WINDOW_S` (40 ms): at the downloader's
 pace every change goes out at once (a file's completion and the next file's claim are the two),
@@ -43,6 +46,8 @@ STREAM_BUFFER = 256  # events a stream may fall behind by before it is dropped
 BATCH = 500  # audit entries read per batch
 SESSION_CHECK_S = 5.0
 FANOUT_SLICE = 1  # streams handed a batch per turn of the event loop
+FANOUT_WORK_S = 0.001  # a fan-out hands out streams for this long,
+FANOUT_REST_S = 0.002  # then lets the loop serve the rest for this long
 KEEPALIVE_S = 15.0  # a stream that had nothing for this long is sent a comment line
 KEEPALIVE_TICK_S = 1.0
 # At most two batches in any such window: a file's two commits at once, a burst in batches.
@@ -168,9 +173,10 @@ class EventHub:
         """Hand a batch to every stream that may see some of it, each its own events in order.
 
         A batch that goes to many streams (`catalog.updated` to every phone of a household) is
-        handed out `FANOUT_SLICE` streams per turn of the event loop: each stream then writes
-        its socket in the turn after it is handed its events, so the requests that arrive
-        meanwhile are served between slices instead of waiting for a thousand writes."""
+        handed out `FANOUT_SLICE` streams per turn of the event loop, resting after every
+        `FANOUT_WORK_S` (`_sliced`): each stream then writes its socket in the turn after it is
+        handed its events, so the requests that arrive meanwhile are served between slices and
+        in the rests instead of waiting for a thousand writes."""
         owned: dict[str, list[Event]] = {}
         shared: list[Event] = []
         for event in events:
@@ -207,10 +213,17 @@ class EventHub:
                 self._hand(stream, [None])
 
     async def _sliced(self, streams: Iterable[Stream]) -> AsyncIterator[Stream]:
-        """The streams still open among `streams`, `FANOUT_SLICE` per turn of the event loop."""
+        """The streams still open among `streams`, `FANOUT_SLICE` per turn of the event loop,
+        with a rest of `FANOUT_REST_S` after each `FANOUT_WORK_S` of handing out: a fan-out to
+        a thousand streams takes about a third of the loop while it lasts."""
+        resting_at = trio.current_time() + FANOUT_WORK_S
         for count, stream in enumerate(streams):
             if count and count % FANOUT_SLICE == 0:
-                await trio.lowlevel.checkpoint()
+                if trio.current_time() < resting_at:
+                    await trio.lowlevel.checkpoint()
+                else:
+                    await trio.sleep(FANOUT_REST_S)
+                    resting_at = trio.current_time() + FANOUT_WORK_S
             if stream in self.streams:  # not closed while the others were handed theirs
                 yield stream
 
