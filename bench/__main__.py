@@ -38,7 +38,6 @@ the last column for scale). `bench/README.md` says what each benchmark compares;
 `make bench`, or one with `python -m bench NAME`.
 
 What a user feels: `busy_downloader`, `realistic_day`, `streaming`, `million`, `watchdog`,
-What a user feels: `busy_downloader`, `realistic_day`, `streaming`, `million`, `watchdog`,
 `startup`, `notify_drain`, and the live events' cost: `slow_client`, `idle_streams` and
 `event_latency`. Cost-per-operation guards, which measure the code's cost per operation on
 loopback and may lose up to a quarter when the code is made simpler, never the rows above:
