@@ -8,12 +8,11 @@ audio format in one query, in one thread. Figure: seconds, scan / floor.
 
 API during a scan. A real daemon on the same catalog answers `GET /v1/download/limits`,
 `GET /v1/content/album/{id}` and `GET /v1/content/popular` in turn over one keep-alive
-connection from `bench.load` (its own process; the first two are answered from memory while
-their database is unchanged, the third reads SQLite in a worker thread every time) while this
-process triggers the `integrity_watchdog` job over the admin API and waits for its run to end;
-an idle window of the same length follows (or precedes: the order flips every round), with the
-same polling of the job's state. Figure: p99 latency of the requests
-started during the scan / during the idle window.
+connection from `bench.load` (its own process; each request reads SQLite in a worker thread)
+while this process triggers the `integrity_watchdog` job over the admin API and waits for its
+run to end; an idle window of the same length follows (or precedes: the order flips every
+round), with the same polling of the job's state. Figure: p99 latency of the requests started
+during the scan / during the idle window.
 """
 
 from __future__ import annotations

@@ -362,6 +362,20 @@ def test_a_folder_is_listed_in_slices_of_its_names(tmp_path: Path) -> None:
         next(integrity_scan.list_folder(tmp_path / "unmounted"))
 
 
+def test_a_listing_gives_the_interpreter_lock_away_every_few_hundred_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event loop's thread waits at most a few hundred names for the lock, not 5 ms."""
+    for n in range(1000):
+        (tmp_path / f"{n:04}.flac").write_bytes(b"")
+    handovers: list[int] = []
+    monkeypatch.setattr(integrity_scan.os, "sched_yield", lambda: handovers.append(1))
+    monkeypatch.setattr(integrity_scan, "HANDOFF_EVERY", 100)
+    slices = [json.loads(text) for text in integrity_scan.list_folder(tmp_path)]
+    assert [len(s) for s in slices] == [1000]
+    assert len(handovers) >= 10
+
+
 async def test_cancelling_the_job_stops_the_statement_promptly(
     catalog: CatalogStore,
     admin: QueueAdminStore,

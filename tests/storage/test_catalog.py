@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.seed import synthetic_bundles
+from storage import catalog_read
 from storage.catalog import (
     MIGRATIONS,
     AlbumBundle,
@@ -286,3 +287,15 @@ def test_hundred_thousand_tracks_seed_in_seconds(store: CatalogStore) -> None:
     assert store.counts()["tracks"] == 100_000
     assert len(store.missing_files("track_audio", [], lambda: False)) == 100_000
     assert elapsed < 15, f"seeding took {elapsed:.1f} s"
+
+
+def test_a_long_comparison_leaves_the_cpu_to_waiting_threads_as_it_goes(
+    store: CatalogStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each poll of the scan's statement yields the CPU, so a woken event loop gets a core."""
+    assert store.ingest_many(synthetic_bundles(100, 10)) == 100
+    handovers: list[int] = []
+    monkeypatch.setattr(catalog_read.os, "sched_yield", lambda: handovers.append(1))
+    monkeypatch.setattr(catalog_read, "PROGRESS_STEPS", 100)
+    assert len(store.missing_files("track_audio", ['["a.flac"]'], lambda: False)) == 1_000
+    assert len(handovers) >= 10
