@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 
 test: lint browser promtool unit
 
-# The fast loop: lint, types, and the tests that start no process or server (under a minute).
+# The fast loop: lint, types, and the tests that start no process or server and are not marked
+# slow (under a minute).
 check: lint $(STAMP)
-	$(PY) -m pytest -q -m "not process"
+	$(PY) -m pytest -q -m "not process and not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
