@@ -275,7 +275,7 @@ def missing_files(
         try:
             conn.execute("CREATE TEMP TABLE scan_listing (name TEXT)")
             for names in listing:
-                if stop():  # a slice is too short a statement for the progress handler to see
+                if stop():  # also between slices, which the handler may not see
                     raise sqlite3.OperationalError("interrupted")
                 conn.execute(
                     "INSERT INTO temp.scan_listing SELECT value FROM json_each(?)", (names,)
