@@ -324,6 +324,7 @@ class EventPublisher:
                 continue
             users = await self.users.db.run(self.users.session_users, tokens)
             checked = set(tokens)
+            viewers: dict[int, Viewer] = {}  # a user's streams share one
             for stream in list(self.hub.streams):
                 if stream.token not in checked:
                     continue  # opened while the check ran: its session was just checked
@@ -333,7 +334,9 @@ class EventPublisher:
                     self.hub.close_stream(stream)
                     stream.end()
                 else:
-                    self.hub.set_viewer(stream, viewer_of(user))
+                    if user.id not in viewers:
+                        viewers[user.id] = viewer_of(user)
+                    self.hub.set_viewer(stream, viewers[user.id])
 
 
 # The request's own event when a change is one of these on the request itself.

@@ -221,6 +221,7 @@ def test_role_and_permission_names_parse_case_insensitively() -> None:
 def test_the_event_streams_check_every_session_at_once(store: UserStore) -> None:
     alice = store.create_user("alice", (Role.Regular,))
     bob = store.create_user("bob", (Role.Admin,))
+    store.add_permission("alice", Permission.RequestContent)
     for n in range(3):
         store.create_session(alice.id, f"alice-{n}", NO_DEVICE)
     store.create_session(bob.id, "bob-0", NO_DEVICE)
@@ -239,6 +240,9 @@ def test_the_event_streams_check_every_session_at_once(store: UserStore) -> None
         "alice-0": "alice", "alice-1": "alice", "bob-0": "bob"
     }  # fmt: skip
     assert Permission.ViewAnalytics in found["bob-0"].permissions
+    assert Permission.ViewAnalytics not in found["alice-0"].permissions
+    assert (found["alice-0"].extra, found["bob-0"].extra) == ((Permission.RequestContent,), ())
+    assert (found["alice-0"].roles, found["bob-0"].roles) == ((Role.Regular,), (Role.Admin,))
     with store.db.read() as conn:
         touched = conn.execute(
             "SELECT COUNT(*) FROM sessions WHERE last_used_at > ?", (day_ago,)
