@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -169,20 +170,20 @@ def percentile(samples: Sequence[float], q: float) -> float:
 
 def run_alone(
     argv: Sequence[str] | None,
-    module: str,
-    doc: str | None,
     run: Callable[[Any], list[Row]],
     params: tuple[Any, Any],
     *,
     quick_help: str,
     knob: str,
 ) -> int:
-    """`python -m bench.<module>` of a benchmark: its `params` (default, `--quick`), one of
-    their int fields (`knob`) settable as `--<knob>`; prints the table and the time it took."""
+    """`python -m bench.<module>` of the benchmark whose `run` this is (its module's docstring
+    as the help): its `params` (default, `--quick`), one of their int fields (`knob`) settable
+    as `--<knob>`; prints the table and the time it took."""
     default, quick = params
+    module = sys.modules[run.__module__]  # `__main__` under `python -m`, named by its spec
     parser = argparse.ArgumentParser(
-        prog=f"python -m {module}",
-        description=doc,
+        prog=f"python -m {module.__spec__.name if module.__spec__ else module.__name__}",
+        description=module.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true", help=quick_help)

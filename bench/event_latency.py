@@ -184,8 +184,6 @@ def row(
 def main(argv: Sequence[str] | None = None) -> int:
     return run_alone(
         argv,
-        "bench.event_latency",
-        __doc__,
         run,
         (DEFAULT, QUICK),
         quick_help="one round of 8 tracks",

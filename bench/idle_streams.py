@@ -320,8 +320,6 @@ def rows(mem: Memory, windows: Windows, samples: list[Sample], params: Params) -
 def main(argv: Sequence[str] | None = None) -> int:
     return run_alone(
         argv,
-        "bench.idle_streams",
-        __doc__,
         run,
         (DEFAULT, QUICK),
         quick_help="a 20 s hold and one round",

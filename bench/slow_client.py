@@ -198,8 +198,6 @@ def row(pairs: Pairs, seen: list[Outcome], params: Params) -> Row:
 def main(argv: Sequence[str] | None = None) -> int:
     return run_alone(
         argv,
-        "bench.slow_client",
-        __doc__,
         run,
         (DEFAULT, QUICK),
         quick_help=f"{QUICK.rounds} rounds",
