@@ -13,9 +13,9 @@ each stream has a bounded buffer, and a stream whose buffer is full is dropped (
 cancelled; the client resumes with `Last-Event-ID`). At shutdown every stream is closed at once,
 so none holds the graceful window; every few seconds the streams' sessions are checked again, and
 a revoked or expired one closes its streams (a changed permission changes what they see). A
-batch for many streams is handed out a stream per turn of the event loop, with rests, so that the
-requests served meanwhile hardly notice it; the keep-alive comments of quiet streams come from
-one timer of the hub.
+batch for many streams is handed out a stream per turn of the event loop, and a stream per
+millisecond while an HTTP request is being served, so that the requests hardly notice it; the
+keep-alive comments of quiet streams come from one timer of the hub.
 
 The publisher answers at most two pokes in any `BURST_WINDOW_S` (40 ms): at the downloader's
 pace every change goes out at once (a file's completion and the next file's claim are the two),
@@ -45,9 +45,7 @@ log = logging.getLogger("pezzottify.events")
 STREAM_BUFFER = 256  # events a stream may fall behind by before it is dropped
 BATCH = 500  # audit entries read per batch
 SESSION_CHECK_S = 5.0
-FANOUT_SLICE = 1  # streams handed a batch per turn of the event loop
-FANOUT_WORK_S = 0.001  # a fan-out hands out streams for this long,
-FANOUT_REST_S = 0.002  # then lets the loop serve the rest for this long
+FANOUT_PACE_S = 0.001  # while a request is being served, a stream per this long in a fan-out
 KEEPALIVE_S = 15.0  # a stream that had nothing for this long is sent a comment line
 KEEPALIVE_TICK_S = 1.0
 # At most two batches in any such window: a file's two commits at once, a burst in batches.
@@ -108,6 +106,7 @@ class EventHub:
         self._catalog: set[Stream] = set()
         self.closed = False
         self.dropped = 0  # streams dropped because their client fell behind
+        self.serving = 0  # HTTP requests being served, other than the streams (`StreamScopes`)
         self._pending: list[NewEvent] = []
         self._wake = trio.Event()
         self._token: trio.lowlevel.TrioToken | None = None
@@ -173,10 +172,10 @@ class EventHub:
         """Hand a batch to every stream that may see some of it, each its own events in order.
 
         A batch that goes to many streams (`catalog.updated` to every phone of a household) is
-        handed out `FANOUT_SLICE` streams per turn of the event loop, resting after every
-        `FANOUT_WORK_S` (`_sliced`): each stream then writes its socket in the turn after it is
-        handed its events, so the requests that arrive meanwhile are served between slices and
-        in the rests instead of waiting for a thousand writes."""
+        handed out a stream per turn of the event loop, and while a request is being served a
+        stream per `FANOUT_PACE_S` (`_sliced`): each stream writes its socket in the turn after
+        it is handed its events, so a request waits for one stream's write at most, and only
+        now and then, instead of sharing the loop with a thousand of them."""
         owned: dict[str, list[Event]] = {}
         shared: list[Event] = []
         for event in events:
@@ -213,17 +212,16 @@ class EventHub:
                 self._hand(stream, [None])
 
     async def _sliced(self, streams: Iterable[Stream]) -> AsyncIterator[Stream]:
-        """The streams still open among `streams`, `FANOUT_SLICE` per turn of the event loop,
-        with a rest of `FANOUT_REST_S` after each `FANOUT_WORK_S` of handing out: a fan-out to
-        a thousand streams takes about a third of the loop while it lasts."""
-        resting_at = trio.current_time() + FANOUT_WORK_S
+        """The streams still open among `streams`, one per turn of the event loop, and one per
+        `FANOUT_PACE_S` while a request is being served: a fan-out to a thousand streams is
+        over in about a tenth of a second on an idle loop, and takes a tenth of the loop or less
+        while requests come in."""
         for count, stream in enumerate(streams):
-            if count and count % FANOUT_SLICE == 0:
-                if trio.current_time() < resting_at:
-                    await trio.lowlevel.checkpoint()
+            if count:
+                if self.serving:
+                    await trio.sleep(FANOUT_PACE_S)
                 else:
-                    await trio.sleep(FANOUT_REST_S)
-                    resting_at = trio.current_time() + FANOUT_WORK_S
+                    await trio.lowlevel.checkpoint()
             if stream in self.streams:  # not closed while the others were handed theirs
                 yield stream
 

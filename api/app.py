@@ -133,7 +133,7 @@ def create_app(root: Root, *, throttle: LoginThrottle | None = None) -> QuartTri
 
     app.view_functions["openapi"] = openapi_document
     check_route_permissions(app)
-    app.asgi_app = events.StreamScopes(app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = events.StreamScopes(app.asgi_app, root.hub)  # type: ignore[method-assign]
     return app
 
 

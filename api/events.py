@@ -122,14 +122,22 @@ async def _body(
 class StreamScopes:
     """Runs each request of the event stream inside a cancel scope the hub can cancel: a
     client that stopped reading blocks in the socket's send, where only a cancellation from
-    outside the response reaches it."""
+    outside the response reaches it. Every other HTTP request is counted while it is served
+    (`EventHub.serving`): a fan-out to many streams slows down meanwhile."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, hub: EventHub) -> None:
         self.app = app
+        self.hub = hub
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH:
+        if scope["type"] != "http":  # the lifespan: the daemon's whole life
             await self.app(scope, receive, send)
-            return
-        with trio.CancelScope() as cancel:
-            await self.app({**scope, SCOPE_KEY: cancel}, receive, send)
+        elif scope["path"] != PATH:
+            self.hub.serving += 1
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self.hub.serving -= 1
+        else:
+            with trio.CancelScope() as cancel:
+                await self.app({**scope, SCOPE_KEY: cancel}, receive, send)

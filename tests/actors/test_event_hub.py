@@ -11,9 +11,7 @@ import trio
 import trio.testing
 
 from actors.events import (
-    FANOUT_REST_S,
-    FANOUT_SLICE,
-    FANOUT_WORK_S,
+    FANOUT_PACE_S,
     STREAM_BUFFER,
     EventHub,
     EventPublisher,
@@ -145,51 +143,71 @@ async def test_a_stream_opened_while_sessions_are_checked_stays_open(
     jobs.db.close()
 
 
-async def test_a_batch_for_many_streams_is_handed_out_a_slice_per_turn_with_rests(
+def handed_out(streams: list[Stream]) -> int:
+    return sum(1 for s in streams if s.receive.statistics().current_buffer_used)
+
+
+async def test_a_batch_for_many_streams_goes_out_a_stream_per_turn_on_an_idle_loop(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """A thousand phones each get `catalog.updated`, a slice per turn of the event loop, and
-    the loop is left to other work for `FANOUT_REST_S` after each `FANOUT_WORK_S` of it: here
-    every turn costs a quarter of a millisecond (the watcher moves the clock on), and the
-    fan-out takes as many more turns than it has slices as the rests say."""
+    """A thousand phones each get `catalog.updated`: one stream per turn of the event loop,
+    and no waiting between them while no request is being served."""
     hub = EventHub(0)
     streams = [open_stream(hub, f"user{n}") for n in range(1000)]
     handed: list[int] = []
 
     async def watch() -> None:
-        while True:
-            handed.append(sum(1 for s in streams if s.receive.statistics().current_buffer_used))
-            autojump_clock.jump(0.00025)
+        for _ in range(3000):  # then the clock may move, should the hub be waiting for it
+            handed.append(handed_out(streams))
             await trio.lowlevel.checkpoint()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
         await trio.lowlevel.checkpoint()
+        started = trio.current_time()
         await hub.deliver([event(1, Audience.CATALOG), event(2, Audience.CATALOG)])
-        nursery.cancel_scope.cancel()
+        took = trio.current_time() - started
     assert [received(stream) for stream in streams] == [[1, 2]] * 1000
     steps = [b - a for a, b in itertools.pairwise([0, *(n for n in handed if n < 1000), 1000])]
-    # The watcher runs before or after the hub within a turn: it sees one slice or two.
-    assert max(steps) <= 2 * FANOUT_SLICE
-    # As many turns as slices, and more by the rests: FANOUT_REST_S per FANOUT_WORK_S.
-    expected = 1000 / FANOUT_SLICE * (FANOUT_WORK_S + FANOUT_REST_S) / FANOUT_WORK_S
-    assert 0.75 * expected < len(steps) < 1.25 * expected
+    # The watcher runs before or after the hub within a turn: it sees one stream or two.
+    assert max(steps) <= 2
+    assert took == 0
+
+
+async def test_while_a_request_is_served_a_fan_out_goes_a_stream_per_pace_then_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """While a request is being served, a stream per `FANOUT_PACE_S`; once it has been
+    answered, the streams left go out without waiting."""
+    hub = EventHub(0)
+    streams = [open_stream(hub, f"user{n}") for n in range(1000)]
+    serving_s = 200 * FANOUT_PACE_S
+    hub.serving = 1
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.deliver, [event(1, Audience.CATALOG)])
+        await trio.sleep(serving_s)
+        during = handed_out(streams)
+        hub.serving = 0
+        answered_at = trio.current_time()
+    assert 190 <= during <= 201
+    assert trio.current_time() - answered_at < 2 * FANOUT_PACE_S
+    assert [received(stream) for stream in streams] == [[1]] * 1000
 
 
 async def test_a_stream_closed_while_a_batch_is_handed_out_receives_nothing() -> None:
     hub = EventHub(0)
-    streams = [open_stream(hub, f"user{n}") for n in range(3 * FANOUT_SLICE)]
+    streams = [open_stream(hub, f"user{n}") for n in range(3)]
 
-    async def close_all_but_the_first_slice() -> None:  # runs at the first turn it can
+    async def close_all() -> None:  # runs at the first turn it can
         for stream in streams:
             hub.close_stream(stream)
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(close_all_but_the_first_slice)
+        nursery.start_soon(close_all)
         await hub.deliver([event(1, Audience.CATALOG)])
     got = [len(received(stream)) for stream in streams]
-    # The slices handed out before the close (the closer runs at the first or second turn).
-    assert sum(got) in (FANOUT_SLICE, 2 * FANOUT_SLICE)
+    # The streams handed out before the close (the closer runs at the first or second turn).
+    assert sum(got) in (1, 2)
 
 
 async def test_a_stream_with_nothing_to_say_gets_a_comment_every_15_s_and_a_busy_one_none(
