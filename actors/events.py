@@ -173,7 +173,7 @@ class EventHub:
 
         A batch that goes to many streams (`catalog.updated` to every phone of a household) is
         handed out a stream per turn of the event loop, and while a request is being served a
-        stream per `FANOUT_PACE_S` (`_sliced`): each stream writes its socket in the turn after
+        stream per `FANOUT_PACE_S` (`_paced`): each stream writes its socket in the turn after
         it is handed its events, so a request waits for one stream's write at most, and only
         now and then, instead of sharing the loop with a thousand of them."""
         owned: dict[str, list[Event]] = {}
@@ -191,7 +191,7 @@ class EventHub:
         if any(event.audience is Audience.CATALOG for event in shared):
             targets.update(self._catalog)
         views: dict[tuple[bool, bool], list[Event]] = {}  # the shared events by permissions
-        async for stream in self._sliced(targets):
+        async for stream in self._paced(targets):
             viewer = stream.viewer
             seen = views.get((viewer.admin, viewer.catalog))
             if seen is None:
@@ -208,10 +208,10 @@ class EventHub:
         while True:
             await trio.sleep(KEEPALIVE_TICK_S)
             due = trio.current_time() - (KEEPALIVE_S - KEEPALIVE_TICK_S)
-            async for stream in self._sliced([s for s in self.streams if s.pushed_at <= due]):
+            async for stream in self._paced([s for s in self.streams if s.pushed_at <= due]):
                 self._hand(stream, [None])
 
-    async def _sliced(self, streams: Iterable[Stream]) -> AsyncIterator[Stream]:
+    async def _paced(self, streams: Iterable[Stream]) -> AsyncIterator[Stream]:
         """The streams still open among `streams`, one per turn of the event loop, and one per
         `FANOUT_PACE_S` while a request is being served: a fan-out to a thousand streams is
         over in about a tenth of a second on an idle loop, and takes a tenth of the loop or less
