@@ -51,7 +51,7 @@ UNSAFE_NAME_BYTES = bytes(range(0x20)) + b'"\\' + bytes(range(0x80, 0x100))
 # millisecond with the interpreter lock held, then handed to SQLite, which lets the lock go while
 # it stores the slice, so the event loop never waits behind the scan for long.
 ENCODE_SLICE = 4096
-# Names listed between two hand-overs of the interpreter lock (`_next_slice`): about 0.1 ms.
+# Names listed between two hand-overs of the interpreter lock (`_names`): about 0.1 ms.
 HANDOFF_EVERY = 256
 
 
@@ -74,27 +74,23 @@ def list_folder(folder: Path) -> Iterator[str]:
     first step if the folder is missing: the scan must fail rather than find every file
     missing. Listed as bytes: no decoding per name."""
     with os.scandir(os.fsencode(folder)) as entries:
-        names = (entry.name for entry in entries)
-        while chunk := _next_slice(names):
+        names = _names(entries)
+        while chunk := list(itertools.islice(names, ENCODE_SLICE)):
             yield json_array(chunk)
 
 
-def _next_slice(names: Iterator[bytes]) -> list[bytes]:
-    """Up to `ENCODE_SLICE` names, giving the interpreter lock away every `HANDOFF_EVERY`.
+def _names(entries: Iterator[os.DirEntry[bytes]]) -> Iterator[bytes]:
+    """The entries' names, giving the interpreter lock away after every `HANDOFF_EVERY`.
 
     `os.scandir` lets the lock go while it reads each entry and takes it back at once, and
     CPython makes its holder hand it over only after 5 ms without a single release: a thread
     waiting for the lock, such as the event loop's after each of its system calls, could wait
     those 5 ms while a folder is listed. `os.sched_yield` releases the lock and leaves the CPU
     to whoever waits, so the listing pauses for them every few hundred names."""
-    chunk: list[bytes] = []
-    while len(chunk) < ENCODE_SLICE:
-        part = list(itertools.islice(names, min(HANDOFF_EVERY, ENCODE_SLICE - len(chunk))))
-        chunk += part
-        os.sched_yield()
-        if not part:
-            break
-    return chunk
+    for count, entry in enumerate(entries, 1):
+        if count % HANDOFF_EVERY == 0:
+            os.sched_yield()
+        yield entry.name
 
 
 @dataclass
