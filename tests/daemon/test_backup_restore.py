@@ -36,7 +36,7 @@ SPEC = CatalogSpec(
 )  # fmt: skip
 ALBUMS = len(build_catalog(SPEC).album_ids)
 WRITERS = 8
-PACE_S = 0.25  # between two requests of one writer: the writing outlasts the backup
+PACE_S = 0.25  # between two requests of one writer; one of the eight every 31 ms or so
 
 
 async def admin(*args: str) -> tuple[int, str, str]:
@@ -55,15 +55,16 @@ async def test_backup_while_busy_then_restore_into_a_fresh_db_dir(tmp_path: Path
     async with fake(Knobs(), SPEC) as (url, _):
         async with daemon(live_dir, url, SPEC) as live:
 
-            async def writer() -> None:
+            async def writer(offset: float) -> None:
+                await trio.sleep(offset)  # the writers' requests spread over each pace
                 while not backup_done.is_set() and (index := next(indexes)) < ALBUMS:
                     album = await live.request(index)
                     acknowledged.append((trio.current_time(), album))
                     await trio.sleep(PACE_S)
 
             async with trio.open_nursery() as nursery:
-                for _ in range(WRITERS):
-                    nursery.start_soon(writer)
+                for n in range(WRITERS):
+                    nursery.start_soon(writer, n * PACE_S / WRITERS)
                 await until(lambda: len(acknowledged) >= 2 * WRITERS, within=30)
                 began = trio.current_time()
                 status, out, err = await admin("--db-dir", str(live_dir), "backup", str(dest))
